@@ -1,0 +1,95 @@
+//! Coordinator configuration: a TOML file with defaults, overridden by flags.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A shard group and the address of its primary.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardGroupConfig {
+    pub id: u32,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// gRPC listen address of the public API.
+    pub listen: SocketAddr,
+    /// Directory of the coordinator's own RocksDB (catalog).
+    pub data_dir: PathBuf,
+    /// The shard groups. Recorded in the catalog on first start.
+    pub shard_groups: Vec<ShardGroupConfig>,
+    /// Deadline of each RPC to a shard.
+    pub rpc_timeout_ms: u64,
+    /// Deadline to establish a connection to a shard.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            listen: "127.0.0.1:7700".parse().unwrap(),
+            data_dir: PathBuf::from("tessera-data/coordinator"),
+            shard_groups: Vec::new(),
+            rpc_timeout_ms: 5_000,
+            connect_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Reads a config file; the error names the file and the cause.
+    pub fn from_file(path: &Path) -> Result<CoordinatorConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let config: CoordinatorConfig = toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for g in &self.shard_groups {
+            if g.id == 0 {
+                return Err("coordinator config: shard group ids start at 1".into());
+            }
+            if !ids.insert(g.id) {
+                return Err(format!("coordinator config: shard group {} is listed twice", g.id));
+            }
+            if g.address.trim().is_empty() {
+                return Err(format!("coordinator config: shard group {} has no address", g.id));
+            }
+        }
+        if self.rpc_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err("coordinator config: rpc_timeout_ms and connect_timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\n[[shard_groups]]\nid = 1\naddress = \"127.0.0.1:7001\"\n").unwrap();
+        assert_eq!(CoordinatorConfig::from_file(&path).unwrap().shard_groups.len(), 1);
+        std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n[[shard_groups]]\nid = 1\naddress = \"b\"\n").unwrap();
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("twice"));
+        std::fs::write(&path, "listen = [").unwrap();
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("coordinator.toml"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The Tessera coordinator: SQL front end, catalog, router and shard clients.
+//!
+//! - [`sql`]: parse (sqlparser, PostgreSQL dialect), bind, plan and execute;
+//!   see its module page for the tour of the SQL layer.
+//! - [`catalog`]: tables and the shard map, durable in the coordinator's RocksDB.
+//! - [`routing`]: range partitioning and the consistent-hash ring.
+//! - [`shards`]: gRPC clients of the shard groups, with deadlines and errors
+//!   that name the group.
+//! - [`service`]: the public `tessera.v1` gRPC service.
+//! - [`config`], [`server`]: configuration and running a coordinator.
+//! - [`error`]: errors, with the one SQLSTATE and gRPC status mapping.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod routing;
+pub mod server;
+pub mod service;
+pub mod shards;
+pub mod sql;

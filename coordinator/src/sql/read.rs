@@ -1,0 +1,83 @@
+//! The read path: turn a key access into per-group requests, send them in
+//! parallel, decode the rows.
+
+use super::access::KeyAccess;
+use crate::catalog::{ShardGroupId, Table};
+use crate::error::{CoordError, Result};
+use crate::shards::ShardPool;
+use futures::future::try_join_all;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use tessera_shard::data::expr::Expr;
+use tessera_shard::data::keys::{row_key, successor, table_end, table_prefix};
+use tessera_shard::data::row::decode_row;
+use tessera_shard::data::Value;
+use tessera_shard::txn::TxnContext;
+
+/// What one shard group is asked for.
+#[derive(Debug, Clone)]
+pub enum Fetch {
+    Keys(Vec<Vec<u8>>),
+    Range { start: Vec<u8>, end: Vec<u8> },
+}
+
+/// A row read from a shard: its group, key and column values.
+pub struct FetchedRow {
+    pub group: ShardGroupId,
+    pub key: Vec<u8>,
+    pub values: Vec<Value>,
+}
+
+/// The requests a key access turns into, one per shard group, in group order.
+pub fn targets(table: &Table, access: &KeyAccess) -> Vec<(ShardGroupId, Fetch)> {
+    let id = table.def.id;
+    match access {
+        KeyAccess::Points(points) => {
+            let mut by_group: BTreeMap<ShardGroupId, Vec<Vec<u8>>> = BTreeMap::new();
+            for pk in points {
+                by_group.entry(table.route(pk)).or_default().push(row_key(id, pk));
+            }
+            by_group.into_iter().map(|(g, keys)| (g, Fetch::Keys(keys))).collect()
+        }
+        KeyAccess::Range { lo, hi } => {
+            let start = match lo {
+                Bound::Included(v) => row_key(id, v),
+                Bound::Excluded(v) => successor(row_key(id, v)),
+                Bound::Unbounded => table_prefix(id),
+            };
+            let end = match hi {
+                Bound::Included(v) => successor(row_key(id, v)),
+                Bound::Excluded(v) => row_key(id, v),
+                Bound::Unbounded => table_end(id),
+            };
+            let groups = table.partitioner.route_range(lo.as_ref(), hi.as_ref());
+            groups.into_iter().map(|g| (g, Fetch::Range { start: start.clone(), end: end.clone() })).collect()
+        }
+        KeyAccess::Full => table.partitioner.all_groups().into_iter().map(|g| (g, Fetch::Range { start: table_prefix(id), end: table_end(id) })).collect(),
+    }
+}
+
+/// Reads from every target in parallel. `filter` is pushed to range scans;
+/// `limit` (0 = none) caps each group's rows. With `txn`, reads run in that
+/// transaction and `lock` takes exclusive row locks.
+pub async fn fetch(shards: &ShardPool, table: &Table, targets: &[(ShardGroupId, Fetch)], filter: Option<&Expr>, limit: u64, txn: Option<&TxnContext>, lock: bool) -> Result<Vec<FetchedRow>> {
+    let requests = targets.iter().map(|(group, fetch)| async move {
+        let client = shards.get(*group)?;
+        let raw = match fetch {
+            Fetch::Keys(keys) => client.get_rows(keys.clone(), txn, lock).await?,
+            Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, txn, lock).await?,
+        };
+        Ok::<_, CoordError>((*group, raw))
+    });
+    let mut rows = Vec::new();
+    for (group, raw) in try_join_all(requests).await? {
+        for (key, value) in raw {
+            let values = decode_row(&value).map_err(|e| CoordError::Internal(format!("table \"{}\" on shard group {group}: {e}", table.name())))?;
+            if values.len() != table.def.columns.len() {
+                return Err(CoordError::Internal(format!("table \"{}\" on shard group {group}: row has {} columns, expected {}", table.name(), values.len(), table.def.columns.len())));
+            }
+            rows.push(FetchedRow { group, key, values });
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,21 @@
+//! Protocol buffer contracts of Tessera and their generated tonic/prost types.
+//!
+//! - [`v1`]: the public API applications and the shell use (`tessera.v1`).
+//! - [`shard`]: the internal API between the coordinator and shard nodes
+//!   (`tessera.shard.v1`).
+//!
+//! Nothing but generated code lives here; conversions to domain types live
+//! next to the services that use them.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("tessera.v1");
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod shard {
+    tonic::include_proto!("tessera.shard.v1");
+}
+
+/// Metadata key carrying the SQLSTATE of a failed call.
+pub const SQLSTATE_METADATA_KEY: &str = "x-tessera-sqlstate";

@@ -1,0 +1,86 @@
+//! Shard node configuration: a TOML file with defaults, overridden by flags.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShardConfig {
+    /// Name of this node in logs and status.
+    pub node_id: String,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// Keep data in memory only (tests and experiments; nothing is durable).
+    pub in_memory: bool,
+    /// How long a statement waits for a row lock before failing with 40001.
+    pub lock_timeout_ms: u64,
+    /// Active transactions idle this long are aborted and their locks freed.
+    pub idle_txn_timeout_ms: u64,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            node_id: "shard-1".into(),
+            listen: "127.0.0.1:7701".parse().unwrap(),
+            data_dir: PathBuf::from("tessera-data/shard-1"),
+            in_memory: false,
+            lock_timeout_ms: 2_000,
+            idle_txn_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ShardConfig {
+    /// Reads a config file; the error names the file and the cause.
+    pub fn from_file(path: &Path) -> Result<ShardConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let config: ShardConfig = toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id.trim().is_empty() {
+            return Err("shard config: node_id must not be empty".into());
+        }
+        if !self.in_memory && self.data_dir.as_os_str().is_empty() {
+            return Err("shard config: data_dir must be set unless in_memory = true".into());
+        }
+        if self.lock_timeout_ms == 0 || self.idle_txn_timeout_ms == 0 {
+            return Err("shard config: lock_timeout_ms and idle_txn_timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn lock_timeout(&self) -> Duration {
+        Duration::from_millis(self.lock_timeout_ms)
+    }
+
+    pub fn idle_txn_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_txn_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard.toml");
+        std::fs::write(&path, "node_id = \"a\"\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap();
+        let err = ShardConfig::from_file(&path).unwrap_err();
+        assert!(err.contains("shard.toml") && err.contains("bogus"), "{err}");
+        std::fs::write(&path, "listen = \"not an address\"\n").unwrap();
+        assert!(ShardConfig::from_file(&path).unwrap_err().contains("listen"));
+        std::fs::write(&path, "node_id = \"a\"\nlock_timeout_ms = 5\n").unwrap();
+        assert_eq!(ShardConfig::from_file(&path).unwrap().lock_timeout_ms, 5);
+        assert!(ShardConfig::from_file(&dir.path().join("missing.toml")).unwrap_err().contains("missing.toml"));
+    }
+}

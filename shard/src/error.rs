@@ -1,0 +1,67 @@
+//! The shard's errors, and their one mapping to gRPC statuses.
+
+use crate::storage::StorageError;
+use tessera_proto::SQLSTATE_METADATA_KEY;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// An INSERT found the key already present. Carries the row key.
+    #[error("duplicate key")]
+    AlreadyExists { key: Vec<u8> },
+    /// A lock wait ran out; the transaction should be retried.
+    #[error("could not obtain lock: transaction {holder} holds it (lock wait timeout); retry the transaction")]
+    LockTimeout { holder: String },
+    /// The transaction is unknown here or not in the right phase.
+    #[error("{0}")]
+    TxnState(String),
+    /// The request itself is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A filter could not be evaluated.
+    #[error("{message}")]
+    Eval { message: String, sqlstate: &'static str },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, ShardError>;
+
+impl ShardError {
+    /// True when retrying the whole transaction may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ShardError::LockTimeout { .. })
+    }
+
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            ShardError::AlreadyExists { .. } => "23505",
+            ShardError::LockTimeout { .. } => "40001",
+            ShardError::TxnState(_) => "25P02",
+            ShardError::InvalidRequest(_) => "08P01",
+            ShardError::Eval { sqlstate, .. } => sqlstate,
+            ShardError::Storage(_) => "58030",
+            ShardError::Corrupt(_) => "XX001",
+        }
+    }
+}
+
+impl From<ShardError> for tonic::Status {
+    fn from(e: ShardError) -> tonic::Status {
+        let code = match &e {
+            ShardError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
+            ShardError::LockTimeout { .. } => tonic::Code::Aborted,
+            ShardError::TxnState(_) => tonic::Code::FailedPrecondition,
+            ShardError::InvalidRequest(_) | ShardError::Eval { .. } => tonic::Code::InvalidArgument,
+            ShardError::Storage(_) | ShardError::Corrupt(_) => tonic::Code::Internal,
+        };
+        let details = match &e {
+            ShardError::AlreadyExists { key } => key.clone(),
+            _ => Vec::new(),
+        };
+        let mut status = tonic::Status::with_details(code, e.to_string(), details.into());
+        status.metadata_mut().insert(SQLSTATE_METADATA_KEY, e.sqlstate().parse().expect("ASCII SQLSTATE"));
+        status
+    }
+}

@@ -1,0 +1,20 @@
+//! A Tessera shard node: one RocksDB database served over gRPC.
+//!
+//! - [`data`]: values, order-preserving keys, the row codec and scalar
+//!   expressions (shared with the coordinator).
+//! - [`storage`]: the engine trait, RocksDB and in-memory engines.
+//! - [`txn`]: the transactional participant: row locks, write sets, durable
+//!   prepare records, recovery of prepared transactions.
+//! - [`service`]: the gRPC service (`tessera.shard.v1.Shard`).
+//! - [`wire`]: protobuf <-> domain conversions for the shard protocol.
+//! - [`config`], [`server`]: configuration and running a node.
+//! - [`error`]: the shard's errors and their gRPC mapping.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod server;
+pub mod service;
+pub mod storage;
+pub mod txn;
+pub mod wire;

@@ -1,0 +1,90 @@
+//! Running a shard node: open the engine, bind the port, serve gRPC, abort
+//! idle transactions, stop on a shutdown signal.
+
+use crate::config::ShardConfig;
+use crate::service::ShardService;
+use crate::storage::{memory::MemoryEngine, rocks::RocksEngine, Engine};
+use crate::txn::{Participant, TxnLimits};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_proto::shard::shard_server::ShardServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Largest gRPC message a shard accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A running shard node.
+pub struct ShardHandle {
+    pub address: SocketAddr,
+    pub participant: Arc<Participant>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl ShardHandle {
+    /// Stops serving and waits for in-flight requests to finish.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.shutdown.send(true);
+        self.task.await.map_err(|e| e.to_string())?
+    }
+
+    /// Waits until the server stops (it runs until shut down or it fails).
+    pub async fn wait(self) -> Result<(), String> {
+        self.task.await.map_err(|e| e.to_string())?
+    }
+}
+
+/// Binds a TCP listener; the error names the address and the cause.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))
+}
+
+/// Opens the storage engine and starts serving on `listener`.
+pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardHandle, String> {
+    config.validate()?;
+    let engine: Arc<dyn Engine> = if config.in_memory {
+        Arc::new(MemoryEngine::default())
+    } else {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        Arc::new(RocksEngine::open(&config.data_dir).map_err(|e| e.to_string())?)
+    };
+    let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout() };
+    let participant = Arc::new(Participant::open(engine, limits).map_err(|e| e.to_string())?);
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let data_dir = if config.in_memory { "(in memory)".to_string() } else { config.data_dir.display().to_string() };
+    let service = ShardService::new(participant.clone(), config.node_id.clone(), data_dir);
+    let (shutdown, mut signal) = watch::channel(false);
+    let reaper = spawn_idle_reaper(participant.clone(), shutdown.subscribe());
+    let node_id = config.node_id.clone();
+    let task = tokio::spawn(async move {
+        let server = ShardServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(server)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(|e| format!("shard {node_id} stopped: {e}"));
+        reaper.abort();
+        result
+    });
+    tracing::info!(node = %config.node_id, %address, "shard node serving");
+    Ok(ShardHandle { address, participant, shutdown, task })
+}
+
+fn spawn_idle_reaper(participant: Arc<Participant>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { participant.abort_idle().await; }
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}

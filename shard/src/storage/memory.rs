@@ -1,0 +1,70 @@
+//! An in-memory engine: ordered maps behind a lock. Nothing survives a restart.
+
+use super::{Engine, Result, Space, SyncCounter, Write};
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+#[derive(Default)]
+pub struct MemoryEngine {
+    spaces: RwLock<[BTreeMap<Vec<u8>, Vec<u8>>; 2]>,
+    syncs: SyncCounter,
+}
+
+fn index(space: Space) -> usize {
+    match space {
+        Space::Data => 0,
+        Space::Txn => 1,
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.spaces.read().unwrap()[index(space)].get(key).cloned())
+    }
+
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let spaces = self.spaces.read().unwrap();
+        for (k, v) in spaces[index(space)].range(start.to_vec()..end.to_vec()) {
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, writes: Vec<Write>, sync: bool) -> Result<()> {
+        let mut spaces = self.spaces.write().unwrap();
+        for w in writes {
+            let map = &mut spaces[index(w.space)];
+            match w.value {
+                Some(v) => map.insert(w.key, v),
+                None => map.remove(&w.key),
+            };
+        }
+        if sync {
+            self.syncs.bump();
+        }
+        Ok(())
+    }
+
+    fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let mut spaces = self.spaces.write().unwrap();
+        let map = &mut spaces[index(Space::Data)];
+        let doomed: Vec<Vec<u8>> = map.range(start.to_vec()..end.to_vec()).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            map.remove(&k);
+        }
+        self.syncs.bump();
+        Ok(())
+    }
+
+    fn syncs(&self) -> u64 {
+        self.syncs.get()
+    }
+}

@@ -1,0 +1,422 @@
+//! The participant side of Tessera's transactions.
+//!
+//! A transaction's writes live on the shard from its first statement: each
+//! mutation takes an exclusive lock on its key and is buffered in the
+//! transaction's write set. Reads inside a transaction see its own writes and,
+//! with `lock`, take the same exclusive locks (strict two-phase locking).
+//!
+//! Phases, per transaction id:
+//! - **active**: locks held in memory, writes buffered. Lost on restart; the
+//!   coordinator learns so because the shard refuses a transaction it does not
+//!   know unless the request says `begin`.
+//! - **prepared**: the write set is written to the `txn` keyspace with an
+//!   fsync before PREPARE answers yes. On restart every prepared record is
+//!   reloaded with its locks; it stays until COMMIT or ABORT arrives.
+//! - **committed / aborted**: the write set is applied (or dropped) in one
+//!   synced batch that also deletes the prepared record, then locks go.
+//!
+//! Idempotency: COMMIT of an unknown transaction is a repeat and succeeds;
+//! ABORT of an unknown transaction succeeds; PREPARE of an unknown (aborted,
+//! timed-out) transaction is refused. Lock waits end at the lock timeout with a
+//! retryable error, so no deadlock hangs. Idle active transactions are aborted
+//! by [`Participant::abort_idle`]; prepared ones never are.
+
+pub mod locks;
+mod state;
+
+use crate::data::expr::Expr;
+use crate::data::row::decode_row;
+use crate::error::{Result, ShardError};
+use crate::storage::{Engine, Space, Write};
+use locks::LockTable;
+pub use state::{Mutation, MutationOp, TxnContext};
+use state::{Phase, TxnState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Largest scan response, in bytes of keys and values.
+pub const SCAN_BYTE_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Timeouts of the participant.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnLimits {
+    pub lock_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// What a scan asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ScanSpec {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    /// 0 means no limit.
+    pub limit: u64,
+    pub filter: Option<Expr>,
+    pub txn: Option<TxnContext>,
+    pub lock: bool,
+}
+
+/// Rows of a scan and, if it stopped early, where to resume.
+pub struct ScanResult {
+    pub rows: Vec<(Vec<u8>, Vec<u8>)>,
+    pub resume_key: Option<Vec<u8>>,
+}
+
+pub struct Participant {
+    engine: Arc<dyn Engine>,
+    locks: LockTable,
+    txns: Mutex<HashMap<String, TxnState>>,
+    /// Recently aborted transactions, so late requests are refused.
+    aborted: Mutex<HashMap<String, Instant>>,
+    limits: TxnLimits,
+}
+
+impl Participant {
+    /// Opens the participant and reloads every prepared transaction with its locks.
+    pub fn open(engine: Arc<dyn Engine>, limits: TxnLimits) -> Result<Participant> {
+        let participant = Participant { engine, locks: LockTable::default(), txns: Mutex::default(), aborted: Mutex::default(), limits };
+        participant.recover()?;
+        Ok(participant)
+    }
+
+    fn recover(&self) -> Result<()> {
+        let mut records = Vec::new();
+        self.engine.scan(Space::Txn, b"", &[0xFF; 64], &mut |k, v| {
+            records.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        let mut txns = self.txns.lock().unwrap();
+        for (key, value) in records {
+            let state = TxnState::decode_prepared(&value).map_err(|e| ShardError::Corrupt(format!("prepared record {}: {e}", String::from_utf8_lossy(&key))))?;
+            for k in state.writes.keys() {
+                self.locks.acquire_now(k, &state.id);
+            }
+            tracing::info!(txn = %state.id, writes = state.writes.len(), "recovered prepared transaction");
+            txns.insert(state.id.clone(), state);
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// (active, prepared) transaction counts.
+    pub fn counts(&self) -> (usize, usize) {
+        let txns = self.txns.lock().unwrap();
+        let prepared = txns.values().filter(|t| t.phase == Phase::Prepared).count();
+        (txns.len() - prepared, prepared)
+    }
+
+    /// Ids of prepared transactions (in doubt until the coordinator decides).
+    pub fn prepared_ids(&self) -> Vec<String> {
+        self.txns.lock().unwrap().values().filter(|t| t.phase == Phase::Prepared).map(|t| t.id.clone()).collect()
+    }
+
+    /// Point reads; in a transaction, its own writes win, and `lock` locks first.
+    pub async fn get(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if let Some(txn) = txn {
+            self.touch(txn)?;
+        } else if lock {
+            return Err(ShardError::InvalidRequest("a locking read needs a transaction".into()));
+        }
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let (Some(txn), true) = (txn, lock) {
+                self.lock_key(txn, &key).await?;
+            }
+            if let Some(value) = self.read_key(txn, &key)? {
+                rows.push((key, value));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// A range scan with an optional filter, limit, and locks.
+    pub async fn scan(self: &Arc<Self>, spec: ScanSpec) -> Result<ScanResult> {
+        if let Some(txn) = &spec.txn {
+            self.touch(txn)?;
+        } else if spec.lock {
+            return Err(ShardError::InvalidRequest("a locking scan needs a transaction".into()));
+        }
+        let overlay = spec.txn.as_ref().map(|t| self.writes_in_range(&t.id, &spec.start, &spec.end)).unwrap_or_default();
+        let this = self.clone();
+        let unbounded = spec.lock || !overlay.is_empty();
+        let (start, end, filter, limit) = (spec.start.clone(), spec.end.clone(), spec.filter.clone(), spec.limit);
+        let mut result = tokio::task::spawn_blocking(move || this.scan_committed(&start, &end, filter.as_ref(), if unbounded { 0 } else { limit }, !unbounded))
+            .await
+            .map_err(|e| ShardError::InvalidRequest(format!("scan task failed: {e}")))??;
+        if !overlay.is_empty() {
+            apply_overlay(&mut result.rows, overlay, spec.filter.as_ref())?;
+        }
+        if spec.lock {
+            result.rows = self.lock_rows(spec.txn.as_ref().unwrap(), result.rows, spec.filter.as_ref()).await?;
+        }
+        if unbounded && spec.limit > 0 && result.rows.len() as u64 > spec.limit {
+            result.rows.truncate(spec.limit as usize);
+            result.resume_key = result.rows.last().map(|(k, _)| crate::data::keys::successor(k.clone()));
+        }
+        Ok(result)
+    }
+
+    fn scan_committed(&self, start: &[u8], end: &[u8], filter: Option<&Expr>, limit: u64, budget: bool) -> Result<ScanResult> {
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        let mut resume_key = None;
+        let mut failure = None;
+        self.engine.scan(Space::Data, start, end, &mut |k, v| {
+            match row_matches(filter, v) {
+                Ok(false) => return true,
+                Ok(true) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            }
+            if (limit > 0 && rows.len() as u64 >= limit) || (budget && bytes >= SCAN_BYTE_BUDGET) {
+                resume_key = Some(k.to_vec());
+                return false;
+            }
+            bytes += k.len() + v.len();
+            rows.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(ScanResult { rows, resume_key })
+    }
+
+    /// Locks each candidate row, then re-reads it and re-checks the filter.
+    async fn lock_rows(&self, txn: &TxnContext, candidates: Vec<(Vec<u8>, Vec<u8>)>, filter: Option<&Expr>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows = Vec::with_capacity(candidates.len());
+        for (key, _) in candidates {
+            self.lock_key(txn, &key).await?;
+            if let Some(value) = self.read_key(Some(txn), &key)? {
+                if row_matches(filter, &value)? {
+                    rows.push((key, value));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Buffers mutations in the transaction after locking their keys.
+    pub async fn write(&self, txn: &TxnContext, mutations: Vec<Mutation>) -> Result<()> {
+        self.touch(txn)?;
+        for m in mutations {
+            self.lock_key(txn, &m.key).await?;
+            if matches!(m.op, MutationOp::Insert(_)) && self.read_key(Some(txn), &m.key)?.is_some() {
+                return Err(ShardError::AlreadyExists { key: m.key });
+            }
+            let value = match m.op {
+                MutationOp::Put(v) | MutationOp::Insert(v) => Some(v),
+                MutationOp::Delete => None,
+            };
+            self.with_txn(&txn.id, |t| {
+                t.writes.insert(m.key, value);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the write set and locks durable: the participant's yes vote.
+    pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
+        let record = {
+            let mut txns = self.txns.lock().unwrap();
+            let Some(state) = txns.get_mut(&txn.id) else {
+                return Err(self.unknown(&txn.id, "PREPARE"));
+            };
+            if state.phase == Phase::Prepared {
+                return Ok(());
+            }
+            state.encode_prepared()
+        };
+        let write = Write { space: Space::Txn, key: txn.id.as_bytes().to_vec(), value: Some(record) };
+        self.apply(vec![write]).await?;
+        self.with_txn(&txn.id, |t| {
+            t.phase = Phase::Prepared;
+            Ok(())
+        })
+    }
+
+    /// Commits: one phase (with optional final mutations) or after PREPARE.
+    pub async fn commit(&self, txn: &TxnContext, one_phase: bool, mutations: Vec<Mutation>) -> Result<()> {
+        if one_phase {
+            if let Err(e) = self.write(txn, mutations).await {
+                // A one-phase commit that fails leaves nothing behind.
+                let _ = self.abort(&txn.id).await;
+                return Err(e);
+            }
+        } else if !mutations.is_empty() {
+            return Err(ShardError::InvalidRequest("mutations may only accompany a one-phase commit".into()));
+        }
+        let state = {
+            let mut txns = self.txns.lock().unwrap();
+            match txns.get(&txn.id).map(|t| t.phase) {
+                None if one_phase => return Err(self.unknown(&txn.id, "COMMIT")),
+                None => return Ok(()), // a repeated COMMIT of a finished transaction
+                Some(Phase::Active) if !one_phase => {
+                    return Err(ShardError::TxnState(format!("transaction {} cannot commit in two phases: it was not prepared", txn.id)))
+                }
+                Some(_) => txns.remove(&txn.id).unwrap(),
+            }
+        };
+        let mut batch: Vec<Write> = state.writes.iter().map(|(k, v)| Write { space: Space::Data, key: k.clone(), value: v.clone() }).collect();
+        if state.phase == Phase::Prepared {
+            batch.push(Write { space: Space::Txn, key: state.id.as_bytes().to_vec(), value: None });
+        }
+        let outcome = self.apply(batch).await;
+        if outcome.is_err() && state.phase == Phase::Prepared {
+            // The decision stands; keep the prepared state so a retry can commit.
+            self.txns.lock().unwrap().insert(state.id.clone(), state);
+            return outcome;
+        }
+        self.locks.release(&state.id, state.locked.iter());
+        outcome
+    }
+
+    /// Drops the transaction's writes and releases its locks. Idempotent.
+    pub async fn abort(&self, txn_id: &str) -> Result<()> {
+        let state = self.txns.lock().unwrap().remove(txn_id);
+        self.aborted.lock().unwrap().insert(txn_id.to_string(), Instant::now());
+        let Some(state) = state else { return Ok(()) };
+        if state.phase == Phase::Prepared {
+            let write = Write { space: Space::Txn, key: txn_id.as_bytes().to_vec(), value: None };
+            if let Err(e) = self.apply(vec![write]).await {
+                self.txns.lock().unwrap().insert(state.id.clone(), state);
+                return Err(e);
+            }
+        }
+        self.locks.release(&state.id, state.locked.iter());
+        Ok(())
+    }
+
+    /// Aborts active transactions idle for longer than the idle timeout.
+    pub async fn abort_idle(&self) -> usize {
+        let now = Instant::now();
+        let idle: Vec<String> = {
+            let txns = self.txns.lock().unwrap();
+            txns.values().filter(|t| t.phase == Phase::Active && now.duration_since(t.last_active) > self.limits.idle_timeout).map(|t| t.id.clone()).collect()
+        };
+        for id in &idle {
+            tracing::info!(txn = %id, "aborting idle transaction");
+            let _ = self.abort(id).await;
+        }
+        self.aborted.lock().unwrap().retain(|_, at| now.duration_since(*at) < Duration::from_secs(600));
+        idle.len()
+    }
+
+    /// Deletes committed data in `[start, end)`, durably.
+    pub async fn delete_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.delete_range(&start, &end)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
+        Ok(())
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.apply(writes, true)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Registers activity, creating the transaction when the request begins it.
+    fn touch(&self, txn: &TxnContext) -> Result<()> {
+        if txn.id.is_empty() {
+            return Err(ShardError::InvalidRequest("transaction id is empty".into()));
+        }
+        let mut txns = self.txns.lock().unwrap();
+        if let Some(state) = txns.get_mut(&txn.id) {
+            if state.phase == Phase::Prepared {
+                return Err(ShardError::TxnState(format!("transaction {} is prepared and takes no more statements", txn.id)));
+            }
+            state.last_active = Instant::now();
+            return Ok(());
+        }
+        if !txn.begin || self.aborted.lock().unwrap().contains_key(&txn.id) {
+            return Err(self.unknown(&txn.id, "statement"));
+        }
+        txns.insert(txn.id.clone(), TxnState::new(txn));
+        Ok(())
+    }
+
+    fn unknown(&self, id: &str, what: &str) -> ShardError {
+        let reason = if self.aborted.lock().unwrap().contains_key(id) { "it was aborted" } else { "it is unknown here (aborted, timed out, or lost in a restart)" };
+        ShardError::TxnState(format!("{what} refused for transaction {id}: {reason}"))
+    }
+
+    async fn lock_key(&self, txn: &TxnContext, key: &[u8]) -> Result<()> {
+        let deadline = Instant::now() + self.limits.lock_timeout;
+        let fresh = self.locks.acquire(key, &txn.id, deadline).await.map_err(|e| ShardError::LockTimeout { holder: e.holder })?;
+        if fresh {
+            let recorded = self.with_txn(&txn.id, |t| {
+                t.locked.push(key.to_vec());
+                Ok(())
+            });
+            if recorded.is_err() {
+                // The transaction ended while we waited; give the lock back.
+                self.locks.release(&txn.id, [&key.to_vec()]);
+                return recorded;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_key(&self, txn: Option<&TxnContext>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(txn) = txn {
+            let own = self.txns.lock().unwrap().get(&txn.id).and_then(|t| t.writes.get(key).cloned());
+            if let Some(own) = own {
+                return Ok(own);
+            }
+        }
+        Ok(self.engine.get(Space::Data, key)?)
+    }
+
+    fn writes_in_range(&self, id: &str, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let txns = self.txns.lock().unwrap();
+        let Some(t) = txns.get(id) else { return Vec::new() };
+        if start >= end {
+            return Vec::new();
+        }
+        t.writes.range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn with_txn<T>(&self, id: &str, f: impl FnOnce(&mut TxnState) -> Result<T>) -> Result<T> {
+        let mut txns = self.txns.lock().unwrap();
+        match txns.get_mut(id) {
+            Some(t) => f(t),
+            None => Err(ShardError::TxnState(format!("transaction {id} was aborted while the statement ran"))),
+        }
+    }
+
+    /// Total locks held (for status and tests).
+    pub fn locks_held(&self) -> usize {
+        self.locks.len()
+    }
+}
+
+fn row_matches(filter: Option<&Expr>, value: &[u8]) -> Result<bool> {
+    let Some(filter) = filter else { return Ok(true) };
+    let row = decode_row(value).map_err(|e| ShardError::Corrupt(e.to_string()))?;
+    filter.matches(&row).map_err(|e| ShardError::Eval { message: e.to_string(), sqlstate: e.sqlstate() })
+}
+
+/// Merges a transaction's own writes into committed scan results.
+fn apply_overlay(rows: &mut Vec<(Vec<u8>, Vec<u8>)>, overlay: Vec<(Vec<u8>, Option<Vec<u8>>)>, filter: Option<&Expr>) -> Result<()> {
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::mem::take(rows).into_iter().collect();
+    for (k, v) in overlay {
+        match v {
+            Some(v) if row_matches(filter, &v)? => {
+                merged.insert(k, v);
+            }
+            _ => {
+                merged.remove(&k);
+            }
+        }
+    }
+    *rows = merged.into_iter().collect();
+    Ok(())
+}

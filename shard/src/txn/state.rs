@@ -1,0 +1,86 @@
+//! Per-transaction state on a participant and its durable prepared record.
+
+use prost::Message;
+use std::collections::BTreeMap;
+use tessera_proto::shard as pb;
+use tokio::time::Instant;
+
+/// Which transaction a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnContext {
+    pub id: String,
+    pub timestamp: u64,
+    /// The first request of this transaction to this shard.
+    pub begin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MutationOp {
+    Put(Vec<u8>),
+    /// Put that fails if the key exists.
+    Insert(Vec<u8>),
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutation {
+    pub key: Vec<u8>,
+    pub op: MutationOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Active,
+    Prepared,
+}
+
+pub struct TxnState {
+    pub id: String,
+    pub timestamp: u64,
+    pub phase: Phase,
+    /// Buffered writes: `Some` puts, `None` deletes.
+    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys this transaction holds locks on.
+    pub locked: Vec<Vec<u8>>,
+    pub last_active: Instant,
+}
+
+impl TxnState {
+    pub fn new(txn: &TxnContext) -> TxnState {
+        TxnState { id: txn.id.clone(), timestamp: txn.timestamp, phase: Phase::Active, writes: BTreeMap::new(), locked: Vec::new(), last_active: Instant::now() }
+    }
+
+    /// The durable record written by PREPARE.
+    pub fn encode_prepared(&self) -> Vec<u8> {
+        let mutations = self
+            .writes
+            .iter()
+            .map(|(k, v)| pb::Mutation {
+                key: k.clone(),
+                op: Some(match v {
+                    Some(v) => pb::mutation::Op::Put(v.clone()),
+                    None => pb::mutation::Op::Delete(true),
+                }),
+            })
+            .collect();
+        pb::PreparedTxn { txn: Some(pb::TxnContext { txn_id: self.id.clone(), timestamp: self.timestamp, begin: false }), mutations }.encode_to_vec()
+    }
+
+    /// Rebuilds a prepared transaction from its record; it holds locks on
+    /// every key it writes.
+    pub fn decode_prepared(bytes: &[u8]) -> Result<TxnState, String> {
+        let record = pb::PreparedTxn::decode(bytes).map_err(|e| e.to_string())?;
+        let txn = record.txn.ok_or("record has no transaction")?;
+        let mut writes = BTreeMap::new();
+        for m in record.mutations {
+            let value = match m.op {
+                Some(pb::mutation::Op::Put(v)) | Some(pb::mutation::Op::Insert(v)) => Some(v),
+                Some(pb::mutation::Op::Delete(_)) => None,
+                None => return Err("mutation without an operation".into()),
+            };
+            writes.insert(m.key, value);
+        }
+        let locked = writes.keys().cloned().collect();
+        Ok(TxnState { id: txn.txn_id, timestamp: txn.timestamp, phase: Phase::Prepared, writes, locked, last_active: Instant::now() })
+    }
+}

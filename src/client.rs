@@ -1,0 +1,169 @@
+//! The Rust client library: connect to a coordinator and run SQL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tessera::client::ClientError> {
+//! let mut client = tessera::client::Client::connect("127.0.0.1:7700").await?;
+//! let results = client.execute("SELECT count(*) FROM accounts").await?;
+//! println!("{}", results[0].rows[0][0]);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+use tessera_proto::v1 as pb;
+use tessera_proto::v1::tessera_client::TesseraClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub use tessera_shard::data::Value;
+
+/// Largest response the client accepts (rows of one statement).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to a coordinator.
+#[derive(Clone)]
+pub struct Client {
+    inner: TesseraClient<Channel>,
+    address: String,
+}
+
+/// A column of a result set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    /// SQL type name: BIGINT, TEXT, BOOLEAN or DOUBLE.
+    pub data_type: String,
+}
+
+/// The outcome of one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementResult {
+    /// PostgreSQL-style command tag, e.g. `SELECT 3` or `INSERT 0 2`.
+    pub tag: String,
+    /// Empty for statements that return no rows.
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    pub rows_affected: u64,
+}
+
+/// An error from the coordinator (with its SQLSTATE) or from the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientError {
+    /// The PostgreSQL SQLSTATE, when the coordinator sent one.
+    pub sqlstate: Option<String>,
+    pub message: String,
+}
+
+impl ClientError {
+    /// True when retrying the same transaction may succeed (SQLSTATE 40001/40P01).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.sqlstate.as_deref(), Some("40001") | Some("40P01"))
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sqlstate {
+            Some(code) => write!(f, "ERROR: {} (SQLSTATE {code})", self.message),
+            None => write!(f, "ERROR: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        let sqlstate = status
+            .metadata()
+            .get(tessera_proto::SQLSTATE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let message = match status.code() {
+            tonic::Code::Unavailable if sqlstate.is_none() => format!("coordinator unavailable: {}", status.message()),
+            tonic::Code::DeadlineExceeded if sqlstate.is_none() => "coordinator did not answer in time".to_string(),
+            _ => status.message().to_string(),
+        };
+        ClientError { sqlstate, message }
+    }
+}
+
+impl Client {
+    /// Connects to the coordinator at `address` (`host:port` or a URL).
+    pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+        let endpoint = Endpoint::from_shared(url).map_err(|e| ClientError { sqlstate: None, message: format!("invalid address \"{address}\": {e}") })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| ClientError { sqlstate: Some("08001".into()), message: format!("cannot connect to coordinator at {address}: {}", source_chain(&e)) })?;
+        let inner = TesseraClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Client { inner, address: address.to_string() })
+    }
+
+    /// The address this client connected to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Runs one or more `;`-separated statements and returns one result each.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<StatementResult>, ClientError> {
+        let response = self.inner.execute(pb::ExecuteRequest { sql: sql.to_string() }).await?;
+        Ok(response.into_inner().results.into_iter().map(statement_from_pb).collect())
+    }
+
+    /// Shard groups the coordinator knows, and whether each answers.
+    pub async fn cluster_status(&mut self) -> Result<Vec<pb::ShardGroupStatus>, ClientError> {
+        Ok(self.inner.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner().shard_groups)
+    }
+}
+
+/// Formats an error with its causes, e.g. "transport error: connection refused".
+pub fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn statement_from_pb(result: pb::StatementResult) -> StatementResult {
+    StatementResult {
+        tag: result.tag,
+        columns: result
+            .columns
+            .into_iter()
+            .map(|c| Column {
+                name: c.name,
+                data_type: match pb::DataType::try_from(c.r#type).unwrap_or(pb::DataType::Unspecified) {
+                    pb::DataType::Bigint => "BIGINT",
+                    pb::DataType::Text => "TEXT",
+                    pb::DataType::Boolean => "BOOLEAN",
+                    pb::DataType::Double => "DOUBLE",
+                    pb::DataType::Unspecified => "UNKNOWN",
+                }
+                .to_string(),
+            })
+            .collect(),
+        rows: result.rows.into_iter().map(|r| r.values.into_iter().map(value_from_pb).collect()).collect(),
+        rows_affected: result.rows_affected,
+    }
+}
+
+fn value_from_pb(value: pb::Value) -> Value {
+    use pb::value::Kind;
+    match value.kind {
+        None | Some(Kind::Null(_)) => Value::Null,
+        Some(Kind::Int(i)) => Value::Int(i),
+        Some(Kind::Text(s)) => Value::Text(s),
+        Some(Kind::Boolean(b)) => Value::Bool(b),
+        Some(Kind::Double(d)) => Value::Double(d),
+    }
+}

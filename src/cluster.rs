@@ -1,0 +1,66 @@
+//! A whole cluster in one process on loopback: shard nodes and a
+//! coordinator, each on its own free port, with RocksDB under one directory.
+//! `tessera demo` and `tessera bench` use it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tessera_coordinator::config::{CoordinatorConfig, ShardGroupConfig};
+use tessera_coordinator::server::{self as coordinator_server, CoordinatorHandle};
+use tessera_shard::config::ShardConfig;
+use tessera_shard::server::{self as shard_server, ShardHandle};
+
+pub struct ClusterOptions {
+    pub shards: usize,
+    /// Keep data here; a temporary directory (removed on shutdown) otherwise.
+    pub data_dir: Option<PathBuf>,
+}
+
+pub struct LocalCluster {
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    coordinator: CoordinatorHandle,
+    shards: Vec<ShardHandle>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl LocalCluster {
+    pub async fn start(options: ClusterOptions) -> Result<LocalCluster, String> {
+        let (temp, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let temp = tempfile::Builder::new().prefix("tessera-demo-").tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                let path = temp.path().to_path_buf();
+                (Some(temp), path)
+            }
+        };
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut shards = Vec::new();
+        let mut groups = Vec::new();
+        for i in 1..=options.shards {
+            let config = ShardConfig { node_id: format!("shard-{i}"), listen: loopback, data_dir: data_dir.join(format!("shard-{i}")), ..ShardConfig::default() };
+            let handle = shard_server::start(&config, shard_server::bind(loopback).await?).await?;
+            groups.push(ShardGroupConfig { id: i as u32, address: handle.address.to_string() });
+            shards.push(handle);
+        }
+        let config = CoordinatorConfig { listen: loopback, data_dir: data_dir.join("coordinator"), shard_groups: groups, ..CoordinatorConfig::default() };
+        let coordinator = coordinator_server::start(&config, coordinator_server::bind(loopback).await?).await?;
+        Ok(LocalCluster { address: coordinator.address, data_dir, coordinator, shards, _temp: temp })
+    }
+
+    /// Addresses of the shard nodes, in group order.
+    pub fn shard_addresses(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.address).collect()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops the coordinator, then the shards; removes a temporary directory.
+    pub async fn shutdown(self) {
+        let _ = self.coordinator.shutdown().await;
+        for shard in self.shards {
+            let _ = shard.shutdown().await;
+        }
+    }
+}

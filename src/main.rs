@@ -1,0 +1,282 @@
+//! The `tessera` command: servers, the SQL shell, the demo and benchmarks.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tessera::client::Client;
+use tessera::cluster::{ClusterOptions, LocalCluster};
+use tessera::shell::{self, ShellOptions};
+use tessera_coordinator::config::{CoordinatorConfig, ShardGroupConfig};
+use tessera_shard::config::ShardConfig;
+
+const DEFAULT_COORDINATOR: &str = "127.0.0.1:7700";
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "A sharded SQL transaction coordinator over RocksDB shard nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a shard node: one RocksDB database served over gRPC.
+    Shard(ShardArgs),
+    /// Run the coordinator: SQL, catalog, routing.
+    Coordinator(CoordinatorArgs),
+    /// Open the SQL shell against a coordinator.
+    Sql(SqlArgs),
+    /// Start a whole cluster in this process with sample data and open the shell.
+    Demo(DemoArgs),
+    /// Measure a cluster.
+    Bench {
+        #[command(subcommand)]
+        workload: BenchCommand,
+    },
+}
+
+#[derive(Args)]
+struct ShardArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address (port 0 picks a free port; the address is printed).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Keep data in memory only (nothing survives a restart).
+    #[arg(long)]
+    in_memory: bool,
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A shard group as ID=ADDRESS, e.g. 1=127.0.0.1:7701; repeatable.
+    #[arg(long = "shard", value_parser = parse_group)]
+    shards: Vec<ShardGroupConfig>,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    /// Coordinator address.
+    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    host: String,
+    /// Run these statements and exit (non-zero on error).
+    #[arg(short = 'e', long = "execute")]
+    execute: Option<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Keep the cluster's data here instead of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shard groups.
+    #[arg(long, default_value_t = 3)]
+    shards: usize,
+    /// Run these statements and exit instead of opening the shell.
+    #[arg(short = 'e', long = "execute")]
+    execute: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Point inserts then point reads from concurrent clients.
+    Kv {
+        /// Coordinator to measure; without it a 3-shard cluster starts in-process.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Total run time in seconds (half inserts, half reads).
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+}
+
+fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
+    let (id, address) = text.split_once('=').ok_or_else(|| format!("expected ID=ADDRESS, got \"{text}\""))?;
+    let id = id.trim().parse().map_err(|_| format!("shard group id \"{id}\" is not a number"))?;
+    Ok(ShardGroupConfig { id, address: address.trim().to_string() })
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Shard(args) => run_shard(args).await,
+        Command::Coordinator(args) => run_coordinator(args).await,
+        Command::Sql(args) => run_sql(args).await,
+        Command::Demo(args) => run_demo(args).await,
+        Command::Bench { workload } => run_bench(workload).await,
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run_shard(args: ShardArgs) -> anyhow::Result<bool> {
+    init_logging("info");
+    let mut config = match &args.config {
+        Some(path) => ShardConfig::from_file(path).map_err(anyhow::Error::msg)?,
+        None => ShardConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    config.in_memory |= args.in_memory;
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = tessera_shard::server::bind(config.listen).await.map_err(anyhow::Error::msg)?;
+    let handle = tessera_shard::server::start(&config, listener).await.map_err(anyhow::Error::msg)?;
+    println!("shard {} listening on {}", config.node_id, handle.address);
+    tokio::select! {
+        result = async { handle.wait().await } => { result.map_err(anyhow::Error::msg)?; }
+        _ = shutdown_signal() => {}
+    }
+    Ok(true)
+}
+
+async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
+    init_logging("info");
+    let mut config = match &args.config {
+        Some(path) => CoordinatorConfig::from_file(path).map_err(anyhow::Error::msg)?,
+        None => CoordinatorConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if !args.shards.is_empty() {
+        config.shard_groups = args.shards;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    let listener = tessera_coordinator::server::bind(config.listen).await.map_err(anyhow::Error::msg)?;
+    let handle = tessera_coordinator::server::start(&config, listener).await.map_err(anyhow::Error::msg)?;
+    println!("coordinator listening on {}", handle.address);
+    tokio::select! {
+        result = async { handle.wait().await } => { result.map_err(anyhow::Error::msg)?; }
+        _ = shutdown_signal() => {}
+    }
+    Ok(true)
+}
+
+async fn run_sql(args: SqlArgs) -> anyhow::Result<bool> {
+    init_logging("warn");
+    let client = Client::connect(&args.host).await?;
+    shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }).await
+}
+
+const DEMO_SCHEMA: &str = "CREATE TABLE accounts (
+    id BIGINT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    balance BIGINT NOT NULL DEFAULT 0 CHECK (balance >= 0)
+) WITH (partitioning = 'range', split_points = '100,200')";
+
+const OWNERS: [&str; 8] = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+
+/// Creates and fills `accounts` unless it exists: 300 accounts, ids 1..=300
+/// spread over three range partitions (one INSERT per shard group).
+async fn seed_demo(client: &mut Client) -> anyhow::Result<()> {
+    let tables = client.execute("SHOW TABLES").await?;
+    if tables[0].rows.iter().any(|r| r[0].to_string() == "accounts") {
+        return Ok(());
+    }
+    client.execute(DEMO_SCHEMA).await?;
+    for (lo, hi) in [(1, 100), (100, 200), (200, 301)] {
+        let rows: Vec<String> = (lo..hi).map(|id| format!("({id}, '{}{id}', {})", OWNERS[id as usize % OWNERS.len()], 100 + (id * 37) % 900)).collect();
+        client.execute(&format!("INSERT INTO accounts VALUES {}", rows.join(", "))).await?;
+    }
+    Ok(())
+}
+
+async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
+    init_logging("warn");
+    if args.shards == 0 || args.shards > 16 {
+        anyhow::bail!("--shards must be between 1 and 16");
+    }
+    let cluster = LocalCluster::start(ClusterOptions { shards: args.shards, data_dir: args.data_dir.clone() }).await.map_err(anyhow::Error::msg)?;
+    let mut client = Client::connect(&cluster.address.to_string()).await?;
+    if args.shards >= 3 {
+        seed_demo(&mut client).await?;
+    }
+    if args.execute.is_none() {
+        println!("Tessera demo: a coordinator and {} shard nodes on loopback.", args.shards);
+        for (i, address) in cluster.shard_addresses().iter().enumerate() {
+            println!("  shard group {}: {address}", i + 1);
+        }
+        println!("  coordinator: {}   (connect another shell: tessera sql --host {})", cluster.address, cluster.address);
+        println!("  data: {}{}", cluster.data_dir().display(), if args.data_dir.is_some() { "" } else { " (removed on exit; keep it with --data-dir)" });
+        println!("Sample table: accounts (300 rows, range-partitioned at 100 and 200). Try: EXPLAIN SELECT * FROM accounts WHERE id = 150;");
+    }
+    let ok = shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }).await?;
+    cluster.shutdown().await;
+    Ok(ok)
+}
+
+async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
+    init_logging("warn");
+    match workload {
+        BenchCommand::Kv { host, clients, duration } => {
+            if clients == 0 || duration == 0 {
+                anyhow::bail!("--clients and --duration must be positive");
+            }
+            let options = tessera::bench::kv::KvOptions { clients, duration: Duration::from_secs(duration) };
+            let (cluster, address) = match host {
+                Some(h) => (None, h),
+                None => {
+                    let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None }).await.map_err(anyhow::Error::msg)?;
+                    let a = c.address.to_string();
+                    (Some(c), a)
+                }
+            };
+            let reports = tessera::bench::kv::run(&address, &options).await?;
+            if let Some(c) = cluster {
+                c.shutdown().await;
+            }
+            Ok(reports.iter().all(|r| r.ops > 0))
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: real `tessera shard` and `tessera coordinator`
+//! processes on free loopback ports, driven through the Rust client and the
+//! `tessera sql` shell.
+
+mod bad_input;
+mod cluster;
+mod ddl_dml;
+mod restart;
+mod routing;
+mod shell;
