@@ -5,10 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let protoc = protoc_bin_vendored::protoc_bin_path()?;
         std::env::set_var("PROTOC", protoc);
     }
-    tonic_prost_build::configure().compile_protos(
-        &["proto/tessera/v1/tessera.proto", "proto/tessera/shard/v1/shard.proto"],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure().compile_protos(&["proto/tessera/v1/tessera.proto", "proto/tessera/shard/v1/shard.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

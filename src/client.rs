@@ -73,11 +73,7 @@ impl std::error::Error for ClientError {}
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
-        let sqlstate = status
-            .metadata()
-            .get(tessera_proto::SQLSTATE_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let sqlstate = status.metadata().get(tessera_proto::SQLSTATE_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
         let message = match status.code() {
             tonic::Code::Unavailable if sqlstate.is_none() => format!("coordinator unavailable: {}", status.message()),
             tonic::Code::DeadlineExceeded if sqlstate.is_none() => "coordinator did not answer in time".to_string(),
@@ -92,12 +88,10 @@ impl Client {
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
         let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
         let endpoint = Endpoint::from_shared(url).map_err(|e| ClientError { sqlstate: None, message: format!("invalid address \"{address}\": {e}") })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| ClientError { sqlstate: Some("08001".into()), message: format!("cannot connect to coordinator at {address}: {}", source_chain(&e)) })?;
+        let channel = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect().await.map_err(|e| ClientError {
+            sqlstate: Some("08001".into()),
+            message: format!("cannot connect to coordinator at {address}: {}", source_chain(&e)),
+        })?;
         let inner = TesseraClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Client { inner, address: address.to_string() })
     }

@@ -37,7 +37,8 @@ impl LocalCluster {
         let mut shards = Vec::new();
         let mut groups = Vec::new();
         for i in 1..=options.shards {
-            let config = ShardConfig { node_id: format!("shard-{i}"), listen: loopback, data_dir: data_dir.join(format!("shard-{i}")), ..ShardConfig::default() };
+            let config =
+                ShardConfig { node_id: format!("shard-{i}"), listen: loopback, data_dir: data_dir.join(format!("shard-{i}")), ..ShardConfig::default() };
             let handle = shard_server::start(&config, shard_server::bind(loopback).await?).await?;
             groups.push(ShardGroupConfig { id: i as u32, address: handle.address.to_string() });
             shards.push(handle);

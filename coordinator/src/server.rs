@@ -53,7 +53,8 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     let engine = Arc::new(Engine::new(catalog, shards));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown, mut signal) = watch::channel(false);
-    let service = TesseraServer::new(TesseraService::new(engine.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service =
+        TesseraServer::new(TesseraService::new(engine.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)

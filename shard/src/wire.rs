@@ -101,8 +101,12 @@ pub fn expr_to_pb(e: &Expr) -> Option<pb::Expr> {
         Expr::Literal(v) => Kind::Literal(value_to_pb(v)),
         Expr::Binary(op, l, r) => Kind::Binary(Box::new(pb::BinaryExpr { op: binary_to_pb(*op) as i32, left: boxed(l), right: boxed(r) })),
         Expr::Unary(op, e) => Kind::Unary(Box::new(pb::UnaryExpr { op: unary_to_pb(*op) as i32, operand: boxed(e) })),
-        Expr::Like { operand, pattern, negated, case_insensitive } => Kind::Like(Box::new(pb::LikeExpr { operand: boxed(operand), pattern: boxed(pattern), negated: *negated, case_insensitive: *case_insensitive })),
-        Expr::InList { operand, list, negated } => Kind::InList(Box::new(pb::InListExpr { operand: boxed(operand), list: list.iter().map(expr_to_pb).collect::<Option<_>>()?, negated: *negated })),
+        Expr::Like { operand, pattern, negated, case_insensitive } => {
+            Kind::Like(Box::new(pb::LikeExpr { operand: boxed(operand), pattern: boxed(pattern), negated: *negated, case_insensitive: *case_insensitive }))
+        }
+        Expr::InList { operand, list, negated } => {
+            Kind::InList(Box::new(pb::InListExpr { operand: boxed(operand), list: list.iter().map(expr_to_pb).collect::<Option<_>>()?, negated: *negated }))
+        }
         Expr::Cast(..) | Expr::Call(..) => return None,
     };
     Some(pb::Expr { kind: Some(kind) })
@@ -118,13 +122,20 @@ fn expr_from_pb_at(e: pb::Expr, depth: usize) -> Result<Expr, String> {
     if depth > MAX_EXPR_DEPTH {
         return Err(format!("filter nests deeper than {MAX_EXPR_DEPTH} levels"));
     }
-    let sub = |e: Option<Box<pb::Expr>>, what: &str| -> Result<Box<Expr>, String> { expr_from_pb_at(*e.ok_or_else(|| format!("filter {what} is missing"))?, depth + 1).map(Box::new) };
+    let sub = |e: Option<Box<pb::Expr>>, what: &str| -> Result<Box<Expr>, String> {
+        expr_from_pb_at(*e.ok_or_else(|| format!("filter {what} is missing"))?, depth + 1).map(Box::new)
+    };
     Ok(match e.kind.ok_or("filter expression is empty")? {
         Kind::Column(i) => Expr::Column(i as usize),
         Kind::Literal(v) => Expr::Literal(value_from_pb(v)),
         Kind::Binary(b) => Expr::Binary(binary_from_pb(b.op)?, sub(b.left, "left operand")?, sub(b.right, "right operand")?),
         Kind::Unary(u) => Expr::Unary(unary_from_pb(u.op)?, sub(u.operand, "operand")?),
-        Kind::Like(l) => Expr::Like { operand: sub(l.operand, "LIKE operand")?, pattern: sub(l.pattern, "LIKE pattern")?, negated: l.negated, case_insensitive: l.case_insensitive },
+        Kind::Like(l) => Expr::Like {
+            operand: sub(l.operand, "LIKE operand")?,
+            pattern: sub(l.pattern, "LIKE pattern")?,
+            negated: l.negated,
+            case_insensitive: l.case_insensitive,
+        },
         Kind::InList(l) => Expr::InList {
             operand: sub(l.operand, "IN operand")?,
             list: l.list.into_iter().map(|e| expr_from_pb_at(e, depth + 1)).collect::<Result<_, _>>()?,

@@ -26,7 +26,14 @@ pub struct PhaseReport {
 
 impl PhaseReport {
     pub fn summary(&self) -> String {
-        format!("{:<7} {:>8} ops  {:>9.0} ops/s  {}  errors {}", self.name, self.ops, per_second(self.ops, self.elapsed), percentiles(&self.latency), self.errors)
+        format!(
+            "{:<7} {:>8} ops  {:>9.0} ops/s  {}  errors {}",
+            self.name,
+            self.ops,
+            per_second(self.ops, self.elapsed),
+            percentiles(&self.latency),
+            self.errors
+        )
     }
 }
 
@@ -91,7 +98,15 @@ async fn progress_lines(name: &'static str, done: Arc<AtomicU64>, start: Instant
 
 /// Worker `w` of `n` inserts keys w, w+n, w+2n, ...; readers pick random
 /// keys among those inserted. Returns (latencies, errors, keys written).
-async fn worker_loop(mut client: Client, w: usize, n: usize, deadline: Instant, phase: Phase, done: Arc<AtomicU64>, inserted: Arc<Vec<u64>>) -> (Histogram<u64>, u64, u64) {
+async fn worker_loop(
+    mut client: Client,
+    w: usize,
+    n: usize,
+    deadline: Instant,
+    phase: Phase,
+    done: Arc<AtomicU64>,
+    inserted: Arc<Vec<u64>>,
+) -> (Histogram<u64>, u64, u64) {
     let mut latency = histogram();
     let (mut errors, mut seq) = (0u64, 0u64);
     while Instant::now() < deadline {

@@ -66,11 +66,7 @@ fn width(text: &str) -> usize {
 
 /// The widest cell of each column, header included.
 fn column_widths(header: &[String], rows: &[Vec<String>]) -> Vec<usize> {
-    header
-        .iter()
-        .enumerate()
-        .map(|(i, name)| rows.iter().map(|row| width(&row[i])).fold(width(name), usize::max))
-        .collect()
+    header.iter().enumerate().map(|(i, name)| rows.iter().map(|row| width(&row[i])).fold(width(name), usize::max)).collect()
 }
 
 /// Numbers are right-aligned. Known type names decide; for an unknown type
@@ -78,8 +74,7 @@ fn column_widths(header: &[String], rows: &[Vec<String>]) -> Vec<usize> {
 fn column_align(result: &StatementResult, column: usize) -> Align {
     let data_type = result.columns[column].data_type.to_ascii_uppercase();
     let numeric = match data_type.as_str() {
-        "BIGINT" | "INT" | "INTEGER" | "SMALLINT" | "DOUBLE" | "DOUBLE PRECISION" | "REAL" | "FLOAT"
-        | "NUMERIC" | "DECIMAL" => true,
+        "BIGINT" | "INT" | "INTEGER" | "SMALLINT" | "DOUBLE" | "DOUBLE PRECISION" | "REAL" | "FLOAT" | "NUMERIC" | "DECIMAL" => true,
         "TEXT" | "VARCHAR" | "BOOLEAN" | "BOOL" => false,
         _ => values_are_numeric(result, column),
     };
@@ -144,10 +139,7 @@ mod tests {
     fn aligned_table_like_psql() {
         let r = result(
             vec![column("id", "BIGINT"), column("owner", "TEXT"), column("balance", "BIGINT")],
-            vec![
-                vec![Value::Int(1), Value::Text("alice".into()), Value::Int(100)],
-                vec![Value::Int(2), Value::Text("bob".into()), Value::Int(50)],
-            ],
+            vec![vec![Value::Int(1), Value::Text("alice".into()), Value::Int(100)], vec![Value::Int(2), Value::Text("bob".into()), Value::Int(50)]],
         );
         let expected = " id | owner | balance\n\
                         ----+-------+---------\n\
@@ -175,10 +167,7 @@ mod tests {
 
     #[test]
     fn unknown_type_uses_values_for_alignment() {
-        let r = result(
-            vec![column("count", "UNKNOWN"), column("x", "")],
-            vec![vec![Value::Int(7), Value::Text("a".into())]],
-        );
+        let r = result(vec![column("count", "UNKNOWN"), column("x", "")], vec![vec![Value::Int(7), Value::Text("a".into())]]);
         assert_eq!(format_result(&r), " count | x\n-------+---\n     7 | a\n(1 row)");
     }
 

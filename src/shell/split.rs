@@ -55,11 +55,19 @@ pub fn split_statements(text: &str) -> (Vec<String>, String) {
             }
             State::SingleQuoted => {
                 current.push(c);
-                if c == '\'' { State::Normal } else { State::SingleQuoted }
+                if c == '\'' {
+                    State::Normal
+                } else {
+                    State::SingleQuoted
+                }
             }
             State::DoubleQuoted => {
                 current.push(c);
-                if c == '"' { State::Normal } else { State::DoubleQuoted }
+                if c == '"' {
+                    State::Normal
+                } else {
+                    State::DoubleQuoted
+                }
             }
             State::LineComment => {
                 if c == '\n' {
@@ -76,15 +84,14 @@ pub fn split_statements(text: &str) -> (Vec<String>, String) {
 }
 
 /// Advances through a (possibly nested) block comment.
-fn block_comment(
-    depth: u32,
-    c: char,
-    next: Option<char>,
-    chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
-) -> State {
+fn block_comment(depth: u32, c: char, next: Option<char>, chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> State {
     if c == '*' && next == Some('/') {
         chars.next();
-        if depth <= 1 { State::Normal } else { State::BlockComment(depth - 1) }
+        if depth <= 1 {
+            State::Normal
+        } else {
+            State::BlockComment(depth - 1)
+        }
     } else if c == '/' && next == Some('*') {
         chars.next();
         State::BlockComment(depth + 1)

@@ -22,7 +22,11 @@ async fn sql_errors_name_the_object_and_cause() {
         ("INSERT INTO accounts (id) VALUES (5)", "23502", "null value in column \"owner\" of relation \"accounts\" violates not-null constraint"),
         ("INSERT INTO accounts (id, owner, balance) VALUES (5, 'x', -1)", "23514", "violates check constraint \"accounts_check\""),
         ("UPDATE accounts SET balance = balance - 1000 WHERE id = 1", "23514", "violates check constraint"),
-        ("INSERT INTO accounts (id, owner) VALUES (1, 'dup')", "23505", "duplicate key value violates unique constraint \"accounts_pkey\": Key (id)=(1) already exists"),
+        (
+            "INSERT INTO accounts (id, owner) VALUES (1, 'dup')",
+            "23505",
+            "duplicate key value violates unique constraint \"accounts_pkey\": Key (id)=(1) already exists",
+        ),
         ("INSERT INTO accounts (id, owner) VALUES (7, 'a'), (7, 'b')", "23505", "Key (id)=(7)"),
         ("SELECT a.id, b.id FROM accounts a JOIN accounts b ON a.id = b.id", "0A000", "joins"),
         ("SELECT * FROM accounts UNION SELECT * FROM accounts", "0A000", "UNION"),
@@ -34,7 +38,11 @@ async fn sql_errors_name_the_object_and_cause() {
         ("UPDATE accounts SET id = 5 WHERE id = 1", "0A000", "updating the primary key column \"id\""),
         ("SELECT 1 / 0", "22012", "division by zero"),
         ("BEGIN", "0A000", "explicit transactions"),
-        ("INSERT INTO accounts (id, owner) VALUES (3000000000, 'x'); CREATE TABLE small (a INT PRIMARY KEY); INSERT INTO small VALUES (3000000000)", "22003", "out of range for column \"a\" of type INT"),
+        (
+            "INSERT INTO accounts (id, owner) VALUES (3000000000, 'x'); CREATE TABLE small (a INT PRIMARY KEY); INSERT INTO small VALUES (3000000000)",
+            "22003",
+            "out of range for column \"a\" of type INT",
+        ),
     ];
     for (sql, state, needle) in cases {
         let err = fail(&mut c, sql).await;

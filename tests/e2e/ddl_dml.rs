@@ -10,10 +10,13 @@ async fn create_show_describe_drop() {
     exec(&mut c, "CREATE TABLE events (name TEXT PRIMARY KEY, n INT) WITH (partitioning = 'hash', virtual_nodes = 32)").await;
     exec(&mut c, "CREATE TABLE IF NOT EXISTS events (x INT PRIMARY KEY)").await;
     let tables = rows(&mut c, "SHOW TABLES").await;
-    assert_eq!(tables, vec![
-        vec!["accounts".to_string(), "range (100, 200)".into(), "1, 2, 3".into()],
-        vec!["events".to_string(), "hash (32 virtual nodes)".into(), "1, 2, 3".into()],
-    ]);
+    assert_eq!(
+        tables,
+        vec![
+            vec!["accounts".to_string(), "range (100, 200)".into(), "1, 2, 3".into()],
+            vec!["events".to_string(), "hash (32 virtual nodes)".into(), "1, 2, 3".into()],
+        ]
+    );
     let described = rows(&mut c, "DESCRIBE accounts").await;
     assert_eq!(described[0], vec!["id", "BIGINT", "f", "", "PRIMARY KEY"]);
     assert_eq!(described[1], vec!["owner", "VARCHAR(20)", "f", "", ""]);
@@ -41,14 +44,26 @@ async fn insert_select_update_delete() {
     // Projections, expressions, aliases, filters, ORDER BY, LIMIT, OFFSET.
     let r = rows(&mut c, "SELECT id, balance * 2 AS twice, owner || '!' FROM accounts WHERE balance > 1000 AND vip ORDER BY id DESC LIMIT 3 OFFSET 1").await;
     assert_eq!(r, vec![vec!["206", "4120", "owner206!"], vec!["204", "4080", "owner204!"], vec!["202", "4040", "owner202!"]]);
-    assert_eq!(rows(&mut c, "SELECT id FROM accounts WHERE owner LIKE 'owner10%' ORDER BY 1").await, vec![vec!["10"], vec!["100"], vec!["101"], vec!["102"], vec!["103"], vec!["104"], vec!["105"], vec!["106"], vec!["107"], vec!["108"], vec!["109"]]);
+    assert_eq!(
+        rows(&mut c, "SELECT id FROM accounts WHERE owner LIKE 'owner10%' ORDER BY 1").await,
+        vec![vec!["10"], vec!["100"], vec!["101"], vec!["102"], vec!["103"], vec!["104"], vec!["105"], vec!["106"], vec!["107"], vec!["108"], vec!["109"]]
+    );
     assert_eq!(rows(&mut c, "SELECT id FROM accounts WHERE id IN (3, 103, 999) ORDER BY id").await, vec![vec!["3"], vec!["103"]]);
-    assert_eq!(rows(&mut c, "SELECT id FROM accounts WHERE id BETWEEN 8 AND 101 AND id <> 50 ORDER BY id").await, vec![vec!["8"], vec!["9"], vec!["10"], vec!["100"], vec!["101"]]);
+    assert_eq!(
+        rows(&mut c, "SELECT id FROM accounts WHERE id BETWEEN 8 AND 101 AND id <> 50 ORDER BY id").await,
+        vec![vec!["8"], vec!["9"], vec!["10"], vec!["100"], vec!["101"]]
+    );
     // Aggregates, GROUP BY, HAVING.
-    assert_eq!(rows(&mut c, "SELECT count(*), sum(balance), min(id), max(owner), avg(rate) FROM accounts WHERE id < 100 AND id <> 50").await, vec![vec!["10", "550", "1", "owner9", "6"]]);
+    assert_eq!(
+        rows(&mut c, "SELECT count(*), sum(balance), min(id), max(owner), avg(rate) FROM accounts WHERE id < 100 AND id <> 50").await,
+        vec![vec!["10", "550", "1", "owner9", "6"]]
+    );
     let grouped = rows(&mut c, "SELECT vip, count(*) AS n, sum(balance) FROM accounts WHERE id <> 50 GROUP BY vip HAVING count(*) > 1 ORDER BY vip").await;
     assert_eq!(grouped, vec![vec!["f", "15", "15750"], vec!["t", "15", "15700"]]);
-    assert_eq!(rows(&mut c, "SELECT id / 100 AS bucket, count(*) FROM accounts GROUP BY id / 100 ORDER BY bucket DESC").await, vec![vec!["2", "10"], vec!["1", "10"], vec!["0", "11"]]);
+    assert_eq!(
+        rows(&mut c, "SELECT id / 100 AS bucket, count(*) FROM accounts GROUP BY id / 100 ORDER BY bucket DESC").await,
+        vec![vec!["2", "10"], vec!["1", "10"], vec!["0", "11"]]
+    );
     assert_eq!(rows(&mut c, "SELECT count(*), sum(balance) FROM accounts WHERE id > 5000").await, vec![vec!["0", ""]]);
     assert_eq!(rows(&mut c, "SELECT DISTINCT vip FROM accounts ORDER BY vip").await, vec![vec!["f"], vec!["t"]]);
     assert_eq!(rows(&mut c, "SELECT 1 + 2, upper('x')").await, vec![vec!["3", "X"]]);

@@ -71,7 +71,10 @@ impl Catalog {
         let configured_ids: BTreeMap<ShardGroupId, String> = configured.iter().map(|g| (g.id, g.address.clone())).collect();
         for table in self.tables.read().unwrap().values() {
             if let Some(missing) = table.def.groups.iter().find(|g| !configured_ids.contains_key(g)) {
-                return Err(CoordError::Invalid(format!("shard group {missing} is used by table \"{}\" but is missing from the configuration", table.def.name)));
+                return Err(CoordError::Invalid(format!(
+                    "shard group {missing} is used by table \"{}\" but is missing from the configuration",
+                    table.def.name
+                )));
             }
         }
         let mut batch = WriteBatch::default();

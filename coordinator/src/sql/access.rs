@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn comparisons_make_ranges_and_other_terms_are_ignored() {
-        let e = and(and(Expr::binary(BinaryOp::GtEq, col(), int(10)), Expr::binary(BinaryOp::Gt, int(20), col())), Expr::binary(BinaryOp::Eq, Expr::Column(1), int(7)));
+        let e = and(
+            and(Expr::binary(BinaryOp::GtEq, col(), int(10)), Expr::binary(BinaryOp::Gt, int(20), col())),
+            Expr::binary(BinaryOp::Eq, Expr::Column(1), int(7)),
+        );
         assert_eq!(analyze(Some(&e), 0, DataType::BigInt), KeyAccess::Range { lo: Bound::Included(Value::Int(10)), hi: Bound::Excluded(Value::Int(20)) });
         let e = Expr::binary(BinaryOp::Or, Expr::binary(BinaryOp::Eq, col(), int(1)), Expr::binary(BinaryOp::Eq, col(), int(2)));
         assert_eq!(analyze(Some(&e), 0, DataType::BigInt), KeyAccess::Full);

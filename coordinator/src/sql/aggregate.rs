@@ -87,7 +87,9 @@ impl AggScope<'_> {
 impl Scope for AggScope<'_> {
     fn column(&self, qualifier: Option<&str>, name: &str) -> Result<Expr> {
         let bound = self.inner.column(qualifier, name)?;
-        self.group_column(&bound).ok_or_else(|| CoordError::invalid_value(format!("column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"), "42803"))
+        self.group_column(&bound).ok_or_else(|| {
+            CoordError::invalid_value(format!("column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"), "42803")
+        })
     }
 
     fn whole(&self, e: &ast::Expr) -> Result<Option<Expr>> {

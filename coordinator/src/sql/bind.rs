@@ -87,7 +87,9 @@ pub fn bind(e: &ast::Expr, scope: &dyn Scope) -> Result<Expr> {
         ast::Expr::IsFalse(e) => is_bool(bind(e, scope)?, false, false),
         ast::Expr::IsNotTrue(e) => is_bool(bind(e, scope)?, true, true),
         ast::Expr::IsNotFalse(e) => is_bool(bind(e, scope)?, false, true),
-        ast::Expr::InList { expr, list, negated } => Expr::InList { operand: b(expr)?, list: list.iter().map(|e| bind(e, scope)).collect::<Result<_>>()?, negated: *negated },
+        ast::Expr::InList { expr, list, negated } => {
+            Expr::InList { operand: b(expr)?, list: list.iter().map(|e| bind(e, scope)).collect::<Result<_>>()?, negated: *negated }
+        }
         ast::Expr::Between { expr, negated, low, high } => {
             let operand = bind(expr, scope)?;
             let range = Expr::binary(
@@ -101,8 +103,12 @@ pub fn bind(e: &ast::Expr, scope: &dyn Scope) -> Result<Expr> {
                 range
             }
         }
-        ast::Expr::Like { negated, any: false, expr, pattern, escape_char: None } => Expr::Like { operand: b(expr)?, pattern: b(pattern)?, negated: *negated, case_insensitive: false },
-        ast::Expr::ILike { negated, any: false, expr, pattern, escape_char: None } => Expr::Like { operand: b(expr)?, pattern: b(pattern)?, negated: *negated, case_insensitive: true },
+        ast::Expr::Like { negated, any: false, expr, pattern, escape_char: None } => {
+            Expr::Like { operand: b(expr)?, pattern: b(pattern)?, negated: *negated, case_insensitive: false }
+        }
+        ast::Expr::ILike { negated, any: false, expr, pattern, escape_char: None } => {
+            Expr::Like { operand: b(expr)?, pattern: b(pattern)?, negated: *negated, case_insensitive: true }
+        }
         ast::Expr::Cast { expr, data_type, .. } => Expr::Cast(b(expr)?, column_type(data_type)?.0),
         ast::Expr::Function(f) => function(f, scope)?,
         other => return Err(CoordError::Unsupported(format!("expression {other}"))),
@@ -207,7 +213,9 @@ pub fn column_type(t: &ast::DataType) -> Result<(DataType, Option<u32>)> {
         T::Text | T::String(None) => (DataType::Text, None),
         T::Varchar(len) | T::CharacterVarying(len) => {
             let max = match len {
-                Some(ast::CharacterLength::IntegerLength { length, .. }) => Some(u32::try_from(*length).map_err(|_| CoordError::Invalid(format!("length {length} for VARCHAR is too large")))?),
+                Some(ast::CharacterLength::IntegerLength { length, .. }) => {
+                    Some(u32::try_from(*length).map_err(|_| CoordError::Invalid(format!("length {length} for VARCHAR is too large")))?)
+                }
                 _ => None,
             };
             (DataType::Text, max)

@@ -73,7 +73,9 @@ pub fn table_def(create: &ast::CreateTable, groups: &[ShardGroupId]) -> Result<T
                 ast::ColumnOption::NotNull => def.nullable = false,
                 ast::ColumnOption::Default(e) => def.default = Some(e.to_string()),
                 ast::ColumnOption::PrimaryKey(_) => pk.push(col_name.clone()),
-                ast::ColumnOption::Check(check) => check_asts.push((check.name.as_ref().map(bind::ident).or(option.name.as_ref().map(bind::ident)), (*check.expr).clone())),
+                ast::ColumnOption::Check(check) => {
+                    check_asts.push((check.name.as_ref().map(bind::ident).or(option.name.as_ref().map(bind::ident)), (*check.expr).clone()))
+                }
                 other => return Err(CoordError::Unsupported(format!("column option {other} (column \"{col_name}\")"))),
             }
         }
@@ -94,7 +96,10 @@ pub fn table_def(create: &ast::CreateTable, groups: &[ShardGroupId]) -> Result<T
         }
     }
     let primary_key = match pk.as_slice() {
-        [one] => columns.iter().position(|c| &c.name == one).ok_or_else(|| CoordError::UnknownColumn(format!("primary key column \"{one}\" does not exist in table \"{name}\"")))?,
+        [one] => columns
+            .iter()
+            .position(|c| &c.name == one)
+            .ok_or_else(|| CoordError::UnknownColumn(format!("primary key column \"{one}\" does not exist in table \"{name}\"")))?,
         [] => return Err(CoordError::Invalid(format!("table \"{name}\" needs a PRIMARY KEY: rows are routed to shard groups by it"))),
         _ => return Err(CoordError::Unsupported(format!("a primary key of several columns ({}); use a single-column primary key", pk.join(", ")))),
     };
@@ -169,7 +174,11 @@ fn partitioning(options: &ast::CreateTableOptions, table: &str, pk: &ColumnDef, 
             }
             let virtual_nodes = match vnodes {
                 None => DEFAULT_VIRTUAL_NODES,
-                Some(v) => v.parse().ok().filter(|n| (1..=MAX_VIRTUAL_NODES).contains(n)).ok_or_else(|| CoordError::Invalid(format!("virtual_nodes must be an integer from 1 to {MAX_VIRTUAL_NODES}, got \"{v}\"")))?,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_VIRTUAL_NODES).contains(n))
+                    .ok_or_else(|| CoordError::Invalid(format!("virtual_nodes must be an integer from 1 to {MAX_VIRTUAL_NODES}, got \"{v}\"")))?,
             };
             Ok((Partitioning::Hash { virtual_nodes }, groups.to_vec()))
         }
@@ -242,14 +251,32 @@ pub fn describe(catalog: &Catalog, name: &str) -> Result<QueryResult> {
         .enumerate()
         .map(|(i, c)| {
             let key = if i == def.primary_key { "PRIMARY KEY" } else { "" };
-            vec![Value::Text(c.name.clone()), Value::Text(c.column_type.to_string()), Value::Bool(c.nullable), c.default.clone().map(Value::Text).unwrap_or(Value::Null), Value::Text(key.into())]
+            vec![
+                Value::Text(c.name.clone()),
+                Value::Text(c.column_type.to_string()),
+                Value::Bool(c.nullable),
+                c.default.clone().map(Value::Text).unwrap_or(Value::Null),
+                Value::Text(key.into()),
+            ]
         })
         .collect();
     for check in &def.checks {
-        rows.push(vec![Value::Text(format!("CONSTRAINT {}", check.name)), Value::Text(format!("CHECK ({})", check.sql)), Value::Null, Value::Null, Value::Text(String::new())]);
+        rows.push(vec![
+            Value::Text(format!("CONSTRAINT {}", check.name)),
+            Value::Text(format!("CHECK ({})", check.sql)),
+            Value::Null,
+            Value::Null,
+            Value::Text(String::new()),
+        ]);
     }
     Ok(QueryResult::rows(
-        &[("column_name", DataType::Text), ("data_type", DataType::Text), ("is_nullable", DataType::Boolean), ("column_default", DataType::Text), ("key", DataType::Text)],
+        &[
+            ("column_name", DataType::Text),
+            ("data_type", DataType::Text),
+            ("is_nullable", DataType::Boolean),
+            ("column_default", DataType::Text),
+            ("key", DataType::Text),
+        ],
         rows,
     ))
 }

@@ -40,7 +40,11 @@ fn access_line(table: &Table, access: &KeyAccess, targets: &[(ShardGroupId, Fetc
                 Bound::Excluded(v) => parts.push(format!("{pk} < {}", literal(v))),
                 Bound::Unbounded => {}
             }
-            let how = if table.partitioner.all_groups().len() == targets.len() { "range scan on every group (hash partitioning)" } else { "range scan on the overlapping groups" };
+            let how = if table.partitioner.all_groups().len() == targets.len() {
+                "range scan on every group (hash partitioning)"
+            } else {
+                "range scan on the overlapping groups"
+            };
             format!("access: {how}, {}", parts.join(" AND "))
         }
         KeyAccess::Full => "access: full scan, scattered to every group in parallel".into(),
@@ -63,7 +67,11 @@ pub fn explain_select(shards: &ShardPool, plan: &SelectPlan) -> QueryResult {
         return lines_result(vec!["Result (no table: evaluated on the coordinator)".into()]);
     };
     let groups: Vec<ShardGroupId> = plan.targets.iter().map(|(g, _)| *g).collect();
-    let mut lines = vec![format!("Select on {}", table.name()), format!("  {}", access_line(table, &plan.access, &plan.targets)), format!("  {}", groups_line(shards, &groups))];
+    let mut lines = vec![
+        format!("Select on {}", table.name()),
+        format!("  {}", access_line(table, &plan.access, &plan.targets)),
+        format!("  {}", groups_line(shards, &groups)),
+    ];
     lines.push(match (&plan.pushed, plan.pushed_all) {
         (None, true) => "  filter: none".into(),
         (Some(_), true) => "  filter: evaluated on the shards".into(),
@@ -87,7 +95,11 @@ pub fn explain_select(shards: &ShardPool, plan: &SelectPlan) -> QueryResult {
         steps.push("limit");
     }
     lines.push(format!("  coordinator: {}", steps.join(", ")));
-    lines.push(if plan.lock { "  commit: none (FOR UPDATE locks are held for the statement only)".into() } else { "  commit: none (read-only, reads committed data)".into() });
+    lines.push(if plan.lock {
+        "  commit: none (FOR UPDATE locks are held for the statement only)".into()
+    } else {
+        "  commit: none (read-only, reads committed data)".into()
+    });
     lines_result(lines)
 }
 
@@ -118,6 +130,9 @@ fn commit_line(groups: &[ShardGroupId]) -> String {
     match groups {
         [] => "  commit: nothing to write".into(),
         [g] => format!("  commit: one phase (1PC) on shard group {g}"),
-        many => format!("  commit: refused: writes span shard groups {} and this version has no two-phase commit yet", many.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "  commit: refused: writes span shard groups {} and this version has no two-phase commit yet",
+            many.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
+        ),
     }
 }

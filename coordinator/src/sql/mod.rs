@@ -85,10 +85,7 @@ fn strip_parser_prefix(message: String) -> String {
 
 /// Parses one expression (stored CHECK and DEFAULT text).
 pub fn parse_expr(sql: &str) -> Result<ast::Expr> {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| CoordError::Syntax(strip_parser_prefix(e.to_string())))
+    Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr()).map_err(|e| CoordError::Syntax(strip_parser_prefix(e.to_string())))
 }
 
 /// Evaluates a DEFAULT expression (constants only).
@@ -160,10 +157,9 @@ impl Engine {
                 }
                 self.explain(statement)
             }
-            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => Err(CoordError::NotYet(format!(
-                "{}: explicit transactions are not available yet; each statement commits on its own",
-                first_word(statement)
-            ))),
+            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => {
+                Err(CoordError::NotYet(format!("{}: explicit transactions are not available yet; each statement commits on its own", first_word(statement))))
+            }
             other => Err(CoordError::Unsupported(format!("the {} statement", first_word(other)))),
         }
     }

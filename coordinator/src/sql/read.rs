@@ -60,7 +60,15 @@ pub fn targets(table: &Table, access: &KeyAccess) -> Vec<(ShardGroupId, Fetch)> 
 /// Reads from every target in parallel. `filter` is pushed to range scans;
 /// `limit` (0 = none) caps each group's rows. With `txn`, reads run in that
 /// transaction and `lock` takes exclusive row locks.
-pub async fn fetch(shards: &ShardPool, table: &Table, targets: &[(ShardGroupId, Fetch)], filter: Option<&Expr>, limit: u64, txn: Option<&TxnContext>, lock: bool) -> Result<Vec<FetchedRow>> {
+pub async fn fetch(
+    shards: &ShardPool,
+    table: &Table,
+    targets: &[(ShardGroupId, Fetch)],
+    filter: Option<&Expr>,
+    limit: u64,
+    txn: Option<&TxnContext>,
+    lock: bool,
+) -> Result<Vec<FetchedRow>> {
     let requests = targets.iter().map(|(group, fetch)| async move {
         let client = shards.get(*group)?;
         let raw = match fetch {
@@ -74,7 +82,12 @@ pub async fn fetch(shards: &ShardPool, table: &Table, targets: &[(ShardGroupId, 
         for (key, value) in raw {
             let values = decode_row(&value).map_err(|e| CoordError::Internal(format!("table \"{}\" on shard group {group}: {e}", table.name())))?;
             if values.len() != table.def.columns.len() {
-                return Err(CoordError::Internal(format!("table \"{}\" on shard group {group}: row has {} columns, expected {}", table.name(), values.len(), table.def.columns.len())));
+                return Err(CoordError::Internal(format!(
+                    "table \"{}\" on shard group {group}: row has {} columns, expected {}",
+                    table.name(),
+                    values.len(),
+                    table.def.columns.len()
+                )));
             }
             rows.push(FetchedRow { group, key, values });
         }

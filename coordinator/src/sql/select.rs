@@ -124,7 +124,13 @@ pub fn plan(catalog: &Catalog, query: &ast::Query) -> Result<SelectPlan> {
 
 type Planned = (Body, Vec<Expr>, Vec<OrderKey>, Vec<DataType>);
 
-fn plan_grouped(select: &ast::Select, items: &[(ast::Expr, String)], order_asts: &[&ast::OrderByExpr], scope: &dyn Scope, input_types: &[DataType]) -> Result<Planned> {
+fn plan_grouped(
+    select: &ast::Select,
+    items: &[(ast::Expr, String)],
+    order_asts: &[&ast::OrderByExpr],
+    scope: &dyn Scope,
+    input_types: &[DataType],
+) -> Result<Planned> {
     let group_asts: Vec<ast::Expr> = match &select.group_by {
         ast::GroupByExpr::Expressions(list, modifiers) if modifiers.is_empty() => list.clone(),
         _ => return Err(CoordError::Unsupported("GROUP BY ALL and grouping modifiers".into())),
@@ -152,7 +158,13 @@ fn plan_grouped(select: &ast::Select, items: &[(ast::Expr, String)], order_asts:
 }
 
 fn check_select_shape(select: &ast::Select) -> Result<()> {
-    if select.top.is_some() || select.into.is_some() || !select.lateral_views.is_empty() || select.prewhere.is_some() || select.qualify.is_some() || !select.named_window.is_empty() {
+    if select.top.is_some()
+        || select.into.is_some()
+        || !select.lateral_views.is_empty()
+        || select.prewhere.is_some()
+        || select.qualify.is_some()
+        || !select.named_window.is_empty()
+    {
         return Err(CoordError::Unsupported("TOP, INTO, LATERAL VIEW, QUALIFY and WINDOW clauses".into()));
     }
     if !select.cluster_by.is_empty() || !select.distribute_by.is_empty() || !select.sort_by.is_empty() || !select.connect_by.is_empty() {
@@ -343,11 +355,27 @@ fn compare_keys(a: &[Value], b: &[Value], order: &[OrderKey]) -> Ordering {
     for ((x, y), key) in a.iter().zip(b).zip(order) {
         let ord = match (x.is_null(), y.is_null()) {
             (true, true) => Ordering::Equal,
-            (true, false) => if key.nulls_first { Ordering::Less } else { Ordering::Greater },
-            (false, true) => if key.nulls_first { Ordering::Greater } else { Ordering::Less },
+            (true, false) => {
+                if key.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (false, true) => {
+                if key.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
             _ => {
                 let o = x.sort_cmp(y);
-                if key.desc { o.reverse() } else { o }
+                if key.desc {
+                    o.reverse()
+                } else {
+                    o
+                }
             }
         };
         if ord != Ordering::Equal {

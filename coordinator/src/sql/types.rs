@@ -48,12 +48,10 @@ pub fn infer(e: &Expr, inputs: &[DataType]) -> DataType {
         Expr::Column(i) => inputs.get(*i).copied().unwrap_or(DataType::Text),
         Expr::Literal(v) => v.data_type().unwrap_or(DataType::Text),
         Expr::Binary(op, l, r) => match op {
-            BinaryOp::Plus | BinaryOp::Minus | BinaryOp::Multiply | BinaryOp::Divide | BinaryOp::Modulo => {
-                match (infer(l, inputs), infer(r, inputs)) {
-                    (DataType::Double, _) | (_, DataType::Double) => DataType::Double,
-                    _ => DataType::BigInt,
-                }
-            }
+            BinaryOp::Plus | BinaryOp::Minus | BinaryOp::Multiply | BinaryOp::Divide | BinaryOp::Modulo => match (infer(l, inputs), infer(r, inputs)) {
+                (DataType::Double, _) | (_, DataType::Double) => DataType::Double,
+                _ => DataType::BigInt,
+            },
             BinaryOp::Concat => DataType::Text,
             _ => DataType::Boolean,
         },

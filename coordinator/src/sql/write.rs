@@ -66,12 +66,7 @@ pub struct RowValidator {
 impl RowValidator {
     pub fn new(table: Arc<Table>) -> Result<RowValidator> {
         let scope = TableScope { table: &table.def.name, alias: None, columns: &table.def.columns };
-        let checks = table
-            .def
-            .checks
-            .iter()
-            .map(|c| Ok((c.name.clone(), bind::bind(&super::parse_expr(&c.sql)?, &scope)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let checks = table.def.checks.iter().map(|c| Ok((c.name.clone(), bind::bind(&super::parse_expr(&c.sql)?, &scope)?))).collect::<Result<Vec<_>>>()?;
         Ok(RowValidator { table, checks })
     }
 
@@ -81,7 +76,10 @@ impl RowValidator {
         for (value, column) in row.into_iter().zip(&def.columns) {
             let value = types::coerce(value, column)?;
             if value.is_null() && !column.nullable {
-                return Err(CoordError::NotNullViolation(format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", column.name, def.name)));
+                return Err(CoordError::NotNullViolation(format!(
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                    column.name, def.name
+                )));
             }
             out.push(value);
         }
@@ -123,7 +121,8 @@ pub fn plan_insert(catalog: &Catalog, insert: &ast::Insert) -> Result<InsertPlan
     if rows.len() > MAX_INSERT_ROWS {
         return Err(CoordError::Invalid(format!("INSERT has {} rows; at most {MAX_INSERT_ROWS} are allowed per statement", rows.len())));
     }
-    let defaults: Vec<Value> = def.columns.iter().map(|c| c.default.as_deref().map(super::eval_default).transpose().map(|d| d.unwrap_or(Value::Null))).collect::<Result<_>>()?;
+    let defaults: Vec<Value> =
+        def.columns.iter().map(|c| c.default.as_deref().map(super::eval_default).transpose().map(|d| d.unwrap_or(Value::Null))).collect::<Result<_>>()?;
     let validator = RowValidator::new(table.clone())?;
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     for exprs in &rows {

@@ -116,20 +116,14 @@ impl Expr {
             Expr::Literal(v) => Ok(v.clone()),
             Expr::Binary(op, l, r) => eval_binary(*op, l, r, row),
             Expr::Unary(op, e) => eval_unary(*op, e.eval(row)?),
-            Expr::Like { operand, pattern, negated, case_insensitive } => {
-                match (operand.eval(row)?, pattern.eval(row)?) {
-                    (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
-                    (Value::Text(s), Value::Text(p)) => {
-                        let matched = if *case_insensitive {
-                            like(&s.to_lowercase(), &p.to_lowercase())
-                        } else {
-                            like(&s, &p)
-                        };
-                        Ok(Value::Bool(matched != *negated))
-                    }
-                    (a, b) => Err(EvalError::TypeMismatch { op: "LIKE", left: a.type_name(), right: b.type_name() }),
+            Expr::Like { operand, pattern, negated, case_insensitive } => match (operand.eval(row)?, pattern.eval(row)?) {
+                (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+                (Value::Text(s), Value::Text(p)) => {
+                    let matched = if *case_insensitive { like(&s.to_lowercase(), &p.to_lowercase()) } else { like(&s, &p) };
+                    Ok(Value::Bool(matched != *negated))
                 }
-            }
+                (a, b) => Err(EvalError::TypeMismatch { op: "LIKE", left: a.type_name(), right: b.type_name() }),
+            },
             Expr::InList { operand, list, negated } => eval_in_list(operand, list, *negated, row),
             Expr::Cast(e, ty) => cast(e.eval(row)?, *ty),
             Expr::Call(f, args) => {
@@ -357,9 +351,7 @@ pub fn cast(v: Value, ty: DataType) -> Result<Value, EvalError> {
         (Value::Bool(b), DataType::Boolean) => Value::Bool(b),
         (Value::Bool(b), DataType::Int | DataType::BigInt) => Value::Int(b as i64),
         (v, DataType::Text) => Value::Text(v.to_string()),
-        (Value::Text(s), DataType::Int | DataType::BigInt) => {
-            Value::Int(s.trim().parse().map_err(|_| fail(&Value::Text(s.clone())))?)
-        }
+        (Value::Text(s), DataType::Int | DataType::BigInt) => Value::Int(s.trim().parse().map_err(|_| fail(&Value::Text(s.clone())))?),
         (Value::Text(s), DataType::Double) => Value::Double(s.trim().parse().map_err(|_| fail(&Value::Text(s.clone())))?),
         (Value::Text(s), DataType::Boolean) => match s.trim().to_ascii_lowercase().as_str() {
             "t" | "true" | "yes" | "on" | "1" => Value::Bool(true),

@@ -87,7 +87,9 @@ mod tests {
     }
 
     fn conformance(engine: &dyn Engine) {
-        engine.apply(vec![put(Space::Data, b"b", b"2"), put(Space::Data, b"a", b"1"), put(Space::Data, b"c", b"3"), put(Space::Txn, b"a", b"t")], true).unwrap();
+        engine
+            .apply(vec![put(Space::Data, b"b", b"2"), put(Space::Data, b"a", b"1"), put(Space::Data, b"c", b"3"), put(Space::Txn, b"a", b"t")], true)
+            .unwrap();
         assert_eq!(engine.get(Space::Data, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(engine.get(Space::Txn, b"a").unwrap(), Some(b"t".to_vec()));
         assert_eq!(engine.get(Space::Data, b"zz").unwrap(), None);

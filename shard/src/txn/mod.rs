@@ -89,7 +89,8 @@ impl Participant {
         })?;
         let mut txns = self.txns.lock().unwrap();
         for (key, value) in records {
-            let state = TxnState::decode_prepared(&value).map_err(|e| ShardError::Corrupt(format!("prepared record {}: {e}", String::from_utf8_lossy(&key))))?;
+            let state =
+                TxnState::decode_prepared(&value).map_err(|e| ShardError::Corrupt(format!("prepared record {}: {e}", String::from_utf8_lossy(&key))))?;
             for k in state.writes.keys() {
                 self.locks.acquire_now(k, &state.id);
             }
@@ -344,7 +345,8 @@ impl Participant {
     }
 
     fn unknown(&self, id: &str, what: &str) -> ShardError {
-        let reason = if self.aborted.lock().unwrap().contains_key(id) { "it was aborted" } else { "it is unknown here (aborted, timed out, or lost in a restart)" };
+        let reason =
+            if self.aborted.lock().unwrap().contains_key(id) { "it was aborted" } else { "it is unknown here (aborted, timed out, or lost in a restart)" };
         ShardError::TxnState(format!("{what} refused for transaction {id}: {reason}"))
     }
 

@@ -47,7 +47,14 @@ pub struct TxnState {
 
 impl TxnState {
     pub fn new(txn: &TxnContext) -> TxnState {
-        TxnState { id: txn.id.clone(), timestamp: txn.timestamp, phase: Phase::Active, writes: BTreeMap::new(), locked: Vec::new(), last_active: Instant::now() }
+        TxnState {
+            id: txn.id.clone(),
+            timestamp: txn.timestamp,
+            phase: Phase::Active,
+            writes: BTreeMap::new(),
+            locked: Vec::new(),
+            last_active: Instant::now(),
+        }
     }
 
     /// The durable record written by PREPARE.
