@@ -19,11 +19,14 @@ pub use tessera_shard::data::Value;
 /// Largest response the client accepts (rows of one statement).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A connection to a coordinator.
+/// A connection to a coordinator with its own session: a transaction
+/// opened with BEGIN stays open across `execute` calls until COMMIT or
+/// ROLLBACK. Clones share the session.
 #[derive(Clone)]
 pub struct Client {
     inner: TesseraClient<Channel>,
     address: String,
+    session_id: String,
 }
 
 /// A column of a result set.
@@ -93,7 +96,7 @@ impl Client {
             message: format!("cannot connect to coordinator at {address}: {}", source_chain(&e)),
         })?;
         let inner = TesseraClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { inner, address: address.to_string() })
+        Ok(Client { inner, address: address.to_string(), session_id: uuid::Uuid::new_v4().to_string() })
     }
 
     /// The address this client connected to.
@@ -103,13 +106,38 @@ impl Client {
 
     /// Runs one or more `;`-separated statements and returns one result each.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<StatementResult>, ClientError> {
-        let response = self.inner.execute(pb::ExecuteRequest { sql: sql.to_string() }).await?;
+        let response = self.inner.execute(pb::ExecuteRequest { sql: sql.to_string(), session_id: self.session_id.clone() }).await?;
         Ok(response.into_inner().results.into_iter().map(statement_from_pb).collect())
     }
 
-    /// Shard groups the coordinator knows, and whether each answers.
-    pub async fn cluster_status(&mut self) -> Result<Vec<pb::ShardGroupStatus>, ClientError> {
-        Ok(self.inner.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner().shard_groups)
+    /// Runs `body` inside BEGIN ... COMMIT, retrying the whole transaction
+    /// when it fails with a serialization failure (SQLSTATE 40001), up to
+    /// `attempts` times. Any other error rolls back and is returned.
+    pub async fn transaction(&mut self, body: &str, attempts: usize) -> Result<Vec<StatementResult>, ClientError> {
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            match self.execute(&format!("BEGIN; {body}; COMMIT")).await {
+                Ok(results) => return Ok(results),
+                Err(e) => {
+                    let _ = self.execute("ROLLBACK").await;
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Shard groups, their counters, and the coordinator's commit counters.
+    pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusResponse, ClientError> {
+        Ok(self.inner.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
+    }
+
+    /// Transactions in flight and in doubt.
+    pub async fn transactions(&mut self) -> Result<Vec<pb::TransactionInfo>, ClientError> {
+        Ok(self.inner.list_transactions(pb::ListTransactionsRequest {}).await?.into_inner().transactions)
     }
 }
 

@@ -103,6 +103,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Transfers between accounts in transactions; checks the bank invariant.
+    Bank {
+        /// Coordinator to measure; without it a 3-shard cluster starts in-process.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Run time in seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 3000)]
+        accounts: u64,
+        /// Fraction of transfers between different shard groups (0.0 to 1.0).
+        #[arg(long, default_value_t = 1.0)]
+        cross_shard: f64,
+    },
 }
 
 fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
@@ -256,27 +272,45 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// The coordinator to measure: `host`, or a 3-shard cluster started here.
+async fn bench_target(host: Option<String>) -> anyhow::Result<(Option<LocalCluster>, String)> {
+    Ok(match host {
+        Some(h) => (None, h),
+        None => {
+            let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None }).await.map_err(anyhow::Error::msg)?;
+            let a = c.address.to_string();
+            (Some(c), a)
+        }
+    })
+}
+
 async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     init_logging("warn");
-    match workload {
+    let ok = match workload {
         BenchCommand::Kv { host, clients, duration } => {
             if clients == 0 || duration == 0 {
                 anyhow::bail!("--clients and --duration must be positive");
             }
             let options = tessera::bench::kv::KvOptions { clients, duration: Duration::from_secs(duration) };
-            let (cluster, address) = match host {
-                Some(h) => (None, h),
-                None => {
-                    let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None }).await.map_err(anyhow::Error::msg)?;
-                    let a = c.address.to_string();
-                    (Some(c), a)
-                }
-            };
+            let (cluster, address) = bench_target(host).await?;
             let reports = tessera::bench::kv::run(&address, &options).await?;
             if let Some(c) = cluster {
                 c.shutdown().await;
             }
-            Ok(reports.iter().all(|r| r.ops > 0))
+            reports.iter().all(|r| r.ops > 0)
         }
-    }
+        BenchCommand::Bank { host, clients, duration, accounts, cross_shard } => {
+            if clients == 0 || duration == 0 || accounts < 2 || !(0.0..=1.0).contains(&cross_shard) {
+                anyhow::bail!("--clients and --duration must be positive, --accounts at least 2, --cross-shard between 0 and 1");
+            }
+            let options = tessera::bench::bank::BankOptions { clients, duration: Duration::from_secs(duration), accounts, cross_shard };
+            let (cluster, address) = bench_target(host).await?;
+            let ok = tessera::bench::bank::run(&address, &options).await?;
+            if let Some(c) = cluster {
+                c.shutdown().await;
+            }
+            ok
+        }
+    };
+    Ok(ok)
 }

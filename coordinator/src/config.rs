@@ -26,6 +26,9 @@ pub struct CoordinatorConfig {
     pub rpc_timeout_ms: u64,
     /// Deadline to establish a connection to a shard.
     pub connect_timeout_ms: u64,
+    /// Address shards use to ask this coordinator about transaction
+    /// outcomes; defaults to the address it listens on.
+    pub advertise: Option<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -36,6 +39,7 @@ impl Default for CoordinatorConfig {
             shard_groups: Vec::new(),
             rpc_timeout_ms: 5_000,
             connect_timeout_ms: 1_000,
+            advertise: None,
         }
     }
 }

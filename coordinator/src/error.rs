@@ -41,6 +41,12 @@ pub enum CoordError {
     /// A shard refused a transaction request (aborted, unknown).
     #[error("{0}")]
     TxnAborted(String),
+    /// A statement in a transaction that already failed.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// A statement that may not run inside a transaction block.
+    #[error("{0} cannot run inside a transaction block")]
+    NotInTransaction(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -50,6 +56,19 @@ pub type Result<T> = std::result::Result<T, CoordError>;
 impl CoordError {
     pub fn invalid_value(message: impl Into<String>, sqlstate: &'static str) -> CoordError {
         CoordError::InvalidValue { message: message.into(), sqlstate }
+    }
+
+    /// Prefixes the message with what was going on, keeping the kind.
+    pub fn context(self, what: &str) -> CoordError {
+        let wrap = |m: String| format!("{what}: {m}");
+        match self {
+            CoordError::Serialization(m) => CoordError::Serialization(wrap(m)),
+            CoordError::ShardUnavailable(m) => CoordError::ShardUnavailable(wrap(m)),
+            CoordError::TxnAborted(m) => CoordError::TxnAborted(wrap(m)),
+            CoordError::Internal(m) => CoordError::Internal(wrap(m)),
+            CoordError::UniqueViolation(m) => CoordError::UniqueViolation(m),
+            other => CoordError::TxnAborted(wrap(other.to_string())),
+        }
     }
 
     /// True when retrying the same transaction may succeed.
@@ -73,6 +92,8 @@ impl CoordError {
             CoordError::Serialization(_) => "40001",
             CoordError::ShardUnavailable(_) => "08006",
             CoordError::TxnAborted(_) => "40003",
+            CoordError::InFailedTransaction => "25P02",
+            CoordError::NotInTransaction(_) => "25001",
             CoordError::Internal(_) => "XX000",
         }
     }
@@ -86,6 +107,7 @@ impl CoordError {
             CoordError::NotNullViolation(_) | CoordError::CheckViolation(_) => tonic::Code::FailedPrecondition,
             CoordError::Serialization(_) | CoordError::TxnAborted(_) => tonic::Code::Aborted,
             CoordError::ShardUnavailable(_) => tonic::Code::Unavailable,
+            CoordError::InFailedTransaction | CoordError::NotInTransaction(_) => tonic::Code::FailedPrecondition,
             CoordError::Internal(_) => tonic::Code::Internal,
         }
     }

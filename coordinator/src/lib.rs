@@ -2,6 +2,10 @@
 //!
 //! - [`sql`]: parse (sqlparser, PostgreSQL dialect), bind, plan and execute;
 //!   see its module page for the tour of the SQL layer.
+//! - [`txn`]: transactions: one-phase and two-phase commit, the durable
+//!   decision log with group commit, redelivery of decisions, outcomes for
+//!   participants (its module page is the 2PC protocol essay).
+//! - [`session`]: client sessions and their open transactions.
 //! - [`catalog`]: tables and the shard map, durable in the coordinator's RocksDB.
 //! - [`routing`]: range partitioning and the consistent-hash ring.
 //! - [`shards`]: gRPC clients of the shard groups, with deadlines and errors
@@ -16,5 +20,7 @@ pub mod error;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod shards;
 pub mod sql;
+pub mod txn;

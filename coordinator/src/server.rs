@@ -3,11 +3,15 @@
 
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
-use crate::service::TesseraService;
+use crate::service::{ResolverService, TesseraService};
+use crate::session::Sessions;
 use crate::shards::ShardPool;
 use crate::sql::Engine;
+use crate::txn::{DecisionLog, TxnManager};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tessera_proto::shard::resolver_server::ResolverServer;
 use tessera_proto::v1::tessera_server::TesseraServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,21 +54,44 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         return Err("coordinator: no shard groups configured (add [[shard_groups]] entries with id and address)".into());
     }
     let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout()).map_err(|e| e.to_string())?);
-    let engine = Arc::new(Engine::new(catalog, shards));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
+    let log = DecisionLog::new(catalog.db());
+    let txns = TxnManager::start(shards.clone(), log, advertise).map_err(|e| e.to_string())?;
+    let engine = Arc::new(Engine::new(catalog, shards, txns));
+    let sessions = Arc::new(Sessions::default());
     let (shutdown, mut signal) = watch::channel(false);
-    let service =
-        TesseraServer::new(TesseraService::new(engine.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let reaper = spawn_session_reaper(sessions.clone(), engine.clone(), shutdown.subscribe());
+    let service = TesseraServer::new(TesseraService::new(engine.clone(), sessions))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let resolver = ResolverServer::new(ResolverService::new(engine.clone()));
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(service)
+            .add_service(resolver)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             })
             .await
-            .map_err(|e| format!("coordinator stopped: {e}"))
+            .map_err(|e| format!("coordinator stopped: {e}"));
+        reaper.abort();
+        result
     });
     tracing::info!(%address, "coordinator serving");
     Ok(CoordinatorHandle { address, engine, shutdown, task })
+}
+
+/// Rolls back the transactions of idle sessions every few seconds.
+fn spawn_session_reaper(sessions: Arc<Sessions>, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sessions.reap(engine.txns()).await,
+                _ = stop.changed() => return,
+            }
+        }
+    })
 }

@@ -1,19 +1,24 @@
-//! The public gRPC service (`tessera.v1.Tessera`): converts requests and
-//! results between protobuf and the SQL engine's types.
+//! The gRPC services: the public `tessera.v1.Tessera` API, and the internal
+//! `tessera.shard.v1.Resolver` that participants ask about outcomes. Requests
+//! and results are converted between protobuf and domain types here.
 
+use crate::session::{Session, Sessions};
 use crate::sql::{Engine, QueryResult};
+use crate::txn::Outcome;
 use std::sync::Arc;
+use tessera_proto::shard as shard_pb;
 use tessera_proto::v1 as pb;
 use tessera_shard::data::{DataType, Value};
 use tonic::{Request, Response, Status};
 
 pub struct TesseraService {
     engine: Arc<Engine>,
+    sessions: Arc<Sessions>,
 }
 
 impl TesseraService {
-    pub fn new(engine: Arc<Engine>) -> TesseraService {
-        TesseraService { engine }
+    pub fn new(engine: Arc<Engine>, sessions: Arc<Sessions>) -> TesseraService {
+        TesseraService { engine, sessions }
     }
 }
 
@@ -51,8 +56,21 @@ fn result_to_pb(r: QueryResult) -> pb::StatementResult {
 #[tonic::async_trait]
 impl pb::tessera_server::Tessera for TesseraService {
     async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let sql = request.into_inner().sql;
-        let results = self.engine.execute(&sql).await.map_err(|e| {
+        let request = request.into_inner();
+        let results = if request.session_id.is_empty() {
+            // No session: a transaction must end within this call.
+            let mut session = Session::default();
+            let results = self.engine.execute(&mut session, &request.sql).await;
+            if let Some(txn) = session.txn.take() {
+                self.engine.txns().rollback(txn).await;
+            }
+            results
+        } else {
+            let shared = self.sessions.get(&request.session_id);
+            let mut session = shared.lock().await;
+            self.engine.execute(&mut session, &request.sql).await
+        };
+        let results = results.map_err(|e| {
             tracing::debug!(error = %e, "statement failed");
             Status::from(e)
         })?;
@@ -62,13 +80,66 @@ impl pb::tessera_server::Tessera for TesseraService {
     async fn cluster_status(&self, _request: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let shards = self.engine.shards();
         let checks = shards.groups().into_iter().map(|(id, address)| async move {
-            let outcome = match shards.get(id) {
-                Ok(client) => client.status().await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            pb::ShardGroupStatus { id, address, reachable: outcome.is_ok(), error: outcome.err().map(|e| e.to_string()).unwrap_or_default() }
+            let mut status = pb::ShardGroupStatus { id, address, ..Default::default() };
+            match shards.get(id) {
+                Ok(client) => match client.status().await {
+                    Ok(s) => {
+                        status.reachable = true;
+                        status.active_transactions = s.active_transactions;
+                        status.prepared_transactions = s.prepared_transactions;
+                        status.locks_held = s.locks_held;
+                        status.wal_syncs = s.wal_syncs;
+                        status.synced_writes = s.synced_writes;
+                    }
+                    Err(e) => status.error = e.to_string(),
+                },
+                Err(e) => status.error = e.to_string(),
+            }
+            status
         });
         let shard_groups = futures::future::join_all(checks).await;
-        Ok(Response::new(pb::ClusterStatusResponse { shard_groups }))
+        let (decision_log_syncs, one_phase_commits, two_phase_commits) = self.engine.txns().stats();
+        Ok(Response::new(pb::ClusterStatusResponse { shard_groups, decision_log_syncs, one_phase_commits, two_phase_commits }))
+    }
+
+    async fn list_transactions(&self, _request: Request<pb::ListTransactionsRequest>) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let transactions = self
+            .engine
+            .txns()
+            .list()
+            .into_iter()
+            .map(|t| pb::TransactionInfo {
+                age_ms: t.started.elapsed().as_millis() as u64,
+                txn_id: t.id,
+                state: t.state.into(),
+                participants: t.participants.into_iter().map(|(shard_group, phase)| pb::TransactionParticipant { shard_group, phase: phase.into() }).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListTransactionsResponse { transactions }))
+    }
+}
+
+/// Answers participants asking for the outcome of a prepared transaction.
+pub struct ResolverService {
+    engine: Arc<Engine>,
+}
+
+impl ResolverService {
+    pub fn new(engine: Arc<Engine>) -> ResolverService {
+        ResolverService { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl shard_pb::resolver_server::Resolver for ResolverService {
+    async fn outcome(&self, request: Request<shard_pb::OutcomeRequest>) -> Result<Response<shard_pb::OutcomeResponse>, Status> {
+        let id = request.into_inner().txn_id;
+        let outcome = match self.engine.txns().outcome(&id)? {
+            Outcome::Committed => shard_pb::Outcome::Committed,
+            Outcome::Aborted => shard_pb::Outcome::Aborted,
+            Outcome::InProgress => shard_pb::Outcome::InProgress,
+        };
+        tracing::debug!(txn = %id, ?outcome, "a participant asked for an outcome");
+        Ok(Response::new(shard_pb::OutcomeResponse { outcome: outcome as i32 }))
     }
 }

@@ -142,6 +142,17 @@ impl ShardClient {
         Ok(())
     }
 
+    pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
+        self.client.clone().prepare(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) }).await.map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    pub async fn commit_two_phase(&self, txn: &TxnContext) -> Result<()> {
+        let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new() };
+        self.client.clone().commit(request).await.map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
     pub async fn abort(&self, txn: &TxnContext) -> Result<()> {
         self.client.clone().abort(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) }).await.map_err(|s| self.error(s))?;
         Ok(())

@@ -8,9 +8,9 @@ pub enum ShardError {
     /// An INSERT found the key already present. Carries the row key.
     #[error("duplicate key")]
     AlreadyExists { key: Vec<u8> },
-    /// A lock wait ran out; the transaction should be retried.
-    #[error("could not obtain lock: transaction {holder} holds it (lock wait timeout); retry the transaction")]
-    LockTimeout { holder: String },
+    /// A lock conflict (wait-die or lock wait timeout): retry the transaction.
+    #[error("could not obtain lock: transaction {holder} holds it ({reason}); retry the transaction")]
+    Conflict { holder: String, reason: &'static str },
     /// The transaction is unknown here or not in the right phase.
     #[error("{0}")]
     TxnState(String),
@@ -31,13 +31,13 @@ pub type Result<T> = std::result::Result<T, ShardError>;
 impl ShardError {
     /// True when retrying the whole transaction may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ShardError::LockTimeout { .. })
+        matches!(self, ShardError::Conflict { .. })
     }
 
     fn sqlstate(&self) -> &'static str {
         match self {
             ShardError::AlreadyExists { .. } => "23505",
-            ShardError::LockTimeout { .. } => "40001",
+            ShardError::Conflict { .. } => "40001",
             ShardError::TxnState(_) => "25P02",
             ShardError::InvalidRequest(_) => "08P01",
             ShardError::Eval { sqlstate, .. } => sqlstate,
@@ -51,7 +51,7 @@ impl From<ShardError> for tonic::Status {
     fn from(e: ShardError) -> tonic::Status {
         let code = match &e {
             ShardError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-            ShardError::LockTimeout { .. } => tonic::Code::Aborted,
+            ShardError::Conflict { .. } => tonic::Code::Aborted,
             ShardError::TxnState(_) => tonic::Code::FailedPrecondition,
             ShardError::InvalidRequest(_) | ShardError::Eval { .. } => tonic::Code::InvalidArgument,
             ShardError::Storage(_) | ShardError::Corrupt(_) => tonic::Code::Internal,

@@ -7,12 +7,16 @@
 //!   prepare records, recovery of prepared transactions.
 //! - [`service`]: the gRPC service (`tessera.shard.v1.Shard`).
 //! - [`wire`]: protobuf <-> domain conversions for the shard protocol.
+//! - [`resolver`]: asks the coordinator about in-doubt prepared transactions.
 //! - [`config`], [`server`]: configuration and running a node.
 //! - [`error`]: the shard's errors and their gRPC mapping.
+//! - [`failpoint`]: named stopping places for crash tests.
 
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod failpoint;
+pub mod resolver;
 pub mod server;
 pub mod service;
 pub mod storage;

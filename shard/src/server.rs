@@ -58,6 +58,7 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
     let service = ShardService::new(participant.clone(), config.node_id.clone(), data_dir);
     let (shutdown, mut signal) = watch::channel(false);
     let reaper = spawn_idle_reaper(participant.clone(), shutdown.subscribe());
+    let resolver = crate::resolver::spawn(participant.clone(), shutdown.subscribe());
     let node_id = config.node_id.clone();
     let task = tokio::spawn(async move {
         let server = ShardServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -71,6 +72,7 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
             .await
             .map_err(|e| format!("shard {node_id} stopped: {e}"));
         reaper.abort();
+        resolver.abort();
         result
     });
     tracing::info!(node = %config.node_id, %address, "shard node serving");

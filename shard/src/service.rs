@@ -91,7 +91,8 @@ impl pb::shard_server::Shard for ShardService {
             active_transactions: active as u64,
             prepared_transactions: prepared as u64,
             locks_held: self.participant.locks_held() as u64,
-            wal_syncs: self.participant.engine().syncs(),
+            wal_syncs: self.participant.engine().wal_syncs(),
+            synced_writes: self.participant.engine().syncs(),
         }))
     }
 }

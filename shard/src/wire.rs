@@ -145,11 +145,11 @@ fn expr_from_pb_at(e: pb::Expr, depth: usize) -> Result<Expr, String> {
 }
 
 pub fn txn_to_pb(t: &TxnContext) -> pb::TxnContext {
-    pb::TxnContext { txn_id: t.id.clone(), timestamp: t.timestamp, begin: t.begin }
+    pb::TxnContext { txn_id: t.id.clone(), timestamp: t.timestamp, begin: t.begin, coordinator: t.coordinator.clone() }
 }
 
 pub fn txn_from_pb(t: pb::TxnContext) -> TxnContext {
-    TxnContext { id: t.txn_id, timestamp: t.timestamp, begin: t.begin }
+    TxnContext { id: t.txn_id, timestamp: t.timestamp, begin: t.begin, coordinator: t.coordinator }
 }
 
 pub fn mutation_to_pb(m: &Mutation) -> pb::Mutation {

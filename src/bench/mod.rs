@@ -2,7 +2,10 @@
 //! in-process) and print throughput and latency percentiles.
 //!
 //! - [`kv`]: point inserts, then point reads, from N concurrent clients.
+//! - [`bank`]: transfers between accounts, single- and cross-shard, with the
+//!   bank invariant checked at the end.
 
+pub mod bank;
 pub mod kv;
 
 use hdrhistogram::Histogram;

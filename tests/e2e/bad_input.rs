@@ -37,7 +37,8 @@ async fn sql_errors_name_the_object_and_cause() {
         ("CREATE TABLE accounts (a INT PRIMARY KEY)", "42P07", "table \"accounts\" already exists"),
         ("UPDATE accounts SET id = 5 WHERE id = 1", "0A000", "updating the primary key column \"id\""),
         ("SELECT 1 / 0", "22012", "division by zero"),
-        ("BEGIN", "0A000", "explicit transactions"),
+        ("BEGIN; CREATE TABLE t2 (a INT PRIMARY KEY)", "25001", "CREATE TABLE cannot run inside a transaction block"),
+        ("ROLLBACK; SAVEPOINT s", "0A000", "SAVEPOINT"),
         (
             "INSERT INTO accounts (id, owner) VALUES (3000000000, 'x'); CREATE TABLE small (a INT PRIMARY KEY); INSERT INTO small VALUES (3000000000)",
             "22003",

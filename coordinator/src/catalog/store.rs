@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub struct Catalog {
-    db: DB,
+    db: Arc<DB>,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     groups: RwLock<BTreeMap<ShardGroupId, String>>,
     /// Serializes DDL so ids and names stay unique.
@@ -55,7 +55,12 @@ impl Catalog {
             Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| internal("corrupt table id counter"))?),
             None => 1,
         };
-        Ok(Catalog { db, tables: RwLock::new(tables), groups: RwLock::new(groups), ddl: Mutex::new(next) })
+        Ok(Catalog { db: Arc::new(db), tables: RwLock::new(tables), groups: RwLock::new(groups), ddl: Mutex::new(next) })
+    }
+
+    /// The coordinator's database (shared with the 2PC decision log).
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {

@@ -96,9 +96,9 @@ pub fn explain_select(shards: &ShardPool, plan: &SelectPlan) -> QueryResult {
     }
     lines.push(format!("  coordinator: {}", steps.join(", ")));
     lines.push(if plan.lock {
-        "  commit: none (FOR UPDATE locks are held for the statement only)".into()
+        "  commit: none (outside a transaction, FOR UPDATE locks are held for the statement only)".into()
     } else {
-        "  commit: none (read-only, reads committed data)".into()
+        "  commit: none (read-only; reads committed data, or locks the rows inside a transaction)".into()
     });
     lines_result(lines)
 }
@@ -119,7 +119,7 @@ pub fn explain_modify(shards: &ShardPool, plan: &ModifyPlan) -> QueryResult {
         "  rows: read with exclusive locks, new values checked on the coordinator".into(),
     ];
     if groups.len() > 1 {
-        lines.push("  commit: one phase on the shard group holding the matching rows; refused if they span several groups (no two-phase commit yet)".into());
+        lines.push("  commit: one phase (1PC) if the matching rows are on one shard group, two-phase commit (2PC) if they span several".into());
     } else {
         lines.push(commit_line(&groups));
     }
@@ -130,9 +130,6 @@ fn commit_line(groups: &[ShardGroupId]) -> String {
     match groups {
         [] => "  commit: nothing to write".into(),
         [g] => format!("  commit: one phase (1PC) on shard group {g}"),
-        many => format!(
-            "  commit: refused: writes span shard groups {} and this version has no two-phase commit yet",
-            many.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
-        ),
+        many => format!("  commit: two-phase commit (2PC) across shard groups {}", many.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")),
     }
 }

@@ -22,7 +22,9 @@ pub mod write;
 
 use crate::catalog::{Catalog, ShardGroupId};
 use crate::error::{CoordError, Result};
+use crate::session::Session;
 use crate::shards::ShardPool;
+use crate::txn::{Txn, TxnManager};
 use sqlparser::ast::{self, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -115,11 +117,12 @@ pub async fn abort_everywhere(shards: &ShardPool, txn: &TxnContext, groups: impl
 pub struct Engine {
     catalog: Arc<Catalog>,
     shards: Arc<ShardPool>,
+    txns: Arc<TxnManager>,
 }
 
 impl Engine {
-    pub fn new(catalog: Arc<Catalog>, shards: Arc<ShardPool>) -> Engine {
-        Engine { catalog, shards }
+    pub fn new(catalog: Arc<Catalog>, shards: Arc<ShardPool>, txns: Arc<TxnManager>) -> Engine {
+        Engine { catalog, shards, txns }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -130,26 +133,137 @@ impl Engine {
         &self.shards
     }
 
-    /// Runs every statement of `sql` in order; stops at the first error.
-    pub async fn execute(&self, sql: &str) -> Result<Vec<QueryResult>> {
+    pub fn txns(&self) -> &Arc<TxnManager> {
+        &self.txns
+    }
+
+    /// Runs every statement of `sql` in order in `session`; stops at the
+    /// first error.
+    pub async fn execute(&self, session: &mut Session, sql: &str) -> Result<Vec<QueryResult>> {
         let statements = parse(sql)?;
         let mut results = Vec::with_capacity(statements.len());
         for statement in &statements {
-            results.push(self.execute_statement(statement).await?);
+            results.push(self.execute_statement(session, statement).await?);
         }
         Ok(results)
     }
 
     #[tracing::instrument(skip_all, fields(statement = %first_word(statement)))]
-    pub async fn execute_statement(&self, statement: &Statement) -> Result<QueryResult> {
+    pub async fn execute_statement(&self, session: &mut Session, statement: &Statement) -> Result<QueryResult> {
+        session.touch();
         match statement {
-            Statement::Query(q) => select::execute(&self.shards, &select::plan(&self.catalog, q)?).await,
-            Statement::Insert(i) => write::execute_insert(&self.shards, &write::plan_insert(&self.catalog, i)?).await,
-            Statement::Update(u) => write::execute_modify(&self.shards, &write::plan_update(&self.catalog, u)?).await,
-            Statement::Delete(d) => write::execute_modify(&self.shards, &write::plan_delete(&self.catalog, d)?).await,
+            Statement::StartTransaction { .. } => {
+                if session.txn.is_none() {
+                    session.txn = Some(self.txns.begin(true));
+                }
+                Ok(QueryResult::command("BEGIN"))
+            }
+            Statement::Commit { chain: false, .. } => match session.txn.take() {
+                None => Ok(QueryResult::command("COMMIT")),
+                Some(txn) if txn.failed => {
+                    self.txns.rollback(txn).await;
+                    Ok(QueryResult::command("ROLLBACK"))
+                }
+                Some(txn) => self.txns.commit(txn).await.map(|_| QueryResult::command("COMMIT")),
+            },
+            Statement::Rollback { chain: false, savepoint: None } => {
+                if let Some(txn) = session.txn.take() {
+                    self.txns.rollback(txn).await;
+                }
+                Ok(QueryResult::command("ROLLBACK"))
+            }
+            Statement::Commit { .. } | Statement::Rollback { .. } => Err(CoordError::Unsupported("AND CHAIN and savepoints".into())),
+            _ => match session.txn.as_mut() {
+                None => self.autocommit(statement).await,
+                Some(txn) if txn.failed => Err(CoordError::InFailedTransaction),
+                Some(txn) => {
+                    let result = self.in_transaction(txn, statement).await;
+                    if result.is_err() {
+                        // As in PostgreSQL the transaction is now failed; its locks go at once.
+                        txn.failed = true;
+                        self.txns.release(txn).await;
+                    } else {
+                        self.txns.touch(txn);
+                    }
+                    result
+                }
+            },
+        }
+    }
+
+    /// A statement outside BEGIN: its own transaction.
+    async fn autocommit(&self, statement: &Statement) -> Result<QueryResult> {
+        match statement {
+            Statement::Query(q) => {
+                let plan = select::plan(&self.catalog, q)?;
+                if !plan.lock {
+                    return select::execute(&self.shards, &plan, None).await;
+                }
+                // FOR UPDATE outside a transaction: lock for the statement only.
+                let mut txn = self.txns.begin(false);
+                let result = select::execute(&self.shards, &plan, Some(&mut txn)).await;
+                self.txns.rollback(txn).await;
+                result
+            }
+            Statement::Insert(i) => {
+                let plan = write::plan_insert(&self.catalog, i)?;
+                let mut txn = self.txns.begin(false);
+                let rows = write::insert(&self.txns, &mut txn, &plan).await?;
+                self.txns.commit(txn).await.map_err(|e| write::duplicate_key(e, &plan.table))?;
+                Ok(QueryResult::modified(format!("INSERT 0 {rows}"), rows))
+            }
+            Statement::Update(_) | Statement::Delete(_) => {
+                let plan = self.plan_modify(statement)?;
+                let mut txn = self.txns.begin(false);
+                match write::modify(&self.shards, &self.txns, &mut txn, &plan).await {
+                    Ok(rows) => {
+                        self.txns.commit(txn).await?;
+                        Ok(QueryResult::modified(format!("{} {rows}", plan.verb()), rows))
+                    }
+                    Err(e) => {
+                        self.txns.rollback(txn).await;
+                        Err(e)
+                    }
+                }
+            }
+            other => self.utility(other).await,
+        }
+    }
+
+    /// A statement inside BEGIN ... COMMIT.
+    async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
+        match statement {
+            Statement::Query(q) => select::execute(&self.shards, &select::plan(&self.catalog, q)?, Some(txn)).await,
+            Statement::Insert(i) => {
+                let plan = write::plan_insert(&self.catalog, i)?;
+                let rows = write::insert(&self.txns, txn, &plan).await?;
+                Ok(QueryResult::modified(format!("INSERT 0 {rows}"), rows))
+            }
+            Statement::Update(_) | Statement::Delete(_) => {
+                let plan = self.plan_modify(statement)?;
+                let rows = write::modify(&self.shards, &self.txns, txn, &plan).await?;
+                Ok(QueryResult::modified(format!("{} {rows}", plan.verb()), rows))
+            }
+            Statement::CreateTable(_) | Statement::Drop { .. } => Err(CoordError::NotInTransaction(first_word(statement) + " TABLE")),
+            other => self.utility(other).await,
+        }
+    }
+
+    fn plan_modify(&self, statement: &Statement) -> Result<write::ModifyPlan> {
+        match statement {
+            Statement::Update(u) => write::plan_update(&self.catalog, u),
+            Statement::Delete(d) => write::plan_delete(&self.catalog, d),
+            _ => Err(CoordError::Internal("not an UPDATE or DELETE".into())),
+        }
+    }
+
+    /// Statements that do not touch rows: DDL, SHOW, DESCRIBE, EXPLAIN.
+    async fn utility(&self, statement: &Statement) -> Result<QueryResult> {
+        match statement {
             Statement::CreateTable(c) => ddl::create_table(&self.catalog, c),
             Statement::Drop { object_type: ast::ObjectType::Table, if_exists, names, .. } => self.drop_tables(names, *if_exists).await,
             Statement::ShowTables { .. } => Ok(ddl::show_tables(&self.catalog)),
+            Statement::ShowVariable { variable } if variable.len() == 1 && bind::ident(&variable[0]) == "transactions" => Ok(self.show_transactions()),
             Statement::ExplainTable { table_name, .. } => ddl::describe(&self.catalog, &bind::object_name(table_name)?),
             Statement::Explain { statement, analyze, .. } => {
                 if *analyze {
@@ -157,11 +271,22 @@ impl Engine {
                 }
                 self.explain(statement)
             }
-            Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => {
-                Err(CoordError::NotYet(format!("{}: explicit transactions are not available yet; each statement commits on its own", first_word(statement))))
-            }
             other => Err(CoordError::Unsupported(format!("the {} statement", first_word(other)))),
         }
+    }
+
+    /// SHOW TRANSACTIONS: in flight and in doubt, with each participant's phase.
+    fn show_transactions(&self) -> QueryResult {
+        let rows = self
+            .txns
+            .list()
+            .into_iter()
+            .map(|t| {
+                let participants = t.participants.iter().map(|(g, phase)| format!("{g}:{phase}")).collect::<Vec<_>>().join(", ");
+                vec![Value::Text(t.id), Value::Text(t.state.into()), Value::Text(participants), Value::Int(t.started.elapsed().as_millis() as i64)]
+            })
+            .collect();
+        QueryResult::rows(&[("txn_id", DataType::Text), ("state", DataType::Text), ("participants", DataType::Text), ("age_ms", DataType::BigInt)], rows)
     }
 
     fn explain(&self, statement: &Statement) -> Result<QueryResult> {

@@ -6,7 +6,7 @@ use crate::catalog::{ShardGroupId, Table};
 use crate::error::{CoordError, Result};
 use crate::shards::ShardPool;
 use futures::future::try_join_all;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use tessera_shard::data::expr::Expr;
 use tessera_shard::data::keys::{row_key, successor, table_end, table_prefix};
@@ -58,19 +58,20 @@ pub fn targets(table: &Table, access: &KeyAccess) -> Vec<(ShardGroupId, Fetch)> 
 }
 
 /// Reads from every target in parallel. `filter` is pushed to range scans;
-/// `limit` (0 = none) caps each group's rows. With `txn`, reads run in that
-/// transaction and `lock` takes exclusive row locks.
+/// `limit` (0 = none) caps each group's rows. With `txn` (a context per
+/// group), reads run in that transaction and `lock` takes exclusive locks.
 pub async fn fetch(
     shards: &ShardPool,
     table: &Table,
     targets: &[(ShardGroupId, Fetch)],
     filter: Option<&Expr>,
     limit: u64,
-    txn: Option<&TxnContext>,
+    txn: Option<&HashMap<ShardGroupId, TxnContext>>,
     lock: bool,
 ) -> Result<Vec<FetchedRow>> {
     let requests = targets.iter().map(|(group, fetch)| async move {
         let client = shards.get(*group)?;
+        let txn = txn.and_then(|contexts| contexts.get(group));
         let raw = match fetch {
             Fetch::Keys(keys) => client.get_rows(keys.clone(), txn, lock).await?,
             Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, txn, lock).await?,

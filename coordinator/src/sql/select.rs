@@ -11,12 +11,12 @@ use super::{types, OutputColumn, QueryResult};
 use crate::catalog::{Catalog, ShardGroupId, Table};
 use crate::error::{CoordError, Result};
 use crate::shards::ShardPool;
+use crate::txn::Txn;
 use sqlparser::ast;
 use std::cmp::Ordering;
 use std::sync::Arc;
 use tessera_shard::data::expr::{BinaryOp, Expr};
 use tessera_shard::data::{DataType, Value};
-use tessera_shard::txn::TxnContext;
 
 pub struct OrderKey {
     pub expr: Expr,
@@ -300,11 +300,11 @@ pub fn pushable(filter: Option<&Expr>) -> (Option<Expr>, bool) {
     (pushed, all)
 }
 
-/// Runs a planned SELECT.
-pub async fn execute(shards: &ShardPool, plan: &SelectPlan) -> Result<QueryResult> {
+/// Runs a planned SELECT; inside a transaction every row read is locked.
+pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn>) -> Result<QueryResult> {
     let rows = match &plan.table {
         None => vec![Vec::new()],
-        Some(table) => read_rows(shards, table, plan).await?,
+        Some(table) => read_rows(shards, table, plan, txn).await?,
     };
     let mut rows = filter_rows(rows, plan.filter.as_ref())?;
     if let Body::Aggregate { group_by, calls, having } = &plan.body {
@@ -328,16 +328,10 @@ pub async fn execute(shards: &ShardPool, plan: &SelectPlan) -> Result<QueryResul
     Ok(QueryResult { tag: format!("SELECT {}", values.len()), columns: plan.columns.clone(), rows_affected: values.len() as u64, rows: values })
 }
 
-async fn read_rows(shards: &ShardPool, table: &Table, plan: &SelectPlan) -> Result<Vec<Vec<Value>>> {
-    if !plan.lock {
-        let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, None, false).await?;
-        return Ok(rows.into_iter().map(|r| r.values).collect());
-    }
-    // FOR UPDATE outside a transaction: lock for the statement, then release.
-    let txn = TxnContext { id: uuid::Uuid::new_v4().to_string(), timestamp: super::now_micros(), begin: true };
-    let result = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, Some(&txn), true).await;
-    super::abort_everywhere(shards, &txn, plan.targets.iter().map(|(g, _)| *g)).await;
-    Ok(result?.into_iter().map(|r| r.values).collect())
+async fn read_rows(shards: &ShardPool, table: &Table, plan: &SelectPlan, txn: Option<&mut Txn>) -> Result<Vec<Vec<Value>>> {
+    let contexts = txn.map(|t| t.contexts(plan.targets.iter().map(|(g, _)| *g)));
+    let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), contexts.is_some()).await?;
+    Ok(rows.into_iter().map(|r| r.values).collect())
 }
 
 pub fn filter_rows(rows: Vec<Vec<Value>>, filter: Option<&Expr>) -> Result<Vec<Vec<Value>>> {

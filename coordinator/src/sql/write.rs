@@ -1,21 +1,21 @@
 //! INSERT, UPDATE and DELETE.
 //!
-//! Every write runs as a transaction on the shards: rows are read with
+//! Every write runs in a transaction ([`crate::txn`]): rows are read with
 //! exclusive locks, new values are computed and validated on the coordinator
-//! (types, NOT NULL, CHECK), and the statement commits in one phase on the
-//! one shard group it writes to. A statement whose writes span several
-//! groups is refused before anything is written, until two-phase commit is
-//! available.
+//! (types, NOT NULL, CHECK), and the writes go to their shard groups. Outside
+//! BEGIN the statement is its own transaction: it commits in one phase when
+//! it writes to one group and with two-phase commit when it writes to several.
 
 use super::access::KeyAccess;
 use super::bind::{self, NoColumns};
 use super::ddl::TableScope;
 use super::read::{self, Fetch};
 use super::select::{bind_condition, filter_rows, pushable};
-use super::{abort_everywhere, now_micros, types, QueryResult};
+use super::types;
 use crate::catalog::{Catalog, ShardGroupId, Table};
 use crate::error::{CoordError, Result};
 use crate::shards::ShardPool;
+use crate::txn::{Txn, TxnManager};
 use sqlparser::ast;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use tessera_shard::data::expr::Expr;
 use tessera_shard::data::keys::row_key;
 use tessera_shard::data::row::encode_row;
 use tessera_shard::data::{DataType, Value};
-use tessera_shard::txn::{Mutation, MutationOp, TxnContext};
+use tessera_shard::txn::{Mutation, MutationOp};
 
 /// Largest number of rows one INSERT may carry.
 pub const MAX_INSERT_ROWS: usize = 100_000;
@@ -153,33 +153,14 @@ fn values_rows(insert: &ast::Insert) -> Result<Vec<Vec<ast::Expr>>> {
     }
 }
 
-/// Refuses a write that spans several shard groups (until 2PC exists).
-pub fn single_group(verb: &str, groups: &[ShardGroupId]) -> Result<()> {
-    if groups.len() > 1 {
-        let list = groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ");
-        return Err(CoordError::NotYet(format!(
-            "{verb} writes to shard groups {list}: a statement that writes to several shard groups needs two-phase commit, which is not available yet; split it so that each statement writes to one shard group"
-        )));
-    }
-    Ok(())
-}
-
-pub async fn execute_insert(shards: &ShardPool, plan: &InsertPlan) -> Result<QueryResult> {
-    let groups: Vec<ShardGroupId> = plan.by_group.keys().copied().collect();
-    single_group("INSERT", &groups)?;
-    if let Some((group, mutations)) = plan.by_group.iter().next() {
-        let txn = TxnContext { id: uuid::Uuid::new_v4().to_string(), timestamp: now_micros(), begin: true };
-        let client = shards.get(*group)?;
-        if let Err(e) = client.commit_one_phase(&txn, mutations).await {
-            abort_everywhere(shards, &txn, std::iter::once(*group)).await;
-            return Err(duplicate_key(e, &plan.table));
-        }
-    }
-    Ok(QueryResult::modified(format!("INSERT 0 {}", plan.rows), plan.rows))
+/// Sends an INSERT's rows within `txn`; returns the row count.
+pub async fn insert(txns: &TxnManager, txn: &mut Txn, plan: &InsertPlan) -> Result<u64> {
+    txns.write(txn, plan.by_group.clone()).await.map_err(|e| duplicate_key(e, &plan.table))?;
+    Ok(plan.rows)
 }
 
 /// Names the table's primary-key constraint in a duplicate-key error.
-fn duplicate_key(e: CoordError, table: &Table) -> CoordError {
+pub fn duplicate_key(e: CoordError, table: &Table) -> CoordError {
     match e {
         CoordError::UniqueViolation(value) => CoordError::UniqueViolation(format!(
             "duplicate key value violates unique constraint \"{}\": Key ({})=({value}) already exists",
@@ -248,48 +229,31 @@ fn modify_plan(table: Arc<Table>, alias: Option<String>, selection: Option<&ast:
     Ok(ModifyPlan { table, kind, filter, pushed, access, targets })
 }
 
-/// Reads matching rows under locks, computes the writes, commits in one
-/// phase on the single group written, and releases every other group.
-pub async fn execute_modify(shards: &ShardPool, plan: &ModifyPlan) -> Result<QueryResult> {
-    let txn = TxnContext { id: uuid::Uuid::new_v4().to_string(), timestamp: now_micros(), begin: true };
-    let touched: Vec<ShardGroupId> = plan.targets.iter().map(|(g, _)| *g).collect();
-    let outcome = modify_in_txn(shards, plan, &txn).await;
-    let (written, count) = match outcome {
-        Ok(done) => done,
-        Err(e) => {
-            abort_everywhere(shards, &txn, touched.iter().copied()).await;
-            return Err(e);
-        }
-    };
-    abort_everywhere(shards, &txn, touched.into_iter().filter(|g| Some(*g) != written)).await;
-    Ok(QueryResult::modified(format!("{} {count}", plan.verb()), count))
-}
-
-async fn modify_in_txn(shards: &ShardPool, plan: &ModifyPlan, txn: &TxnContext) -> Result<(Option<ShardGroupId>, u64)> {
-    let fetched = read::fetch(shards, &plan.table, &plan.targets, plan.pushed.as_ref(), 0, Some(txn), true).await?;
+/// Reads the matching rows under locks within `txn`, computes and
+/// validates the new rows, and sends the writes; returns the row count.
+pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: &ModifyPlan) -> Result<u64> {
+    let contexts = txn.contexts(plan.targets.iter().map(|(g, _)| *g));
+    let fetched = read::fetch(shards, &plan.table, &plan.targets, plan.pushed.as_ref(), 0, Some(&contexts), true).await?;
     let validator = RowValidator::new(plan.table.clone())?;
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     let mut count = 0u64;
     for row in fetched {
-        if !filter_rows(vec![row.values.clone()], plan.filter.as_ref())?.is_empty() {
-            let op = match &plan.kind {
-                ModifyKind::Delete => MutationOp::Delete,
-                ModifyKind::Update { assignments } => {
-                    let mut new = row.values.clone();
-                    for (col, expr) in assignments {
-                        new[*col] = expr.eval(&row.values)?;
-                    }
-                    MutationOp::Put(encode_row(&validator.validate(new)?))
-                }
-            };
-            by_group.entry(row.group).or_default().push(Mutation { key: row.key, op });
-            count += 1;
+        if filter_rows(vec![row.values.clone()], plan.filter.as_ref())?.is_empty() {
+            continue;
         }
+        let op = match &plan.kind {
+            ModifyKind::Delete => MutationOp::Delete,
+            ModifyKind::Update { assignments } => {
+                let mut new = row.values.clone();
+                for (col, expr) in assignments {
+                    new[*col] = expr.eval(&row.values)?;
+                }
+                MutationOp::Put(encode_row(&validator.validate(new)?))
+            }
+        };
+        by_group.entry(row.group).or_default().push(Mutation { key: row.key, op });
+        count += 1;
     }
-    let groups: Vec<ShardGroupId> = by_group.keys().copied().collect();
-    single_group(plan.verb(), &groups)?;
-    let Some((group, mutations)) = by_group.into_iter().next() else { return Ok((None, 0)) };
-    let commit_txn = TxnContext { begin: false, ..txn.clone() };
-    shards.get(group)?.commit_one_phase(&commit_txn, &mutations).await?;
-    Ok((Some(group), count))
+    txns.write(txn, by_group).await?;
+    Ok(count)
 }

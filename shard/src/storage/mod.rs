@@ -51,6 +51,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Number of durable (synced) batches applied since the engine opened.
     fn syncs(&self) -> u64;
+
+    /// Number of WAL fsyncs performed since the engine opened. Concurrent
+    /// synced batches may share one (group commit), so this can be lower
+    /// than [`Engine::syncs`].
+    fn wal_syncs(&self) -> u64 {
+        self.syncs()
+    }
 }
 
 /// Counts synced writes for status and benchmarks.

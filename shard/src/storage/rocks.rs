@@ -11,6 +11,7 @@ const CF_TXN: &str = "txn";
 
 pub struct RocksEngine {
     db: DB,
+    options: Options,
     path: PathBuf,
     syncs: SyncCounter,
 }
@@ -22,9 +23,10 @@ impl RocksEngine {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.enable_statistics();
         let cfs = [CF_DATA, CF_TXN].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, cfs).map_err(|e| StorageError(format!("cannot open RocksDB at {}: {e}", path.display())))?;
-        Ok(RocksEngine { db, path: path.to_path_buf(), syncs: SyncCounter::default() })
+        Ok(RocksEngine { db, options, path: path.to_path_buf(), syncs: SyncCounter::default() })
     }
 
     fn cf(&self, space: Space) -> &ColumnFamily {
@@ -94,5 +96,9 @@ impl Engine for RocksEngine {
 
     fn syncs(&self) -> u64 {
         self.syncs.get()
+    }
+
+    fn wal_syncs(&self) -> u64 {
+        self.options.get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
     }
 }

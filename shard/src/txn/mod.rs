@@ -17,9 +17,16 @@
 //!
 //! Idempotency: COMMIT of an unknown transaction is a repeat and succeeds;
 //! ABORT of an unknown transaction succeeds; PREPARE of an unknown (aborted,
-//! timed-out) transaction is refused. Lock waits end at the lock timeout with a
-//! retryable error, so no deadlock hangs. Idle active transactions are aborted
-//! by [`Participant::abort_idle`]; prepared ones never are.
+//! timed-out) transaction is refused.
+//!
+//! Deadlocks: locks use wait-die on the transactions' start timestamps (see
+//! [`locks`]): a younger transaction that meets an older one's lock fails at
+//! once with a retryable error; waits end at the lock timeout as a backstop.
+//! Idle active transactions are aborted by [`Participant::abort_idle`].
+//!
+//! A yes voter never decides alone: a prepared transaction is never aborted
+//! by a timeout. [`Participant::in_doubt`] lists the ones waiting too long, and
+//! the resolver (`server.rs`) asks their coordinator for the outcome.
 
 pub mod locks;
 mod state;
@@ -92,7 +99,7 @@ impl Participant {
             let state =
                 TxnState::decode_prepared(&value).map_err(|e| ShardError::Corrupt(format!("prepared record {}: {e}", String::from_utf8_lossy(&key))))?;
             for k in state.writes.keys() {
-                self.locks.acquire_now(k, &state.id);
+                self.locks.acquire_now(k, &state.id, state.timestamp);
             }
             tracing::info!(txn = %state.id, writes = state.writes.len(), "recovered prepared transaction");
             txns.insert(state.id.clone(), state);
@@ -234,14 +241,29 @@ impl Participant {
             if state.phase == Phase::Prepared {
                 return Ok(());
             }
+            if state.coordinator.is_empty() {
+                state.coordinator = txn.coordinator.clone();
+            }
             state.encode_prepared()
         };
         let write = Write { space: Space::Txn, key: txn.id.as_bytes().to_vec(), value: Some(record) };
         self.apply(vec![write]).await?;
         self.with_txn(&txn.id, |t| {
             t.phase = Phase::Prepared;
+            t.last_active = Instant::now();
             Ok(())
         })
+    }
+
+    /// Prepared transactions whose decision has not arrived for `patience`:
+    /// (transaction id, coordinator address).
+    pub fn in_doubt(&self, patience: Duration) -> Vec<(String, String)> {
+        let now = Instant::now();
+        let txns = self.txns.lock().unwrap();
+        txns.values()
+            .filter(|t| t.phase == Phase::Prepared && now.duration_since(t.last_active) >= patience)
+            .map(|t| (t.id.clone(), t.coordinator.clone()))
+            .collect()
     }
 
     /// Commits: one phase (with optional final mutations) or after PREPARE.
@@ -254,6 +276,9 @@ impl Participant {
             }
         } else if !mutations.is_empty() {
             return Err(ShardError::InvalidRequest("mutations may only accompany a one-phase commit".into()));
+        }
+        if !one_phase {
+            crate::failpoint::hit("shard.commit.before_apply").await;
         }
         let state = {
             let mut txns = self.txns.lock().unwrap();
@@ -352,7 +377,10 @@ impl Participant {
 
     async fn lock_key(&self, txn: &TxnContext, key: &[u8]) -> Result<()> {
         let deadline = Instant::now() + self.limits.lock_timeout;
-        let fresh = self.locks.acquire(key, &txn.id, deadline).await.map_err(|e| ShardError::LockTimeout { holder: e.holder })?;
+        let fresh = self.locks.acquire(key, &txn.id, txn.timestamp, deadline).await.map_err(|conflict| match conflict {
+            locks::LockConflict::Die { holder } => ShardError::Conflict { holder, reason: "wait-die: it is older" },
+            locks::LockConflict::Timeout { holder } => ShardError::Conflict { holder, reason: "lock wait timeout" },
+        })?;
         if fresh {
             let recorded = self.with_txn(&txn.id, |t| {
                 t.locked.push(key.to_vec());

@@ -12,6 +12,8 @@ pub struct TxnContext {
     pub timestamp: u64,
     /// The first request of this transaction to this shard.
     pub begin: bool,
+    /// Where to ask for the outcome once prepared (sent with PREPARE).
+    pub coordinator: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +45,8 @@ pub struct TxnState {
     /// Keys this transaction holds locks on.
     pub locked: Vec<Vec<u8>>,
     pub last_active: Instant,
+    /// The coordinator that decides the outcome (known once prepared).
+    pub coordinator: String,
 }
 
 impl TxnState {
@@ -54,6 +58,7 @@ impl TxnState {
             writes: BTreeMap::new(),
             locked: Vec::new(),
             last_active: Instant::now(),
+            coordinator: txn.coordinator.clone(),
         }
     }
 
@@ -70,7 +75,11 @@ impl TxnState {
                 }),
             })
             .collect();
-        pb::PreparedTxn { txn: Some(pb::TxnContext { txn_id: self.id.clone(), timestamp: self.timestamp, begin: false }), mutations }.encode_to_vec()
+        pb::PreparedTxn {
+            txn: Some(pb::TxnContext { txn_id: self.id.clone(), timestamp: self.timestamp, begin: false, coordinator: self.coordinator.clone() }),
+            mutations,
+        }
+        .encode_to_vec()
     }
 
     /// Rebuilds a prepared transaction from its record; it holds locks on
@@ -88,6 +97,14 @@ impl TxnState {
             writes.insert(m.key, value);
         }
         let locked = writes.keys().cloned().collect();
-        Ok(TxnState { id: txn.txn_id, timestamp: txn.timestamp, phase: Phase::Prepared, writes, locked, last_active: Instant::now() })
+        Ok(TxnState {
+            id: txn.txn_id,
+            timestamp: txn.timestamp,
+            phase: Phase::Prepared,
+            writes,
+            locked,
+            last_active: Instant::now(),
+            coordinator: txn.coordinator,
+        })
     }
 }

@@ -1,0 +1,254 @@
+//! The transaction manager: begins transactions, sends their writes, and
+//! commits them in one phase or two (see the module page for the protocol).
+
+use super::log::{CommitRecord, DecisionLog};
+use super::{redrive, Txn};
+use crate::catalog::ShardGroupId;
+use crate::error::{CoordError, Result};
+use crate::shards::ShardPool;
+use crate::sql::abort_everywhere;
+use futures::future::try_join_all;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_shard::failpoint;
+use tessera_shard::txn::{Mutation, TxnContext};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long COMMIT waits for phase two before answering the client; the
+/// decision is already durable, and delivery goes on in the background.
+const DELIVERY_WAIT: Duration = Duration::from_secs(1);
+
+/// What the coordinator knows of a transaction (SHOW TRANSACTIONS).
+#[derive(Debug, Clone)]
+pub struct TxnInfo {
+    pub id: String,
+    pub state: &'static str,
+    pub participants: BTreeMap<ShardGroupId, &'static str>,
+    pub started: Instant,
+}
+
+/// The answer to a participant asking about a prepared transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    Aborted,
+    InProgress,
+}
+
+pub type Registry = Arc<Mutex<HashMap<String, TxnInfo>>>;
+
+pub struct TxnManager {
+    shards: Arc<ShardPool>,
+    log: Arc<DecisionLog>,
+    registry: Registry,
+    redrive: mpsc::UnboundedSender<CommitRecord>,
+    /// The address participants use to ask for outcomes.
+    address: String,
+    last_timestamp: AtomicU64,
+    one_phase: AtomicU64,
+    two_phase: AtomicU64,
+}
+
+impl TxnManager {
+    /// Starts the manager and re-drives every COMMIT left in the log.
+    pub fn start(shards: Arc<ShardPool>, log: DecisionLog, address: String) -> Result<Arc<TxnManager>> {
+        let log = Arc::new(log);
+        let registry: Registry = Arc::default();
+        let pending = log.pending().map_err(CoordError::Internal)?;
+        let redrive = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone());
+        for record in pending {
+            tracing::info!(txn = %record.txn_id, participants = ?record.participants, "re-driving a logged COMMIT");
+            registry.lock().unwrap().insert(record.txn_id.clone(), delivering(&record));
+            let _ = redrive.send(record);
+        }
+        Ok(Arc::new(TxnManager {
+            shards,
+            log,
+            registry,
+            redrive,
+            address,
+            last_timestamp: AtomicU64::new(0),
+            one_phase: AtomicU64::new(0),
+            two_phase: AtomicU64::new(0),
+        }))
+    }
+
+    /// A unique, increasing start timestamp (microseconds).
+    fn timestamp(&self) -> u64 {
+        let now = crate::sql::now_micros();
+        let previous = self.last_timestamp.fetch_max(now, Ordering::Relaxed);
+        if previous >= now {
+            self.last_timestamp.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            now
+        }
+    }
+
+    pub fn begin(&self, explicit: bool) -> Txn {
+        let txn = Txn::new(uuid::Uuid::new_v4().to_string(), self.timestamp(), explicit, self.address.clone());
+        let info = TxnInfo { id: txn.id.clone(), state: "active", participants: BTreeMap::new(), started: txn.started };
+        self.registry.lock().unwrap().insert(txn.id.clone(), info);
+        txn
+    }
+
+    /// Records which groups an active transaction has touched.
+    pub fn touch(&self, txn: &Txn) {
+        if let Some(info) = self.registry.lock().unwrap().get_mut(&txn.id) {
+            info.participants = txn.groups().into_iter().map(|g| (g, "active")).collect();
+        }
+    }
+
+    fn set_state(&self, id: &str, state: &'static str, groups: &[ShardGroupId], phase: &'static str) {
+        if let Some(info) = self.registry.lock().unwrap().get_mut(id) {
+            info.state = state;
+            for g in groups {
+                info.participants.insert(*g, phase);
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.registry.lock().unwrap().remove(id);
+    }
+
+    /// Sends writes: at once in an explicit transaction (locks are taken and
+    /// duplicate keys reported by this statement), buffered until commit in
+    /// an autocommit one.
+    pub async fn write(&self, txn: &mut Txn, by_group: BTreeMap<ShardGroupId, Vec<Mutation>>) -> Result<()> {
+        if !txn.explicit {
+            for (group, mutations) in by_group {
+                txn.pending.entry(group).or_default().extend(mutations);
+            }
+            return Ok(());
+        }
+        let mut sends = Vec::new();
+        for (group, mutations) in by_group {
+            let ctx = txn.context(group);
+            txn.mark_written(group);
+            let client = self.shards.get(group)?;
+            sends.push(async move { client.write(&ctx, &mutations).await });
+        }
+        try_join_all(sends).await?;
+        self.touch(txn);
+        Ok(())
+    }
+
+    /// Commits: nothing to do without writes, one phase on a single writing
+    /// group, two-phase commit across several.
+    pub async fn commit(&self, mut txn: Txn) -> Result<()> {
+        let writers = txn.writers();
+        let outcome = match writers.as_slice() {
+            [] => {
+                abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
+                self.forget(&txn.id);
+                Ok(())
+            }
+            [group] => self.commit_one_phase(&mut txn, *group).await,
+            _ => self.commit_two_phase(txn, writers).await,
+        };
+        outcome
+    }
+
+    async fn commit_one_phase(&self, txn: &mut Txn, group: ShardGroupId) -> Result<()> {
+        let mutations = txn.pending.remove(&group).unwrap_or_default();
+        let ctx = txn.context(group);
+        let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await;
+        let release: Vec<ShardGroupId> = txn.groups().into_iter().filter(|g| *g != group || outcome.is_err()).collect();
+        abort_everywhere(&self.shards, &ctx, release.into_iter()).await;
+        self.forget(&txn.id);
+        if outcome.is_ok() {
+            self.one_phase.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    #[tracing::instrument(skip_all, fields(txn = %txn.id, groups = ?writers))]
+    async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>) -> Result<()> {
+        self.set_state(&txn.id, "preparing", &writers, "preparing");
+        if let Err(e) = self.prepare_all(&mut txn, &writers).await {
+            self.rollback(txn).await;
+            return Err(e.context("transaction aborted during PREPARE"));
+        }
+        failpoint::hit("coordinator.after_prepare").await;
+        let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, participants: writers.clone() };
+        if let Err(e) = self.log.log_commit(record.clone()).await {
+            self.rollback(txn).await;
+            return Err(CoordError::Internal(format!("transaction aborted: {e}")));
+        }
+        // The commit point has passed: the outcome is COMMIT whatever happens next.
+        failpoint::hit("coordinator.after_commit_logged").await;
+        self.two_phase.fetch_add(1, Ordering::Relaxed);
+        self.set_state(&txn.id, "committing", &writers, "prepared");
+        let ctx = txn.plain_context();
+        let delivery =
+            tokio::spawn(redrive::deliver(self.shards.clone(), self.log.clone(), self.registry.clone(), self.redrive.clone(), record, txn.readers(), ctx));
+        let _ = tokio::time::timeout(DELIVERY_WAIT, delivery).await;
+        Ok(())
+    }
+
+    /// Sends buffered writes, then PREPARE, to every writer in parallel.
+    async fn prepare_all(&self, txn: &mut Txn, writers: &[ShardGroupId]) -> Result<()> {
+        let mut flushes = Vec::new();
+        for (group, mutations) in std::mem::take(&mut txn.pending) {
+            let ctx = txn.context(group);
+            txn.mark_written(group);
+            let client = self.shards.get(group)?;
+            flushes.push(async move { client.write(&ctx, &mutations).await });
+        }
+        try_join_all(flushes).await?;
+        let mut prepares = Vec::new();
+        for group in writers {
+            let ctx = TxnContext { begin: false, ..txn.context(*group) };
+            let client = self.shards.get(*group)?;
+            prepares.push(async move { client.prepare(&ctx).await });
+        }
+        try_join_all(prepares).await?;
+        Ok(())
+    }
+
+    /// Aborts the transaction on every group it touched and forgets it.
+    pub async fn rollback(&self, mut txn: Txn) {
+        self.release(&mut txn).await;
+        self.forget(&txn.id);
+    }
+
+    /// Aborts the transaction on every group, releasing its locks, but keeps
+    /// it registered (an explicit transaction in the failed state).
+    pub async fn release(&self, txn: &mut Txn) {
+        txn.pending.clear();
+        abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
+    }
+
+    /// The outcome of a transaction, for a participant that prepared it.
+    pub fn outcome(&self, txn_id: &str) -> Result<Outcome> {
+        if self.log.is_committed(txn_id).map_err(CoordError::Internal)? {
+            return Ok(Outcome::Committed);
+        }
+        Ok(if self.registry.lock().unwrap().contains_key(txn_id) { Outcome::InProgress } else { Outcome::Aborted })
+    }
+
+    /// Transactions in flight and commits still being delivered.
+    pub fn list(&self) -> Vec<TxnInfo> {
+        let mut list: Vec<TxnInfo> = self.registry.lock().unwrap().values().cloned().collect();
+        list.sort_by_key(|t| t.started);
+        list
+    }
+
+    /// (decision log fsyncs, one-phase commits, two-phase commits)
+    pub fn stats(&self) -> (u64, u64, u64) {
+        (self.log.syncs(), self.one_phase.load(Ordering::Relaxed), self.two_phase.load(Ordering::Relaxed))
+    }
+}
+
+/// Registry entry of a logged commit still being delivered.
+pub(super) fn delivering(record: &CommitRecord) -> TxnInfo {
+    TxnInfo {
+        id: record.txn_id.clone(),
+        state: "committed, delivering",
+        participants: record.participants.iter().map(|g| (*g, "prepared")).collect(),
+        started: Instant::now(),
+    }
+}

@@ -1,0 +1,255 @@
+//! `tessera bench bank`: money transfers between accounts on different (or
+//! the same) shard groups, from concurrent clients, each transfer one
+//! transaction. Ends by checking the bank invariant: the total is unchanged
+//! and no balance is negative.
+
+use super::{histogram, per_second, percentiles};
+use crate::client::{Client, ClientError};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_proto::v1::ClusterStatusResponse;
+
+pub struct BankOptions {
+    pub clients: usize,
+    pub duration: Duration,
+    pub accounts: u64,
+    /// Fraction of transfers between accounts on different shard groups.
+    pub cross_shard: f64,
+}
+
+const INITIAL_BALANCE: i64 = 1_000;
+const MAX_AMOUNT: i64 = 100;
+const MAX_ATTEMPTS: usize = 20;
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    retries: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct WorkerResult {
+    single: Histogram<u64>,
+    cross: Histogram<u64>,
+    last_error: Option<String>,
+}
+
+/// Runs the workload against the coordinator at `address`; returns false if
+/// the invariant does not hold.
+pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<bool> {
+    let mut admin = Client::connect(address).await?;
+    let groups = admin.cluster_status().await?.shard_groups.len().max(1) as u64;
+    let per_group = (options.accounts / groups).max(2);
+    let accounts = per_group * groups;
+    setup(&mut admin, groups, per_group).await?;
+    println!(
+        "bench bank: {accounts} accounts over {groups} shard groups, {} clients, {:?}, {:.0}% cross-shard transfers, coordinator {address}",
+        options.clients,
+        options.duration,
+        options.cross_shard * 100.0
+    );
+    let before = admin.cluster_status().await?;
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..options.clients {
+        let client = Client::connect(address).await?;
+        let (counters, cross) = (counters.clone(), options.cross_shard);
+        let deadline = start + options.duration;
+        workers.push(tokio::spawn(async move { worker(client, groups, per_group, cross, deadline, counters).await }));
+    }
+    let progress = tokio::spawn(progress(counters.clone(), start, options.duration));
+    let (mut single, mut cross) = (histogram(), histogram());
+    let mut last_error = None;
+    for w in workers {
+        let r = w.await?;
+        single.add(&r.single)?;
+        cross.add(&r.cross)?;
+        last_error = r.last_error.or(last_error);
+    }
+    let elapsed = start.elapsed();
+    progress.abort();
+    let after = admin.cluster_status().await?;
+    report(&counters, elapsed, &single, &cross, &before, &after, last_error);
+    check_invariant(&mut admin, accounts).await
+}
+
+async fn setup(admin: &mut Client, groups: u64, per_group: u64) -> anyhow::Result<()> {
+    admin.execute("DROP TABLE IF EXISTS bench_bank").await?;
+    let splits: Vec<String> = (1..groups).map(|g| (g * per_group).to_string()).collect();
+    admin
+        .execute(&format!(
+            "CREATE TABLE bench_bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '{}')",
+            splits.join(",")
+        ))
+        .await?;
+    let ids: Vec<u64> = (0..groups * per_group).collect();
+    for chunk in ids.chunks(1000) {
+        let rows: Vec<String> = chunk.iter().map(|id| format!("({id}, {INITIAL_BALANCE})")).collect();
+        admin.execute(&format!("INSERT INTO bench_bank VALUES {}", rows.join(", "))).await?;
+    }
+    Ok(())
+}
+
+/// Picks (from, to, crosses groups).
+fn pick(groups: u64, per_group: u64, cross_shard: f64) -> (u64, u64, bool) {
+    let mut rng = rand::thread_rng();
+    let cross = groups > 1 && rng.gen_bool(cross_shard.clamp(0.0, 1.0));
+    let g1 = rng.gen_range(0..groups);
+    let g2 = if cross { (g1 + rng.gen_range(1..groups)) % groups } else { g1 };
+    let from = g1 * per_group + rng.gen_range(0..per_group);
+    let mut to = g2 * per_group + rng.gen_range(0..per_group);
+    if to == from {
+        to = g2 * per_group + (to - g2 * per_group + 1) % per_group;
+    }
+    (from, to, cross)
+}
+
+async fn worker(mut client: Client, groups: u64, per_group: u64, cross_shard: f64, deadline: Instant, counters: Arc<Counters>) -> WorkerResult {
+    let mut result = WorkerResult { single: histogram(), cross: histogram(), last_error: None };
+    while Instant::now() < deadline {
+        let (from, to, cross) = pick(groups, per_group, cross_shard);
+        let amount = rand::thread_rng().gen_range(1..=MAX_AMOUNT);
+        let body =
+            format!("UPDATE bench_bank SET balance = balance - {amount} WHERE id = {from}; UPDATE bench_bank SET balance = balance + {amount} WHERE id = {to}");
+        let began = Instant::now();
+        match transfer(&mut client, &body, &counters).await {
+            Ok(()) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                let micros = began.elapsed().as_micros().max(1) as u64;
+                let _ = if cross { result.cross.record(micros) } else { result.single.record(micros) };
+            }
+            Err(e) if e.sqlstate.as_deref() == Some("23514") => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                result.last_error = Some(e.to_string());
+            }
+        }
+    }
+    result
+}
+
+/// One transfer, retried on serialization failures.
+async fn transfer(client: &mut Client, body: &str, counters: &Counters) -> Result<(), ClientError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.execute(&format!("BEGIN; {body}; COMMIT")).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let _ = client.execute("ROLLBACK").await;
+                if !e.is_retryable() || attempt >= MAX_ATTEMPTS {
+                    return Err(e);
+                }
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                let backoff = rand::thread_rng().gen_range(0..=(1u64 << attempt.min(6)));
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+        }
+    }
+}
+
+async fn progress(counters: Arc<Counters>, start: Instant, duration: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let commits = counters.commits.load(Ordering::Relaxed);
+        println!(
+            "  {:>4.0}s  {:>8} commits  {:>6} commits/s  retries {}",
+            start.elapsed().as_secs_f64(),
+            commits,
+            commits - last,
+            counters.retries.load(Ordering::Relaxed)
+        );
+        last = commits;
+    }
+}
+
+fn report(
+    counters: &Counters,
+    elapsed: Duration,
+    single: &Histogram<u64>,
+    cross: &Histogram<u64>,
+    before: &ClusterStatusResponse,
+    after: &ClusterStatusResponse,
+    last_error: Option<String>,
+) {
+    let commits = counters.commits.load(Ordering::Relaxed);
+    let rate = per_second(commits, elapsed);
+    println!("committed transfers: {commits} in {:.1}s = {rate:.0}/s", elapsed.as_secs_f64());
+    if !cross.is_empty() {
+        println!("  cross-shard  {:>7}  {}", cross.len(), percentiles(cross));
+    }
+    if !single.is_empty() {
+        println!("  single-shard {:>7}  {}", single.len(), percentiles(single));
+    }
+    println!(
+        "retries (40001): {}  refused (insufficient funds): {}  errors: {}",
+        counters.retries.load(Ordering::Relaxed),
+        counters.refused.load(Ordering::Relaxed),
+        counters.errors.load(Ordering::Relaxed)
+    );
+    if let Some(e) = last_error {
+        println!("  last error: {e}");
+    }
+    let log_syncs = after.decision_log_syncs - before.decision_log_syncs;
+    let two_phase = after.two_phase_commits - before.two_phase_commits;
+    let one_phase = after.one_phase_commits - before.one_phase_commits;
+    println!(
+        "commits: {two_phase} two-phase, {one_phase} one-phase; decision-log fsyncs: {log_syncs} ({:.3} per two-phase commit)",
+        log_syncs as f64 / two_phase.max(1) as f64
+    );
+    let mut total_wal = 0;
+    let mut max_wal_rate: f64 = 0.0;
+    for (b, a) in before.shard_groups.iter().zip(&after.shard_groups) {
+        let wal = a.wal_syncs.saturating_sub(b.wal_syncs);
+        let writes = a.synced_writes.saturating_sub(b.synced_writes);
+        total_wal += wal;
+        max_wal_rate = max_wal_rate.max(per_second(wal, elapsed));
+        println!("  shard group {}: {wal} WAL fsyncs for {writes} synced writes ({:.0} fsyncs/s)", a.id, per_second(wal, elapsed));
+    }
+    println!(
+        "fsyncs per commit: {:.3} (decision log + all shards); commits/s / busiest shard's fsyncs/s = {:.2}",
+        (log_syncs + total_wal) as f64 / commits.max(1) as f64,
+        rate / max_wal_rate.max(1e-9)
+    );
+    if !cross.is_empty() && !single.is_empty() {
+        let ratio = cross.value_at_quantile(0.5) as f64 / single.value_at_quantile(0.5).max(1) as f64;
+        println!("cross-shard p50 / single-shard p50 = {ratio:.2}");
+    }
+}
+
+/// Checks the bank invariant, and that no transaction or lock is left.
+async fn check_invariant(admin: &mut Client, accounts: u64) -> anyhow::Result<bool> {
+    let results = admin.execute("SELECT count(*), sum(balance), min(balance) FROM bench_bank").await?;
+    let row = &results[0].rows[0];
+    let (count, sum, min) = (row[0].to_string(), row[1].to_string(), row[2].to_string());
+    let expected = accounts as i64 * INITIAL_BALANCE;
+    let ok = count == accounts.to_string() && sum == expected.to_string() && min.parse::<i64>().map(|m| m >= 0).unwrap_or(false);
+    let mut leftovers = (0, 0);
+    for _ in 0..50 {
+        let status = admin.cluster_status().await?;
+        leftovers = status.shard_groups.iter().fold((0, 0), |(p, l), g| (p + g.prepared_transactions, l + g.locks_held));
+        if leftovers == (0, 0) && admin.transactions().await?.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let clean = leftovers == (0, 0);
+    println!(
+        "invariant: {} accounts, sum {sum} (expected {expected}), min balance {min}; prepared transactions left {}, locks left {} => {}",
+        count,
+        leftovers.0,
+        leftovers.1,
+        if ok && clean { "OK" } else { "VIOLATED" }
+    );
+    Ok(ok && clean)
+}
