@@ -17,14 +17,34 @@ pub struct Node {
     child: Option<Child>,
     pub address: String,
     args: Vec<String>,
+    /// Extra environment, e.g. `TESSERA_FAILPOINTS`.
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
 impl Node {
-    /// Starts `tessera <args> --listen <listen>` and waits for its address.
-    pub fn start(args: Vec<String>, listen: &str, log: PathBuf) -> Node {
-        let (child, address) = spawn(&args, listen, &log).unwrap_or_else(|e| panic!("{e}"));
-        Node { child: Some(child), address, args, log }
+    /// Starts `tessera <args> --listen <listen>` with extra environment and
+    /// waits for its address.
+    pub fn start_with_env(args: Vec<String>, listen: &str, log: PathBuf, env: Vec<(String, String)>) -> Node {
+        let (child, address) = spawn(&args, &env, listen, &log).unwrap_or_else(|e| panic!("{e}"));
+        Node { child: Some(child), address, args, env, log }
+    }
+
+    /// True when the node's log contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle)
+    }
+
+    /// Waits until the node's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            if std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{needle:?} did not appear in {} within {timeout:?}", self.log.display());
     }
 
     /// SIGKILLs the process (no shutdown, no flush beyond what was synced).
@@ -40,7 +60,7 @@ impl Node {
         self.kill();
         let mut last = String::new();
         for _ in 0..50 {
-            match spawn(&self.args, &self.address, &self.log) {
+            match spawn(&self.args, &self.env, &self.address, &self.log) {
                 Ok((child, _)) => {
                     self.child = Some(child);
                     return;
@@ -63,11 +83,12 @@ impl Drop for Node {
     }
 }
 
-fn spawn(args: &[String], listen: &str, log: &Path) -> Result<(Child, String), String> {
+fn spawn(args: &[String], env: &[(String, String)], listen: &str, log: &Path) -> Result<(Child, String), String> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| e.to_string())?;
     let mut child = Command::new(BIN)
         .args(args)
         .args(["--listen", listen])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
@@ -107,19 +128,31 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn start(shards: usize) -> TestCluster {
+        TestCluster::start_with_failpoints(shards, None, None)
+    }
+
+    /// Starts a cluster whose coordinator, or shard group `shard.0`, has
+    /// failpoints armed.
+    pub fn start_with_failpoints(shards: usize, coordinator: Option<&str>, shard: Option<(usize, &str)>) -> TestCluster {
+        let failpoints = |name: &str| vec![("TESSERA_FAILPOINTS".to_string(), name.to_string())];
         let dir = tempfile::Builder::new().prefix("tessera-test-").tempdir().unwrap();
         let mut nodes = Vec::new();
         for i in 1..=shards {
             let data = dir.path().join(format!("shard-{i}"));
             let args = vec!["shard".into(), "--node-id".into(), format!("shard-{i}"), "--data-dir".into(), data.display().to_string()];
-            nodes.push(Node::start(args, "127.0.0.1:0", dir.path().join(format!("shard-{i}.log"))));
+            let env = match shard {
+                Some((group, name)) if group == i => failpoints(name),
+                _ => Vec::new(),
+            };
+            nodes.push(Node::start_with_env(args, "127.0.0.1:0", dir.path().join(format!("shard-{i}.log")), env));
         }
         let mut args = vec!["coordinator".into(), "--data-dir".into(), dir.path().join("coordinator").display().to_string()];
         for (i, n) in nodes.iter().enumerate() {
             args.push("--shard".into());
             args.push(format!("{}={}", i + 1, n.address));
         }
-        let coordinator = Node::start(args, "127.0.0.1:0", dir.path().join("coordinator.log"));
+        let env = coordinator.map(failpoints).unwrap_or_default();
+        let coordinator = Node::start_with_env(args, "127.0.0.1:0", dir.path().join("coordinator.log"), env);
         TestCluster { shards: nodes, coordinator, _dir: dir }
     }
 
@@ -128,14 +161,21 @@ impl TestCluster {
     }
 }
 
+/// No statement in a test may take longer than this.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn run(client: &mut Client, sql: &str) -> Result<Vec<StatementResult>, ClientError> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, client.execute(sql)).await.unwrap_or_else(|_| panic!("{sql}: no answer within {STATEMENT_TIMEOUT:?}"))
+}
+
 /// Runs SQL and returns its results, panicking with the error otherwise.
 pub async fn exec(client: &mut Client, sql: &str) -> Vec<StatementResult> {
-    client.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    run(client, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Runs SQL expected to fail and returns the error.
 pub async fn fail(client: &mut Client, sql: &str) -> ClientError {
-    match client.execute(sql).await {
+    match run(client, sql).await {
         Ok(r) => panic!("{sql} should fail but returned {r:?}"),
         Err(e) => e,
     }
@@ -176,4 +216,54 @@ pub async fn seed_accounts(client: &mut Client, n: i64) {
         let values: Vec<String> = (start..start + n).map(|id| format!("({id}, 'owner{id}', {}, {}, {}.5)", id * 10, id % 2 == 0, id)).collect();
         exec(client, &format!("INSERT INTO accounts (id, owner, balance, vip, rate) VALUES {}", values.join(", "))).await;
     }
+}
+
+/// Waits until every shard answers and holds no lock, no prepared and no
+/// active transaction, and the coordinator tracks no transaction.
+pub async fn wait_quiet(client: &mut Client, timeout: Duration) {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < timeout {
+        if let (Ok(status), Ok(txns)) = (client.cluster_status().await, client.transactions().await) {
+            let quiet = status.shard_groups.iter().all(|g| g.reachable && g.locks_held == 0 && g.prepared_transactions == 0 && g.active_transactions == 0);
+            if quiet && txns.is_empty() {
+                return;
+            }
+            last = format!("{:?} {:?}", status.shard_groups, txns);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the cluster did not settle within {timeout:?}: {last}");
+}
+
+pub const BANK: &str =
+    "CREATE TABLE bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '100,200')";
+pub const BANK_TOTAL: i64 = 15 * 1000;
+
+/// Fifteen accounts with 1000 each: ids 1-5 on group 1, 100-104 on group 2,
+/// 200-204 on group 3.
+pub async fn seed_bank(client: &mut Client) {
+    exec(client, BANK).await;
+    // One statement per group: one-phase commits, so no 2PC failpoint fires.
+    for base in [1, 100, 200] {
+        let rows: Vec<String> = (base..base + 5).map(|id| format!("({id}, 1000)")).collect();
+        exec(client, &format!("INSERT INTO bank VALUES {}", rows.join(", "))).await;
+    }
+}
+
+/// The SQL of a transfer.
+pub fn transfer_sql(from: i64, to: i64, amount: i64) -> String {
+    format!("BEGIN; UPDATE bank SET balance = balance - {amount} WHERE id = {from}; UPDATE bank SET balance = balance + {amount} WHERE id = {to}; COMMIT")
+}
+
+/// Asserts the bank invariant: the total is unchanged, nothing is negative.
+pub async fn assert_bank_invariant(client: &mut Client) {
+    let r = rows(client, "SELECT count(*), sum(balance), min(balance) FROM bank").await;
+    assert_eq!(r[0][0], "15");
+    assert_eq!(r[0][1], BANK_TOTAL.to_string(), "money was created or destroyed");
+    assert!(r[0][2].parse::<i64>().unwrap() >= 0, "negative balance");
+}
+
+pub async fn balance(client: &mut Client, id: i64) -> i64 {
+    scalar(client, &format!("SELECT balance FROM bank WHERE id = {id}")).await.parse().unwrap()
 }

@@ -4,7 +4,9 @@
 
 mod bad_input;
 mod cluster;
+mod crash;
 mod ddl_dml;
 mod restart;
 mod routing;
 mod shell;
+mod transactions;
