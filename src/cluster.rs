@@ -11,6 +11,9 @@ use tessera_shard::server::{self as shard_server, ShardHandle};
 
 pub struct ClusterOptions {
     pub shards: usize,
+    /// Group-commit window of shards and of the decision log; None keeps
+    /// the defaults.
+    pub group_commit_window: Option<std::time::Duration>,
     /// Keep data here; a temporary directory (removed on shutdown) otherwise.
     pub data_dir: Option<PathBuf>,
 }
@@ -37,13 +40,19 @@ impl LocalCluster {
         let mut shards = Vec::new();
         let mut groups = Vec::new();
         for i in 1..=options.shards {
-            let config =
+            let mut config =
                 ShardConfig { node_id: format!("shard-{i}"), listen: loopback, data_dir: data_dir.join(format!("shard-{i}")), ..ShardConfig::default() };
+            if let Some(window) = options.group_commit_window {
+                config.group_commit_window_us = window.as_micros() as u64;
+            }
             let handle = shard_server::start(&config, shard_server::bind(loopback).await?).await?;
             groups.push(ShardGroupConfig { id: i as u32, address: handle.address.to_string() });
             shards.push(handle);
         }
-        let config = CoordinatorConfig { listen: loopback, data_dir: data_dir.join("coordinator"), shard_groups: groups, ..CoordinatorConfig::default() };
+        let mut config = CoordinatorConfig { listen: loopback, data_dir: data_dir.join("coordinator"), shard_groups: groups, ..CoordinatorConfig::default() };
+        if let Some(window) = options.group_commit_window {
+            config.decision_log_window_us = window.as_micros() as u64;
+        }
         let coordinator = coordinator_server::start(&config, coordinator_server::bind(loopback).await?).await?;
         Ok(LocalCluster { address: coordinator.address, data_dir, coordinator, shards, _temp: temp })
     }

@@ -118,6 +118,10 @@ enum BenchCommand {
         /// Fraction of transfers between different shard groups (0.0 to 1.0).
         #[arg(long, default_value_t = 1.0)]
         cross_shard: f64,
+        /// Group-commit window (microseconds) of the in-process cluster's
+        /// shards and decision log; default: their configured defaults.
+        #[arg(long)]
+        group_commit_us: Option<u64>,
     },
 }
 
@@ -253,7 +257,9 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     if args.shards == 0 || args.shards > 16 {
         anyhow::bail!("--shards must be between 1 and 16");
     }
-    let cluster = LocalCluster::start(ClusterOptions { shards: args.shards, data_dir: args.data_dir.clone() }).await.map_err(anyhow::Error::msg)?;
+    let cluster = LocalCluster::start(ClusterOptions { shards: args.shards, data_dir: args.data_dir.clone(), group_commit_window: None })
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut client = Client::connect(&cluster.address.to_string()).await?;
     if args.shards >= 3 {
         seed_demo(&mut client).await?;
@@ -273,11 +279,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
 }
 
 /// The coordinator to measure: `host`, or a 3-shard cluster started here.
-async fn bench_target(host: Option<String>) -> anyhow::Result<(Option<LocalCluster>, String)> {
+async fn bench_target(host: Option<String>, window: Option<Duration>) -> anyhow::Result<(Option<LocalCluster>, String)> {
     Ok(match host {
         Some(h) => (None, h),
         None => {
-            let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None }).await.map_err(anyhow::Error::msg)?;
+            let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None, group_commit_window: window }).await.map_err(anyhow::Error::msg)?;
             let a = c.address.to_string();
             (Some(c), a)
         }
@@ -292,19 +298,19 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
                 anyhow::bail!("--clients and --duration must be positive");
             }
             let options = tessera::bench::kv::KvOptions { clients, duration: Duration::from_secs(duration) };
-            let (cluster, address) = bench_target(host).await?;
+            let (cluster, address) = bench_target(host, None).await?;
             let reports = tessera::bench::kv::run(&address, &options).await?;
             if let Some(c) = cluster {
                 c.shutdown().await;
             }
             reports.iter().all(|r| r.ops > 0)
         }
-        BenchCommand::Bank { host, clients, duration, accounts, cross_shard } => {
+        BenchCommand::Bank { host, clients, duration, accounts, cross_shard, group_commit_us } => {
             if clients == 0 || duration == 0 || accounts < 2 || !(0.0..=1.0).contains(&cross_shard) {
                 anyhow::bail!("--clients and --duration must be positive, --accounts at least 2, --cross-shard between 0 and 1");
             }
             let options = tessera::bench::bank::BankOptions { clients, duration: Duration::from_secs(duration), accounts, cross_shard };
-            let (cluster, address) = bench_target(host).await?;
+            let (cluster, address) = bench_target(host, group_commit_us.map(Duration::from_micros)).await?;
             let ok = tessera::bench::bank::run(&address, &options).await?;
             if let Some(c) = cluster {
                 c.shutdown().await;

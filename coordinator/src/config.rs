@@ -29,6 +29,9 @@ pub struct CoordinatorConfig {
     /// Address shards use to ask this coordinator about transaction
     /// outcomes; defaults to the address it listens on.
     pub advertise: Option<String>,
+    /// How long a COMMIT decision may wait for concurrent decisions to share
+    /// one fsync of the decision log (only while others are preparing).
+    pub decision_log_window_us: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -40,6 +43,7 @@ impl Default for CoordinatorConfig {
             rpc_timeout_ms: 5_000,
             connect_timeout_ms: 1_000,
             advertise: None,
+            decision_log_window_us: 1_000,
         }
     }
 }
@@ -70,6 +74,10 @@ impl CoordinatorConfig {
             return Err("coordinator config: rpc_timeout_ms and connect_timeout_ms must be positive".into());
         }
         Ok(())
+    }
+
+    pub fn decision_log_window(&self) -> Duration {
+        Duration::from_micros(self.decision_log_window_us)
     }
 
     pub fn rpc_timeout(&self) -> Duration {

@@ -7,7 +7,7 @@ use crate::service::{ResolverService, TesseraService};
 use crate::session::Sessions;
 use crate::shards::ShardPool;
 use crate::sql::Engine;
-use crate::txn::{DecisionLog, TxnManager};
+use crate::txn::TxnManager;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,8 +56,7 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout()).map_err(|e| e.to_string())?);
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
-    let log = DecisionLog::new(catalog.db());
-    let txns = TxnManager::start(shards.clone(), log, advertise).map_err(|e| e.to_string())?;
+    let txns = TxnManager::start(shards.clone(), catalog.db(), config.decision_log_window(), advertise).map_err(|e| e.to_string())?;
     let engine = Arc::new(Engine::new(catalog, shards, txns));
     let sessions = Arc::new(Sessions::default());
     let (shutdown, mut signal) = watch::channel(false);

@@ -137,7 +137,12 @@ impl ShardClient {
     }
 
     pub async fn commit_one_phase(&self, txn: &TxnContext, mutations: &[Mutation]) -> Result<()> {
-        let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: true, mutations: mutations.iter().map(wire::mutation_to_pb).collect() };
+        let request = pb::CommitRequest {
+            txn: Some(wire::txn_to_pb(txn)),
+            one_phase: true,
+            mutations: mutations.iter().map(wire::mutation_to_pb).collect(),
+            lazy: false,
+        };
         self.client.clone().commit(request).await.map_err(|s| self.error(s))?;
         Ok(())
     }
@@ -147,14 +152,21 @@ impl ShardClient {
         Ok(())
     }
 
-    pub async fn commit_two_phase(&self, txn: &TxnContext) -> Result<()> {
-        let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new() };
+    /// Phase two. A `lazy` commit is applied without an fsync; it is durable
+    /// after the next [`ShardClient::sync_wal`].
+    pub async fn commit_two_phase(&self, txn: &TxnContext, lazy: bool) -> Result<()> {
+        let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new(), lazy };
         self.client.clone().commit(request).await.map_err(|s| self.error(s))?;
         Ok(())
     }
 
     pub async fn abort(&self, txn: &TxnContext) -> Result<()> {
         self.client.clone().abort(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) }).await.map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    pub async fn sync_wal(&self) -> Result<()> {
+        self.client.clone().sync_wal(pb::SyncWalRequest {}).await.map_err(|s| self.error(s))?;
         Ok(())
     }
 

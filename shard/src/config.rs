@@ -20,6 +20,9 @@ pub struct ShardConfig {
     pub lock_timeout_ms: u64,
     /// Active transactions idle this long are aborted and their locks freed.
     pub idle_txn_timeout_ms: u64,
+    /// How long a commit may wait for concurrent commits to share one WAL
+    /// fsync (only while other transactions are in flight); 0 disables.
+    pub group_commit_window_us: u64,
 }
 
 impl Default for ShardConfig {
@@ -31,6 +34,7 @@ impl Default for ShardConfig {
             in_memory: false,
             lock_timeout_ms: 2_000,
             idle_txn_timeout_ms: 30_000,
+            group_commit_window_us: 1_000,
         }
     }
 }
@@ -59,6 +63,10 @@ impl ShardConfig {
 
     pub fn lock_timeout(&self) -> Duration {
         Duration::from_millis(self.lock_timeout_ms)
+    }
+
+    pub fn group_commit_window(&self) -> Duration {
+        Duration::from_micros(self.group_commit_window_us)
     }
 
     pub fn idle_txn_timeout(&self) -> Duration {

@@ -38,7 +38,7 @@ async fn resolve_round(participant: &Arc<Participant>) {
         match ask(&coordinator, &txn_id).await {
             Ok(pb::Outcome::Committed) => {
                 let txn = TxnContext { id: txn_id.clone(), timestamp: 0, begin: false, coordinator };
-                match participant.commit(&txn, false, Vec::new()).await {
+                match participant.commit(&txn, false, Vec::new(), false).await {
                     Ok(()) => tracing::info!(txn = %txn_id, "resolved in-doubt transaction: committed"),
                     Err(e) => tracing::warn!(txn = %txn_id, error = %e, "could not apply the commit decision; will retry"),
                 }

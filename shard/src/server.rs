@@ -51,8 +51,9 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         Arc::new(RocksEngine::open(&config.data_dir).map_err(|e| e.to_string())?)
     };
-    let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout() };
+    let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout(), group_commit_window: config.group_commit_window() };
     let participant = Arc::new(Participant::open(engine, limits).map_err(|e| e.to_string())?);
+    participant.start_group_commit();
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let data_dir = if config.in_memory { "(in memory)".to_string() } else { config.data_dir.display().to_string() };
     let service = ShardService::new(participant.clone(), config.node_id.clone(), data_dir);

@@ -67,7 +67,7 @@ impl pb::shard_server::Shard for ShardService {
         let req = request.into_inner();
         let txn = required_txn(req.txn)?;
         let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
-        self.participant.commit(&txn, req.one_phase, mutations).await?;
+        self.participant.commit(&txn, req.one_phase, mutations, req.lazy).await?;
         Ok(Response::new(pb::TxnResponse {}))
     }
 
@@ -75,6 +75,11 @@ impl pb::shard_server::Shard for ShardService {
         let txn = required_txn(request.into_inner().txn)?;
         self.participant.abort(&txn.id).await?;
         Ok(Response::new(pb::TxnResponse {}))
+    }
+
+    async fn sync_wal(&self, _request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {
+        self.participant.sync_wal().await?;
+        Ok(Response::new(pb::SyncWalResponse {}))
     }
 
     async fn delete_range(&self, request: Request<pb::DeleteRangeRequest>) -> Result<Response<pb::DeleteRangeResponse>, Status> {

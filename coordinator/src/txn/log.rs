@@ -14,6 +14,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const PREFIX: &str = "txnlog/";
@@ -45,9 +46,15 @@ fn key(txn_id: &str) -> String {
 impl DecisionLog {
     /// Starts the writer task. Must run inside a tokio runtime.
     pub fn new(db: Arc<DB>) -> DecisionLog {
+        DecisionLog::with_window(db, Duration::ZERO, Arc::new(|| 0))
+    }
+
+    /// A log whose writer waits up to `window` for more decisions while
+    /// `in_flight()` says other transactions may be about to decide.
+    pub fn with_window(db: Arc<DB>, window: Duration, in_flight: InFlight) -> DecisionLog {
         let (queue, requests) = mpsc::unbounded_channel();
         let syncs = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer(db.clone(), requests, syncs.clone()));
+        tokio::spawn(writer(db.clone(), requests, syncs.clone(), window, in_flight));
         DecisionLog { db, queue, syncs }
     }
 
@@ -87,11 +94,23 @@ impl DecisionLog {
     }
 }
 
-async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syncs: Arc<AtomicU64>) {
+/// How many transactions may be about to log a decision.
+pub type InFlight = Arc<dyn Fn() -> usize + Send + Sync>;
+
+async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syncs: Arc<AtomicU64>, window: Duration, in_flight: InFlight) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = requests.try_recv() {
             batch.push(more);
+        }
+        if !window.is_zero() && in_flight() > batch.len() {
+            let deadline = tokio::time::Instant::now() + window;
+            while batch.len() < in_flight() {
+                match tokio::time::timeout_at(deadline, requests.recv()).await {
+                    Ok(Some(more)) => batch.push(more),
+                    _ => break,
+                }
+            }
         }
         let mut write = WriteBatch::default();
         let mut waiters = Vec::new();

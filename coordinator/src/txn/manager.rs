@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_shard::failpoint;
 use tessera_shard::txn::{Mutation, TxnContext};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long COMMIT waits for phase two before answering the client; the
@@ -44,7 +43,7 @@ pub struct TxnManager {
     shards: Arc<ShardPool>,
     log: Arc<DecisionLog>,
     registry: Registry,
-    redrive: mpsc::UnboundedSender<CommitRecord>,
+    phase_two: redrive::PhaseTwo,
     /// The address participants use to ask for outcomes.
     address: String,
     last_timestamp: AtomicU64,
@@ -53,22 +52,27 @@ pub struct TxnManager {
 }
 
 impl TxnManager {
-    /// Starts the manager and re-drives every COMMIT left in the log.
-    pub fn start(shards: Arc<ShardPool>, log: DecisionLog, address: String) -> Result<Arc<TxnManager>> {
-        let log = Arc::new(log);
+    /// Starts the manager and re-drives every COMMIT left in the log. The
+    /// log's group-commit window waits for transactions that are preparing.
+    pub fn start(shards: Arc<ShardPool>, db: Arc<rocksdb::DB>, log_window: Duration, address: String) -> Result<Arc<TxnManager>> {
         let registry: Registry = Arc::default();
+        let preparing = {
+            let registry = registry.clone();
+            Arc::new(move || registry.lock().unwrap().values().filter(|t| t.state == "preparing").count())
+        };
+        let log = Arc::new(DecisionLog::with_window(db, log_window, preparing));
         let pending = log.pending().map_err(CoordError::Internal)?;
-        let redrive = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone());
+        let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone());
         for record in pending {
             tracing::info!(txn = %record.txn_id, participants = ?record.participants, "re-driving a logged COMMIT");
             registry.lock().unwrap().insert(record.txn_id.clone(), delivering(&record));
-            let _ = redrive.send(record);
+            let _ = phase_two.redrive.send(record);
         }
         Ok(Arc::new(TxnManager {
             shards,
             log,
             registry,
-            redrive,
+            phase_two,
             address,
             last_timestamp: AtomicU64::new(0),
             one_phase: AtomicU64::new(0),
@@ -183,8 +187,7 @@ impl TxnManager {
         self.two_phase.fetch_add(1, Ordering::Relaxed);
         self.set_state(&txn.id, "committing", &writers, "prepared");
         let ctx = txn.plain_context();
-        let delivery =
-            tokio::spawn(redrive::deliver(self.shards.clone(), self.log.clone(), self.registry.clone(), self.redrive.clone(), record, txn.readers(), ctx));
+        let delivery = tokio::spawn(redrive::deliver(self.shards.clone(), self.registry.clone(), self.phase_two.clone(), record, txn.readers(), ctx));
         let _ = tokio::time::timeout(DELIVERY_WAIT, delivery).await;
         Ok(())
     }

@@ -50,6 +50,11 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    fn sync_wal(&self) -> Result<()> {
+        self.syncs.bump();
+        Ok(())
+    }
+
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         if start >= end {
             return Ok(());

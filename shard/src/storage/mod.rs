@@ -3,9 +3,11 @@
 //!
 //! - [`rocks`]: RocksDB on disk (the real engine).
 //! - [`memory`]: a `BTreeMap` engine for tests and `--in-memory` nodes.
+//! - [`group`]: group commit of concurrent synced batches.
 //!
 //! Both pass the same conformance suite (`tests` below).
 
+pub mod group;
 pub mod memory;
 pub mod rocks;
 
@@ -45,6 +47,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Applies all writes atomically; with `sync`, durably (WAL fsync).
     fn apply(&self, writes: Vec<Write>, sync: bool) -> Result<()>;
+
+    /// Makes every write applied so far durable (fsyncs the WAL).
+    fn sync_wal(&self) -> Result<()>;
 
     /// Deletes every data key in `[start, end)`, durably.
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()>;

@@ -81,6 +81,12 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
+    fn sync_wal(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(|e| self.err("WAL sync", e))?;
+        self.syncs.bump();
+        Ok(())
+    }
+
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         if start >= end {
             return Ok(());

@@ -34,6 +34,7 @@ mod state;
 use crate::data::expr::Expr;
 use crate::data::row::decode_row;
 use crate::error::{Result, ShardError};
+use crate::storage::group::GroupCommit;
 use crate::storage::{Engine, Space, Write};
 use locks::LockTable;
 pub use state::{Mutation, MutationOp, TxnContext};
@@ -51,6 +52,8 @@ pub const SCAN_BYTE_BUDGET: usize = 4 * 1024 * 1024;
 pub struct TxnLimits {
     pub lock_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a commit may wait for others to share its fsync.
+    pub group_commit_window: Duration,
 }
 
 /// What a scan asks for.
@@ -73,6 +76,8 @@ pub struct ScanResult {
 
 pub struct Participant {
     engine: Arc<dyn Engine>,
+    /// Set once the participant is shared (see [`Participant::start_group_commit`]).
+    group: std::sync::OnceLock<GroupCommit>,
     locks: LockTable,
     txns: Mutex<HashMap<String, TxnState>>,
     /// Recently aborted transactions, so late requests are refused.
@@ -83,7 +88,8 @@ pub struct Participant {
 impl Participant {
     /// Opens the participant and reloads every prepared transaction with its locks.
     pub fn open(engine: Arc<dyn Engine>, limits: TxnLimits) -> Result<Participant> {
-        let participant = Participant { engine, locks: LockTable::default(), txns: Mutex::default(), aborted: Mutex::default(), limits };
+        let participant =
+            Participant { engine, group: std::sync::OnceLock::new(), locks: LockTable::default(), txns: Mutex::default(), aborted: Mutex::default(), limits };
         participant.recover()?;
         Ok(participant)
     }
@@ -105,6 +111,14 @@ impl Participant {
             txns.insert(state.id.clone(), state);
         }
         Ok(())
+    }
+
+    /// Starts group commit: synced writes of concurrent transactions share
+    /// fsyncs. Without it every commit syncs on its own.
+    pub fn start_group_commit(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let in_flight = Arc::new(move || weak.upgrade().map(|p| p.txns.lock().unwrap().len()).unwrap_or(0));
+        let _ = self.group.set(GroupCommit::start(self.engine.clone(), self.limits.group_commit_window, in_flight));
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -267,7 +281,10 @@ impl Participant {
     }
 
     /// Commits: one phase (with optional final mutations) or after PREPARE.
-    pub async fn commit(&self, txn: &TxnContext, one_phase: bool, mutations: Vec<Mutation>) -> Result<()> {
+    /// A `lazy` two-phase commit is applied without an fsync: until the next
+    /// [`Participant::sync_wal`] a crash may undo it, leaving the durable
+    /// prepared record, which is resolved again from the coordinator's log.
+    pub async fn commit(&self, txn: &TxnContext, one_phase: bool, mutations: Vec<Mutation>, lazy: bool) -> Result<()> {
         if one_phase {
             if let Err(e) = self.write(txn, mutations).await {
                 // A one-phase commit that fails leaves nothing behind.
@@ -295,7 +312,7 @@ impl Participant {
         if state.phase == Phase::Prepared {
             batch.push(Write { space: Space::Txn, key: state.id.as_bytes().to_vec(), value: None });
         }
-        let outcome = self.apply(batch).await;
+        let outcome = if lazy && !one_phase { self.apply_unsynced(batch).await } else { self.apply(batch).await };
         if outcome.is_err() && state.phase == Phase::Prepared {
             // The decision stands; keep the prepared state so a retry can commit.
             self.txns.lock().unwrap().insert(state.id.clone(), state);
@@ -343,7 +360,23 @@ impl Participant {
         Ok(())
     }
 
+    async fn apply_unsynced(&self, writes: Vec<Write>) -> Result<()> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.apply(writes, false)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Makes every write applied so far durable.
+    pub async fn sync_wal(&self) -> Result<()> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.sync_wal()).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
+        Ok(())
+    }
+
     async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        if let Some(group) = self.group.get() {
+            return Ok(group.apply(writes).await?);
+        }
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.apply(writes, true)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
         Ok(())
