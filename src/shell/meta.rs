@@ -38,7 +38,16 @@ SQL (end each statement with ;  statements may span several lines)
   DELETE FROM accounts WHERE id = 2;
   EXPLAIN <statement>;   shows the shard groups involved and the commit protocol
   SHOW TABLES;
-  DESCRIBE accounts;"#;
+  DESCRIBE accounts;
+
+Transactions
+  BEGIN; ... COMMIT;    (or ROLLBACK;) atomic across shard groups: two-phase
+                        commit when several groups were written. Rows read and
+                        written inside are locked until the end.
+  SQLSTATE 40001        serialization failure (a lock conflict): run the whole
+                        transaction again.
+  SHOW TRANSACTIONS;    transactions in flight and in doubt, per participant.
+  Statements outside BEGIN are transactions of their own."#;
 
 /// Parses a line that starts with `\`.
 pub(crate) fn parse_meta(line: &str) -> Meta {

@@ -41,6 +41,12 @@ pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo
     let missing = commit_round(&shards, &record, &ctx).await;
     abort_everywhere(&shards, &ctx, readers.into_iter()).await;
     if missing.is_empty() {
+        if let Some(info) = registry.lock().unwrap().get_mut(&record.txn_id) {
+            info.state = "committed, syncing";
+            for g in &record.participants {
+                info.participants.insert(*g, "committed");
+            }
+        }
         let _ = tasks.sync.send(record);
         return;
     }
