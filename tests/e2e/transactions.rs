@@ -2,7 +2,7 @@
 //! SHOW TRANSACTIONS, and deadlocks across shards.
 
 use crate::cluster::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn explicit_transactions_commit_roll_back_and_isolate() {
@@ -55,7 +55,6 @@ async fn a_deadlock_across_two_shards_ends_at_once_with_40001() {
     // The older transaction locks account 1 (group 1), the younger account 100 (group 2).
     exec(&mut older, "BEGIN; UPDATE bank SET balance = balance - 5 WHERE id = 1").await;
     exec(&mut younger, "BEGIN; UPDATE bank SET balance = balance - 7 WHERE id = 100").await;
-    let started = Instant::now();
     // The older one now wants 100 and waits for the younger one...
     let waiting = {
         let mut older = older.clone();
@@ -66,12 +65,11 @@ async fn a_deadlock_across_two_shards_ends_at_once_with_40001() {
     // ...and the younger one wants 1: the cycle is broken by wait-die.
     let err = fail(&mut younger, "UPDATE bank SET balance = balance + 7 WHERE id = 1").await;
     assert_eq!(err.sqlstate.as_deref(), Some("40001"), "{err}");
+    assert!(err.message.contains("wait-die"), "ended by wait-die, not by the lock timeout: {err}");
     assert!(err.is_retryable());
     exec(&mut younger, "ROLLBACK").await;
     waiting.await.unwrap().expect("the older transaction proceeds once the younger one is gone");
     exec(&mut older, "COMMIT").await;
-    let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_millis(1500), "resolved in {elapsed:?}, well within the 2 s lock timeout");
     assert_eq!((balance(&mut older, 1).await, balance(&mut older, 100).await), (995, 1005));
     // The retried transaction then commits.
     younger.transaction("UPDATE bank SET balance = balance - 7 WHERE id = 100; UPDATE bank SET balance = balance + 7 WHERE id = 1", 5).await.unwrap();
