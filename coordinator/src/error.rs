@@ -29,6 +29,11 @@ pub enum CoordError {
     CheckViolation(String),
     #[error("{0}")]
     UniqueViolation(String),
+    /// A shard found an inserted key already present. The statement layer
+    /// turns it into a [`CoordError::UniqueViolation`] naming the table's
+    /// constraint (see `Engine::execute_statement`).
+    #[error("duplicate key value violates unique constraint: Key=({key}) already exists")]
+    DuplicateKey { table_id: u32, key: String },
     /// A statement or definition that is wrong as written.
     #[error("{0}")]
     Invalid(String),
@@ -66,7 +71,7 @@ impl CoordError {
             CoordError::ShardUnavailable(m) => CoordError::ShardUnavailable(wrap(m)),
             CoordError::TxnAborted(m) => CoordError::TxnAborted(wrap(m)),
             CoordError::Internal(m) => CoordError::Internal(wrap(m)),
-            CoordError::UniqueViolation(m) => CoordError::UniqueViolation(m),
+            e @ (CoordError::UniqueViolation(_) | CoordError::DuplicateKey { .. }) => e,
             other => CoordError::TxnAborted(wrap(other.to_string())),
         }
     }
@@ -87,7 +92,7 @@ impl CoordError {
             CoordError::InvalidValue { sqlstate, .. } => sqlstate,
             CoordError::NotNullViolation(_) => "23502",
             CoordError::CheckViolation(_) => "23514",
-            CoordError::UniqueViolation(_) => "23505",
+            CoordError::UniqueViolation(_) | CoordError::DuplicateKey { .. } => "23505",
             CoordError::Invalid(_) => "42P16",
             CoordError::Serialization(_) => "40001",
             CoordError::ShardUnavailable(_) => "08006",
@@ -103,7 +108,7 @@ impl CoordError {
             CoordError::Syntax(_) | CoordError::UnknownColumn(_) | CoordError::InvalidValue { .. } | CoordError::Invalid(_) => tonic::Code::InvalidArgument,
             CoordError::Unsupported(_) | CoordError::NotYet(_) => tonic::Code::Unimplemented,
             CoordError::UnknownTable(_) => tonic::Code::NotFound,
-            CoordError::TableExists(_) | CoordError::UniqueViolation(_) => tonic::Code::AlreadyExists,
+            CoordError::TableExists(_) | CoordError::UniqueViolation(_) | CoordError::DuplicateKey { .. } => tonic::Code::AlreadyExists,
             CoordError::NotNullViolation(_) | CoordError::CheckViolation(_) => tonic::Code::FailedPrecondition,
             CoordError::Serialization(_) | CoordError::TxnAborted(_) => tonic::Code::Aborted,
             CoordError::ShardUnavailable(_) => tonic::Code::Unavailable,

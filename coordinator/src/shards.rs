@@ -76,10 +76,10 @@ impl ShardClient {
         let who = format!("shard group {} ({})", self.group, self.address);
         let sqlstate = status.metadata().get(tessera_proto::SQLSTATE_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
         match status.code() {
-            tonic::Code::AlreadyExists => {
-                let value = tessera_shard::data::keys::decode_row_key(status.details()).map(|(_, v)| v.to_string()).unwrap_or_else(|| "?".into());
-                CoordError::UniqueViolation(value)
-            }
+            tonic::Code::AlreadyExists => match tessera_shard::data::keys::decode_row_key(status.details()) {
+                Some((table_id, value)) => CoordError::DuplicateKey { table_id, key: value.to_string() },
+                None => CoordError::Internal(format!("{who}: duplicate key with an undecodable key")),
+            },
             tonic::Code::Aborted => CoordError::Serialization(format!("could not serialize access on {who}: {}", status.message())),
             tonic::Code::FailedPrecondition => CoordError::TxnAborted(format!("{who}: {}", status.message())),
             tonic::Code::InvalidArgument if sqlstate.as_deref().is_some_and(|s| s.starts_with("22") || s.starts_with("42")) => {

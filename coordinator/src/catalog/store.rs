@@ -103,6 +103,11 @@ impl Catalog {
         self.tables.read().unwrap().get(name).cloned().ok_or_else(|| CoordError::UnknownTable(name.to_string()))
     }
 
+    /// The table with this id, if it still exists.
+    pub fn table_by_id(&self, id: u32) -> Option<Arc<Table>> {
+        self.tables.read().unwrap().values().find(|t| t.def.id == id).cloned()
+    }
+
     pub fn tables(&self) -> Vec<Arc<Table>> {
         self.tables.read().unwrap().values().cloned().collect()
     }

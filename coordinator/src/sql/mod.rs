@@ -150,6 +150,10 @@ impl Engine {
 
     #[tracing::instrument(skip_all, fields(statement = %first_word(statement)))]
     pub async fn execute_statement(&self, session: &mut Session, statement: &Statement) -> Result<QueryResult> {
+        self.run_statement(session, statement).await.map_err(|e| self.name_duplicate(e))
+    }
+
+    async fn run_statement(&self, session: &mut Session, statement: &Statement) -> Result<QueryResult> {
         session.touch();
         match statement {
             Statement::StartTransaction { .. } => {
@@ -191,35 +195,17 @@ impl Engine {
         }
     }
 
-    /// A statement outside BEGIN: its own transaction.
+    /// A statement outside BEGIN: its own transaction, committed at once.
     async fn autocommit(&self, statement: &Statement) -> Result<QueryResult> {
         match statement {
-            Statement::Query(q) => {
-                let plan = select::plan(&self.catalog, q)?;
-                if !plan.lock {
-                    return select::execute(&self.shards, &plan, None).await;
-                }
-                // FOR UPDATE outside a transaction: lock for the statement only.
+            // A plain read needs no transaction: it reads committed data.
+            Statement::Query(q) if q.locks.is_empty() => select::execute(&self.shards, &select::plan(&self.catalog, q)?, None).await,
+            // Reads FOR UPDATE and writes: commit releases the locks of a
+            // read (nothing written) and commits a write in one or two phases.
+            Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let mut txn = self.txns.begin(false);
-                let result = select::execute(&self.shards, &plan, Some(&mut txn)).await;
-                self.txns.rollback(txn).await;
-                result
-            }
-            Statement::Insert(i) => {
-                let plan = write::plan_insert(&self.catalog, i)?;
-                let mut txn = self.txns.begin(false);
-                let rows = write::insert(&self.txns, &mut txn, &plan).await?;
-                self.txns.commit(txn).await.map_err(|e| write::duplicate_key(e, &plan.table))?;
-                Ok(QueryResult::modified(format!("INSERT 0 {rows}"), rows))
-            }
-            Statement::Update(_) | Statement::Delete(_) => {
-                let plan = self.plan_modify(statement)?;
-                let mut txn = self.txns.begin(false);
-                match write::modify(&self.shards, &self.txns, &mut txn, &plan).await {
-                    Ok(rows) => {
-                        self.txns.commit(txn).await?;
-                        Ok(QueryResult::modified(format!("{} {rows}", plan.verb()), rows))
-                    }
+                match self.in_transaction(&mut txn, statement).await {
+                    Ok(result) => self.txns.commit(txn).await.map(|_| result),
                     Err(e) => {
                         self.txns.rollback(txn).await;
                         Err(e)
@@ -230,13 +216,12 @@ impl Engine {
         }
     }
 
-    /// A statement inside BEGIN ... COMMIT.
+    /// A statement inside a transaction (BEGIN ... COMMIT, or its own).
     async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
         match statement {
             Statement::Query(q) => select::execute(&self.shards, &select::plan(&self.catalog, q)?, Some(txn)).await,
             Statement::Insert(i) => {
-                let plan = write::plan_insert(&self.catalog, i)?;
-                let rows = write::insert(&self.txns, txn, &plan).await?;
+                let rows = write::insert(&self.txns, txn, write::plan_insert(&self.catalog, i)?).await?;
                 Ok(QueryResult::modified(format!("INSERT 0 {rows}"), rows))
             }
             Statement::Update(_) | Statement::Delete(_) => {
@@ -246,6 +231,19 @@ impl Engine {
             }
             Statement::CreateTable(_) | Statement::Drop { .. } => Err(CoordError::NotInTransaction(first_word(statement) + " TABLE")),
             other => self.utility(other).await,
+        }
+    }
+
+    /// Names the table's primary-key constraint in a duplicate-key error.
+    fn name_duplicate(&self, e: CoordError) -> CoordError {
+        let CoordError::DuplicateKey { table_id, key } = &e else { return e };
+        match self.catalog.table_by_id(*table_id) {
+            Some(table) => CoordError::UniqueViolation(format!(
+                "duplicate key value violates unique constraint \"{}\": Key ({})=({key}) already exists",
+                table.def.pk_constraint_name(),
+                table.def.pk_column().name
+            )),
+            None => e,
         }
     }
 

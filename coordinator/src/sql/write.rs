@@ -10,7 +10,7 @@ use super::access::KeyAccess;
 use super::bind::{self, NoColumns};
 use super::ddl::TableScope;
 use super::read::{self, Fetch};
-use super::select::{bind_condition, filter_rows, pushable};
+use super::select::{bind_condition, pushable};
 use super::types;
 use crate::catalog::{Catalog, ShardGroupId, Table};
 use crate::error::{CoordError, Result};
@@ -154,21 +154,9 @@ fn values_rows(insert: &ast::Insert) -> Result<Vec<Vec<ast::Expr>>> {
 }
 
 /// Sends an INSERT's rows within `txn`; returns the row count.
-pub async fn insert(txns: &TxnManager, txn: &mut Txn, plan: &InsertPlan) -> Result<u64> {
-    txns.write(txn, plan.by_group.clone()).await.map_err(|e| duplicate_key(e, &plan.table))?;
+pub async fn insert(txns: &TxnManager, txn: &mut Txn, plan: InsertPlan) -> Result<u64> {
+    txns.write(txn, plan.by_group).await?;
     Ok(plan.rows)
-}
-
-/// Names the table's primary-key constraint in a duplicate-key error.
-pub fn duplicate_key(e: CoordError, table: &Table) -> CoordError {
-    match e {
-        CoordError::UniqueViolation(value) => CoordError::UniqueViolation(format!(
-            "duplicate key value violates unique constraint \"{}\": Key ({})=({value}) already exists",
-            table.def.pk_constraint_name(),
-            table.def.pk_column().name
-        )),
-        other => other,
-    }
 }
 
 pub fn plan_update(catalog: &Catalog, update: &ast::Update) -> Result<ModifyPlan> {
@@ -238,8 +226,10 @@ pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: 
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     let mut count = 0u64;
     for row in fetched {
-        if filter_rows(vec![row.values.clone()], plan.filter.as_ref())?.is_empty() {
-            continue;
+        if let Some(filter) = &plan.filter {
+            if !filter.matches(&row.values)? {
+                continue;
+            }
         }
         let op = match &plan.kind {
             ModifyKind::Delete => MutationOp::Delete,
