@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_shard::storage::group::gather;
 use tokio::sync::{mpsc, oneshot};
 
 const PREFIX: &str = "txnlog/";
@@ -99,19 +100,7 @@ pub type InFlight = Arc<dyn Fn() -> usize + Send + Sync>;
 
 async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syncs: Arc<AtomicU64>, window: Duration, in_flight: InFlight) {
     while let Some(first) = requests.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = requests.try_recv() {
-            batch.push(more);
-        }
-        if !window.is_zero() && in_flight() > batch.len() {
-            let deadline = tokio::time::Instant::now() + window;
-            while batch.len() < in_flight() {
-                match tokio::time::timeout_at(deadline, requests.recv()).await {
-                    Ok(Some(more)) => batch.push(more),
-                    _ => break,
-                }
-            }
-        }
+        let batch = gather(first, &mut requests, window, in_flight.as_ref(), usize::MAX).await;
         let mut write = WriteBatch::default();
         let mut waiters = Vec::new();
         for request in batch {

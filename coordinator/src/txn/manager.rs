@@ -9,7 +9,7 @@ use crate::shards::ShardPool;
 use crate::sql::abort_everywhere;
 use futures::future::try_join_all;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_shard::failpoint;
@@ -46,6 +46,9 @@ pub struct TxnManager {
     phase_two: redrive::PhaseTwo,
     /// The address participants use to ask for outcomes.
     address: String,
+    /// Transactions between PREPARE and their decision (the decision log
+    /// waits for them to share an fsync).
+    preparing: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
     one_phase: AtomicU64,
     two_phase: AtomicU64,
@@ -56,11 +59,9 @@ impl TxnManager {
     /// log's group-commit window waits for transactions that are preparing.
     pub fn start(shards: Arc<ShardPool>, db: Arc<rocksdb::DB>, log_window: Duration, address: String) -> Result<Arc<TxnManager>> {
         let registry: Registry = Arc::default();
-        let preparing = {
-            let registry = registry.clone();
-            Arc::new(move || registry.lock().unwrap().values().filter(|t| t.state == "preparing").count())
-        };
-        let log = Arc::new(DecisionLog::with_window(db, log_window, preparing));
+        let preparing = Arc::new(AtomicUsize::new(0));
+        let gauge = preparing.clone();
+        let log = Arc::new(DecisionLog::with_window(db, log_window, Arc::new(move || gauge.load(Ordering::Relaxed))));
         let pending = log.pending().map_err(CoordError::Internal)?;
         let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone());
         for record in pending {
@@ -74,6 +75,7 @@ impl TxnManager {
             registry,
             phase_two,
             address,
+            preparing,
             last_timestamp: AtomicU64::new(0),
             one_phase: AtomicU64::new(0),
             two_phase: AtomicU64::new(0),
@@ -83,12 +85,10 @@ impl TxnManager {
     /// A unique, increasing start timestamp (microseconds).
     fn timestamp(&self) -> u64 {
         let now = crate::sql::now_micros();
-        let previous = self.last_timestamp.fetch_max(now, Ordering::Relaxed);
-        if previous >= now {
-            self.last_timestamp.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            now
-        }
+        let next = |last: u64| now.max(last + 1);
+        let previous =
+            self.last_timestamp.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last))).expect("the closure always returns Some");
+        next(previous)
     }
 
     pub fn begin(&self, explicit: bool) -> Txn {
@@ -128,6 +128,13 @@ impl TxnManager {
             }
             return Ok(());
         }
+        self.send_writes(txn, by_group).await?;
+        self.touch(txn);
+        Ok(())
+    }
+
+    /// Sends each group its writes, in parallel.
+    async fn send_writes(&self, txn: &mut Txn, by_group: BTreeMap<ShardGroupId, Vec<Mutation>>) -> Result<()> {
         let mut sends = Vec::new();
         for (group, mutations) in by_group {
             let ctx = txn.context(group);
@@ -136,7 +143,6 @@ impl TxnManager {
             sends.push(async move { client.write(&ctx, &mutations).await });
         }
         try_join_all(sends).await?;
-        self.touch(txn);
         Ok(())
     }
 
@@ -144,7 +150,7 @@ impl TxnManager {
     /// group, two-phase commit across several.
     pub async fn commit(&self, mut txn: Txn) -> Result<()> {
         let writers = txn.writers();
-        let outcome = match writers.as_slice() {
+        match writers.as_slice() {
             [] => {
                 abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
                 self.forget(&txn.id);
@@ -152,8 +158,7 @@ impl TxnManager {
             }
             [group] => self.commit_one_phase(&mut txn, *group).await,
             _ => self.commit_two_phase(txn, writers).await,
-        };
-        outcome
+        }
     }
 
     async fn commit_one_phase(&self, txn: &mut Txn, group: ShardGroupId) -> Result<()> {
@@ -172,15 +177,13 @@ impl TxnManager {
     #[tracing::instrument(skip_all, fields(txn = %txn.id, groups = ?writers))]
     async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>) -> Result<()> {
         self.set_state(&txn.id, "preparing", &writers, "preparing");
-        if let Err(e) = self.prepare_all(&mut txn, &writers).await {
-            self.rollback(txn).await;
-            return Err(e.context("transaction aborted during PREPARE"));
-        }
-        failpoint::hit("coordinator.after_prepare").await;
         let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, participants: writers.clone() };
-        if let Err(e) = self.log.log_commit(record.clone()).await {
+        self.preparing.fetch_add(1, Ordering::Relaxed);
+        let decided = self.prepare_and_decide(&mut txn, &writers, &record).await;
+        self.preparing.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = decided {
             self.rollback(txn).await;
-            return Err(CoordError::Internal(format!("transaction aborted: {e}")));
+            return Err(e);
         }
         // The commit point has passed: the outcome is COMMIT whatever happens next.
         failpoint::hit("coordinator.after_commit_logged").await;
@@ -192,16 +195,18 @@ impl TxnManager {
         Ok(())
     }
 
+    /// Up to the commit point: PREPARE everywhere, then log the COMMIT
+    /// decision. An error means the transaction must abort.
+    async fn prepare_and_decide(&self, txn: &mut Txn, writers: &[ShardGroupId], record: &CommitRecord) -> Result<()> {
+        self.prepare_all(txn, writers).await.map_err(|e| e.context("transaction aborted during PREPARE"))?;
+        failpoint::hit("coordinator.after_prepare").await;
+        self.log.log_commit(record.clone()).await.map_err(|e| CoordError::Internal(format!("transaction aborted: {e}")))
+    }
+
     /// Sends buffered writes, then PREPARE, to every writer in parallel.
     async fn prepare_all(&self, txn: &mut Txn, writers: &[ShardGroupId]) -> Result<()> {
-        let mut flushes = Vec::new();
-        for (group, mutations) in std::mem::take(&mut txn.pending) {
-            let ctx = txn.context(group);
-            txn.mark_written(group);
-            let client = self.shards.get(group)?;
-            flushes.push(async move { client.write(&ctx, &mutations).await });
-        }
-        try_join_all(flushes).await?;
+        let pending = std::mem::take(&mut txn.pending);
+        self.send_writes(txn, pending).await?;
         let mut prepares = Vec::new();
         for group in writers {
             let ctx = TxnContext { begin: false, ..txn.context(*group) };

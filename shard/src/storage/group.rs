@@ -38,6 +38,36 @@ impl GroupCommit {
     }
 }
 
+/// Gathers one group for a shared fsync: `first`, everything already
+/// queued, then, while `in_flight()` says more callers may come, whatever
+/// arrives within `window` (at most `max` in all).
+pub async fn gather<T>(
+    first: T,
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    window: Duration,
+    in_flight: &(dyn Fn() -> usize + Send + Sync),
+    max: usize,
+) -> Vec<T> {
+    let mut group = vec![first];
+    while group.len() < max {
+        match queue.try_recv() {
+            Ok(more) => group.push(more),
+            Err(_) => break,
+        }
+    }
+    if window.is_zero() {
+        return group;
+    }
+    let deadline = tokio::time::Instant::now() + window;
+    while group.len() < max && group.len() < in_flight() {
+        match tokio::time::timeout_at(deadline, queue.recv()).await {
+            Ok(Some(more)) => group.push(more),
+            _ => break,
+        }
+    }
+    group
+}
+
 async fn writer(
     engine: Arc<dyn Engine>,
     window: Duration,
@@ -45,19 +75,7 @@ async fn writer(
     mut requests: mpsc::UnboundedReceiver<(Vec<Write>, Reply)>,
 ) {
     while let Some(first) = requests.recv().await {
-        let mut group = vec![first];
-        while let Ok(more) = requests.try_recv() {
-            group.push(more);
-        }
-        if !window.is_zero() && in_flight() > group.len() {
-            let deadline = tokio::time::Instant::now() + window;
-            while group.len() < MAX_GROUP && group.len() < in_flight() {
-                match tokio::time::timeout_at(deadline, requests.recv()).await {
-                    Ok(Some(more)) => group.push(more),
-                    _ => break,
-                }
-            }
-        }
+        let group = gather(first, &mut requests, window, in_flight.as_ref(), MAX_GROUP).await;
         let (writes, replies): (Vec<Vec<Write>>, Vec<Reply>) = group.into_iter().unzip();
         let merged: Vec<Write> = writes.into_iter().flatten().collect();
         let engine = engine.clone();
