@@ -57,19 +57,30 @@ fn result_to_pb(r: QueryResult) -> pb::StatementResult {
 impl pb::tessera_server::Tessera for TesseraService {
     async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let request = request.into_inner();
-        let results = if request.session_id.is_empty() {
-            // No session: a transaction must end within this call.
-            let mut session = Session::default();
-            let results = self.engine.execute(&mut session, &request.sql).await;
-            if let Some(txn) = session.txn.take() {
-                self.engine.txns().rollback(txn).await;
+        // The statements run in a task of their own: a client that goes away
+        // must not cancel a commit protocol halfway (between PREPARE and the
+        // decision, that would leave participants waiting on a transaction
+        // the coordinator still lists as in progress).
+        let engine = self.engine.clone();
+        let session = (!request.session_id.is_empty()).then(|| self.sessions.get(&request.session_id));
+        let task = tokio::spawn(async move {
+            match session {
+                Some(shared) => {
+                    let mut session = shared.lock_owned().await;
+                    engine.execute(&mut session, &request.sql).await
+                }
+                None => {
+                    // No session: a transaction must end within this call.
+                    let mut session = Session::default();
+                    let results = engine.execute(&mut session, &request.sql).await;
+                    if let Some(txn) = session.txn.take() {
+                        engine.txns().rollback(txn).await;
+                    }
+                    results
+                }
             }
-            results
-        } else {
-            let shared = self.sessions.get(&request.session_id);
-            let mut session = shared.lock().await;
-            self.engine.execute(&mut session, &request.sql).await
-        };
+        });
+        let results = task.await.map_err(|e| Status::internal(format!("statement task failed: {e}")))?;
         let results = results.map_err(|e| {
             tracing::debug!(error = %e, "statement failed");
             Status::from(e)

@@ -102,3 +102,21 @@ async fn participant_unreachable_during_prepare_aborts_cleanly() {
     check_committed_before(&mut c).await;
     assert_bank_invariant(&mut c).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_during_prepare_does_not_strand_the_transaction() {
+    // Group 2 never answers PREPARE; the client gives up and disconnects.
+    let cluster = TestCluster::start_with_failpoints(3, None, Some((2, "shard.prepare.before_vote")));
+    let mut c = cluster.client().await;
+    seed_bank(&mut c).await;
+    let mut impatient = cluster.client().await;
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), impatient.execute(&transfer_sql(4, 104, 70))).await;
+    assert!(gave_up.is_err(), "PREPARE on group 2 hangs, so the client times out");
+    drop(impatient);
+    cluster.shards[1].wait_for_log("failpoint shard.prepare.before_vote reached", FAILPOINT_WAIT);
+    // The coordinator finishes the protocol anyway: PREPARE times out, the
+    // transaction aborts everywhere, and group 1's prepared vote is released.
+    wait_quiet(&mut c, SETTLE).await;
+    assert_eq!((balance(&mut c, 4).await, balance(&mut c, 104).await), (1000, 1000));
+    assert_bank_invariant(&mut c).await;
+}

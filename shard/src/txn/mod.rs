@@ -260,6 +260,7 @@ impl Participant {
             }
             state.encode_prepared()
         };
+        crate::failpoint::hit("shard.prepare.before_vote").await;
         let write = Write { space: Space::Txn, key: txn.id.as_bytes().to_vec(), value: Some(record) };
         self.apply(vec![write]).await?;
         self.with_txn(&txn.id, |t| {
