@@ -484,3 +484,6 @@ fn apply_overlay(rows: &mut Vec<(Vec<u8>, Vec<u8>)>, overlay: Vec<(Vec<u8>, Opti
     *rows = merged.into_iter().collect();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! The participant's protocol rules, on in-memory engines.
+
+use super::*;
+use crate::data::keys::row_key;
+use crate::data::row::encode_row;
+use crate::data::Value;
+use crate::storage::memory::MemoryEngine;
+use crate::storage::{Result as StorageResult, Space, Write};
+use std::sync::Mutex as StdMutex;
+
+fn limits() -> TxnLimits {
+    TxnLimits { lock_timeout: Duration::from_millis(200), idle_timeout: Duration::from_secs(60), group_commit_window: Duration::ZERO }
+}
+
+fn ctx(id: &str, begin: bool) -> TxnContext {
+    TxnContext { id: id.into(), timestamp: 1, begin, coordinator: "127.0.0.1:1".into() }
+}
+
+fn put(k: i64, v: i64) -> Mutation {
+    Mutation { key: row_key(1, &Value::Int(k)), op: MutationOp::Put(encode_row(&[Value::Int(k), Value::Int(v)])) }
+}
+
+fn read(engine: &dyn Engine, k: i64) -> Option<Vec<u8>> {
+    engine.get(Space::Data, &row_key(1, &Value::Int(k))).unwrap()
+}
+
+#[tokio::test]
+async fn commit_and_abort_are_idempotent_and_prepare_after_abort_is_refused() {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
+    let p = Participant::open(engine.clone(), limits()).unwrap();
+    p.write(&ctx("t1", true), vec![put(1, 10)]).await.unwrap();
+    p.prepare(&ctx("t1", false)).await.unwrap();
+    p.prepare(&ctx("t1", false)).await.unwrap();
+    p.commit(&ctx("t1", false), false, Vec::new(), false).await.unwrap();
+    p.commit(&ctx("t1", false), false, Vec::new(), false).await.unwrap();
+    assert!(read(engine.as_ref(), 1).is_some());
+
+    p.write(&ctx("t2", true), vec![put(2, 20)]).await.unwrap();
+    p.abort("t2").await.unwrap();
+    p.abort("t2").await.unwrap();
+    assert!(p.prepare(&ctx("t2", false)).await.is_err(), "PREPARE after ABORT is refused");
+    assert!(p.write(&ctx("t2", true), vec![put(2, 20)]).await.is_err(), "an aborted transaction does not begin again");
+    assert!(read(engine.as_ref(), 2).is_none());
+    assert_eq!(p.locks_held(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_transaction_is_refused_unless_the_request_begins_it() {
+    let p = Participant::open(Arc::new(MemoryEngine::default()), limits()).unwrap();
+    let err = p.write(&ctx("lost", false), vec![put(1, 1)]).await.unwrap_err();
+    assert!(err.to_string().contains("unknown"), "{err}");
+    assert!(p.commit(&ctx("lost", false), true, vec![put(1, 1)], false).await.is_err(), "a one-phase commit of a lost transaction is refused");
+    p.write(&ctx("fresh", true), vec![put(1, 1)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_participant_holds_its_prepared_transactions_and_locks() {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
+    {
+        let p = Participant::open(engine.clone(), limits()).unwrap();
+        p.write(&ctx("t", true), vec![put(1, 10), put(2, 20)]).await.unwrap();
+        p.prepare(&ctx("t", false)).await.unwrap();
+        p.write(&ctx("unprepared", true), vec![put(3, 30)]).await.unwrap();
+    }
+    let p = Participant::open(engine.clone(), limits()).unwrap();
+    assert_eq!(p.counts(), (0, 1), "the prepared transaction survives, the active one does not");
+    assert_eq!(p.locks_held(), 2);
+    // Its locks still exclude others until the decision arrives.
+    let other = TxnContext { timestamp: 0, ..ctx("older", true) };
+    assert!(p.write(&other, vec![put(1, 99)]).await.is_err());
+    p.commit(&ctx("t", false), false, Vec::new(), false).await.unwrap();
+    assert_eq!(p.locks_held(), 0);
+    assert_eq!(read(engine.as_ref(), 2), Some(encode_row(&[Value::Int(2), Value::Int(20)])));
+}
+
+/// An engine that loses every write not yet covered by a sync when it
+/// "crashes", as a machine losing power would.
+#[derive(Default)]
+struct PowerLossEngine {
+    visible: MemoryEngine,
+    durable: Arc<MemoryEngine>,
+    unsynced: StdMutex<Vec<Write>>,
+}
+
+impl PowerLossEngine {
+    fn flush(&self) {
+        let pending = std::mem::take(&mut *self.unsynced.lock().unwrap());
+        self.durable.apply(pending, true).unwrap();
+    }
+}
+
+impl Engine for PowerLossEngine {
+    fn get(&self, space: Space, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        self.visible.get(space, key)
+    }
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> StorageResult<()> {
+        self.visible.scan(space, start, end, visit)
+    }
+    fn apply(&self, writes: Vec<Write>, sync: bool) -> StorageResult<()> {
+        self.visible.apply(writes.clone(), false)?;
+        self.unsynced.lock().unwrap().extend(writes);
+        if sync {
+            self.flush();
+        }
+        Ok(())
+    }
+    fn sync_wal(&self) -> StorageResult<()> {
+        self.flush();
+        Ok(())
+    }
+    fn delete_range(&self, start: &[u8], end: &[u8]) -> StorageResult<()> {
+        self.flush();
+        self.visible.delete_range(start, end)?;
+        self.durable.delete_range(start, end)
+    }
+    fn syncs(&self) -> u64 {
+        self.durable.syncs()
+    }
+}
+
+#[tokio::test]
+async fn a_lazy_commit_lost_in_a_power_failure_leaves_the_prepared_record() {
+    let engine = Arc::new(PowerLossEngine::default());
+    let p = Participant::open(engine.clone(), limits()).unwrap();
+    p.write(&ctx("t", true), vec![put(1, 10)]).await.unwrap();
+    p.prepare(&ctx("t", false)).await.unwrap();
+    p.commit(&ctx("t", false), false, Vec::new(), true).await.unwrap();
+    assert!(read(engine.as_ref(), 1).is_some(), "the lazy commit is visible at once");
+    // Power fails before the next WAL sync: only synced writes remain.
+    let durable: Arc<dyn Engine> = engine.durable.clone();
+    let restarted = Participant::open(durable.clone(), limits()).unwrap();
+    assert!(read(durable.as_ref(), 1).is_none(), "the unsynced commit is gone");
+    assert_eq!(restarted.counts(), (0, 1), "but the prepared record survives, with its locks");
+    assert_eq!(restarted.in_doubt(Duration::ZERO), vec![("t".to_string(), "127.0.0.1:1".to_string())], "and it knows whom to ask");
+    // The coordinator still holds the decision (it forgets only after a sync): COMMIT again.
+    restarted.commit(&ctx("t", false), false, Vec::new(), false).await.unwrap();
+    assert!(read(durable.as_ref(), 1).is_some());
+
+    // After a sync the lazy commit survives the same failure.
+    let engine = Arc::new(PowerLossEngine::default());
+    let p = Participant::open(engine.clone(), limits()).unwrap();
+    p.write(&ctx("u", true), vec![put(5, 50)]).await.unwrap();
+    p.prepare(&ctx("u", false)).await.unwrap();
+    p.commit(&ctx("u", false), false, Vec::new(), true).await.unwrap();
+    p.sync_wal().await.unwrap();
+    let durable: Arc<dyn Engine> = engine.durable.clone();
+    let restarted = Participant::open(durable.clone(), limits()).unwrap();
+    assert!(read(durable.as_ref(), 5).is_some());
+    assert_eq!(restarted.counts(), (0, 0));
+}
