@@ -94,35 +94,36 @@ struct DemoArgs {
 enum BenchCommand {
     /// Point inserts then point reads from concurrent clients.
     Kv {
-        /// Coordinator to measure; without it a 3-shard cluster starts in-process.
-        #[arg(long)]
-        host: Option<String>,
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        /// Total run time in seconds (half inserts, half reads).
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
+        #[command(flatten)]
+        run: BenchRun,
     },
     /// Transfers between accounts in transactions; checks the bank invariant.
     Bank {
-        /// Coordinator to measure; without it a 3-shard cluster starts in-process.
-        #[arg(long)]
-        host: Option<String>,
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        /// Run time in seconds.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
+        #[command(flatten)]
+        run: BenchRun,
         #[arg(long, default_value_t = 3000)]
         accounts: u64,
         /// Fraction of transfers between different shard groups (0.0 to 1.0).
         #[arg(long, default_value_t = 1.0)]
         cross_shard: f64,
-        /// Group-commit window (microseconds) of the in-process cluster's
-        /// shards and decision log; default: their configured defaults.
-        #[arg(long)]
-        group_commit_us: Option<u64>,
     },
+}
+
+/// What every benchmark takes: where to run, how many clients, how long.
+#[derive(Args)]
+struct BenchRun {
+    /// Coordinator to measure; without it a 3-shard cluster starts in-process.
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Run time in seconds (kv: half inserts, half reads).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Group-commit window (microseconds) of the in-process cluster's
+    /// shards and decision log; default: their configured defaults.
+    #[arg(long)]
+    group_commit_us: Option<u64>,
 }
 
 fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
@@ -278,11 +279,12 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// The coordinator to measure: `host`, or a 3-shard cluster started here.
-async fn bench_target(host: Option<String>, window: Option<Duration>) -> anyhow::Result<(Option<LocalCluster>, String)> {
-    Ok(match host {
-        Some(h) => (None, h),
+/// The coordinator to measure: `--host`, or a 3-shard cluster started here.
+async fn bench_target(run: &BenchRun) -> anyhow::Result<(Option<LocalCluster>, String)> {
+    Ok(match &run.host {
+        Some(h) => (None, h.clone()),
         None => {
+            let window = run.group_commit_us.map(Duration::from_micros);
             let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None, group_commit_window: window }).await.map_err(anyhow::Error::msg)?;
             let a = c.address.to_string();
             (Some(c), a)
@@ -292,31 +294,31 @@ async fn bench_target(host: Option<String>, window: Option<Duration>) -> anyhow:
 
 async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     init_logging("warn");
-    let ok = match workload {
-        BenchCommand::Kv { host, clients, duration } => {
-            if clients == 0 || duration == 0 {
-                anyhow::bail!("--clients and --duration must be positive");
-            }
-            let options = tessera::bench::kv::KvOptions { clients, duration: Duration::from_secs(duration) };
-            let (cluster, address) = bench_target(host, None).await?;
-            let reports = tessera::bench::kv::run(&address, &options).await?;
-            if let Some(c) = cluster {
-                c.shutdown().await;
-            }
+    let run = match &workload {
+        BenchCommand::Kv { run } | BenchCommand::Bank { run, .. } => run,
+    };
+    if run.clients == 0 || run.duration == 0 {
+        anyhow::bail!("--clients and --duration must be positive");
+    }
+    if let BenchCommand::Bank { accounts, cross_shard, .. } = &workload {
+        if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) {
+            anyhow::bail!("--accounts must be at least 2 and --cross-shard between 0 and 1");
+        }
+    }
+    let (clients, duration) = (run.clients, Duration::from_secs(run.duration));
+    let (cluster, address) = bench_target(run).await?;
+    let ok = match &workload {
+        BenchCommand::Kv { .. } => {
+            let reports = tessera::bench::kv::run(&address, &tessera::bench::kv::KvOptions { clients, duration }).await?;
             reports.iter().all(|r| r.ops > 0)
         }
-        BenchCommand::Bank { host, clients, duration, accounts, cross_shard, group_commit_us } => {
-            if clients == 0 || duration == 0 || accounts < 2 || !(0.0..=1.0).contains(&cross_shard) {
-                anyhow::bail!("--clients and --duration must be positive, --accounts at least 2, --cross-shard between 0 and 1");
-            }
-            let options = tessera::bench::bank::BankOptions { clients, duration: Duration::from_secs(duration), accounts, cross_shard };
-            let (cluster, address) = bench_target(host, group_commit_us.map(Duration::from_micros)).await?;
-            let ok = tessera::bench::bank::run(&address, &options).await?;
-            if let Some(c) = cluster {
-                c.shutdown().await;
-            }
-            ok
+        BenchCommand::Bank { accounts, cross_shard, .. } => {
+            let options = tessera::bench::bank::BankOptions { clients, duration, accounts: *accounts, cross_shard: *cross_shard };
+            tessera::bench::bank::run(&address, &options).await?
         }
     };
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
     Ok(ok)
 }

@@ -76,6 +76,23 @@ async fn commit_round(shards: &ShardPool, record: &CommitRecord, ctx: &TxnContex
     futures::future::join_all(sends).await.into_iter().filter(|(_, ok)| !ok).map(|(g, _)| g).collect()
 }
 
+/// Adds queued records to `waiting`, first waiting for one if it is empty.
+/// `None` when the queue is closed; `Some(true)` when the task was idle.
+async fn take_work(incoming: &mut mpsc::UnboundedReceiver<CommitRecord>, waiting: &mut Vec<CommitRecord>) -> Option<bool> {
+    let idle = waiting.is_empty();
+    if idle {
+        waiting.push(incoming.recv().await?);
+    }
+    take_queued(incoming, waiting);
+    Some(idle)
+}
+
+fn take_queued(incoming: &mut mpsc::UnboundedReceiver<CommitRecord>, waiting: &mut Vec<CommitRecord>) {
+    while let Ok(record) = incoming.try_recv() {
+        waiting.push(record);
+    }
+}
+
 /// Starts the redrive loop and the sync task.
 pub fn spawn(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String) -> PhaseTwo {
     let sync = spawn_sync(shards.clone(), log, registry);
@@ -88,15 +105,10 @@ async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mps
     let mut backoff = FIRST_BACKOFF;
     let mut waiting: Vec<CommitRecord> = Vec::new();
     loop {
-        if waiting.is_empty() {
-            match incoming.recv().await {
-                Some(record) => waiting.push(record),
-                None => return,
-            }
-            backoff = FIRST_BACKOFF;
-        }
-        while let Ok(record) = incoming.try_recv() {
-            waiting.push(record);
+        match take_work(&mut incoming, &mut waiting).await {
+            None => return,
+            Some(true) => backoff = FIRST_BACKOFF,
+            Some(false) => {}
         }
         let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
         tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
@@ -122,16 +134,11 @@ fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry)
     tokio::spawn(async move {
         let mut waiting: Vec<CommitRecord> = Vec::new();
         loop {
-            if waiting.is_empty() {
-                match incoming.recv().await {
-                    Some(record) => waiting.push(record),
-                    None => return,
-                }
+            if take_work(&mut incoming, &mut waiting).await.is_none() {
+                return;
             }
             tokio::time::sleep(SYNC_INTERVAL).await;
-            while let Ok(record) = incoming.try_recv() {
-                waiting.push(record);
-            }
+            take_queued(&mut incoming, &mut waiting);
             let groups: BTreeSet<ShardGroupId> = waiting.iter().flat_map(|r| r.participants.iter().copied()).collect();
             let syncs = groups.into_iter().map(|g| {
                 let shards = shards.clone();
