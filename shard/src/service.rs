@@ -97,7 +97,7 @@ impl pb::shard_server::Shard for ShardService {
             prepared_transactions: prepared as u64,
             locks_held: self.participant.locks_held() as u64,
             wal_syncs: self.participant.engine().wal_syncs(),
-            synced_writes: self.participant.engine().syncs(),
+            synced_writes: self.participant.synced_writes(),
         }))
     }
 }

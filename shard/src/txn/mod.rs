@@ -83,13 +83,23 @@ pub struct Participant {
     /// Recently aborted transactions, so late requests are refused.
     aborted: Mutex<HashMap<String, Instant>>,
     limits: TxnLimits,
+    /// Writes that asked for durability (prepares, one-phase commits, ...),
+    /// before group commit merges them.
+    synced_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Participant {
     /// Opens the participant and reloads every prepared transaction with its locks.
     pub fn open(engine: Arc<dyn Engine>, limits: TxnLimits) -> Result<Participant> {
-        let participant =
-            Participant { engine, group: std::sync::OnceLock::new(), locks: LockTable::default(), txns: Mutex::default(), aborted: Mutex::default(), limits };
+        let participant = Participant {
+            engine,
+            group: std::sync::OnceLock::new(),
+            locks: LockTable::default(),
+            txns: Mutex::default(),
+            aborted: Mutex::default(),
+            limits,
+            synced_writes: Default::default(),
+        };
         participant.recover()?;
         Ok(participant)
     }
@@ -374,7 +384,13 @@ impl Participant {
         Ok(())
     }
 
+    /// Synced writes requested since the participant opened.
+    pub fn synced_writes(&self) -> u64 {
+        self.synced_writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn apply(&self, writes: Vec<Write>) -> Result<()> {
+        self.synced_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(group) = self.group.get() {
             return Ok(group.apply(writes).await?);
         }
