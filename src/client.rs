@@ -27,6 +27,17 @@ pub struct Client {
     inner: TesseraClient<Channel>,
     address: String,
     session_id: String,
+    protocol: Option<Protocol>,
+}
+
+/// How a multi-shard write commits. See `docs/architecture/sagas.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Two-phase commit: atomic and isolated; blocks while a shard is down.
+    TwoPhaseCommit,
+    /// A saga: one local commit per shard group, undone by compensations
+    /// if a later step fails. Not isolated: others see partial progress.
+    Saga,
 }
 
 /// A column of a result set.
@@ -54,6 +65,9 @@ pub struct ClientError {
     /// The PostgreSQL SQLSTATE, when the coordinator sent one.
     pub sqlstate: Option<String>,
     pub message: String,
+    /// The saga that failed, rolled back or was parked, when the failed
+    /// statement ran as a saga; `Client::saga` shows its timeline.
+    pub saga_id: Option<String>,
 }
 
 impl ClientError {
@@ -82,7 +96,8 @@ impl From<tonic::Status> for ClientError {
             tonic::Code::DeadlineExceeded if sqlstate.is_none() => "coordinator did not answer in time".to_string(),
             _ => status.message().to_string(),
         };
-        ClientError { sqlstate, message }
+        let saga_id = status.metadata().get(tessera_proto::SAGA_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
+        ClientError { sqlstate, message, saga_id }
     }
 }
 
@@ -90,13 +105,15 @@ impl Client {
     /// Connects to the coordinator at `address` (`host:port` or a URL).
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
         let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-        let endpoint = Endpoint::from_shared(url).map_err(|e| ClientError { sqlstate: None, message: format!("invalid address \"{address}\": {e}") })?;
+        let endpoint =
+            Endpoint::from_shared(url).map_err(|e| ClientError { sqlstate: None, message: format!("invalid address \"{address}\": {e}"), saga_id: None })?;
         let channel = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect().await.map_err(|e| ClientError {
             sqlstate: Some("08001".into()),
             message: format!("cannot connect to coordinator at {address}: {}", source_chain(&e)),
+            saga_id: None,
         })?;
         let inner = TesseraClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { inner, address: address.to_string(), session_id: uuid::Uuid::new_v4().to_string() })
+        Ok(Client { inner, address: address.to_string(), session_id: uuid::Uuid::new_v4().to_string(), protocol: None })
     }
 
     /// The address this client connected to.
@@ -104,9 +121,28 @@ impl Client {
         &self.address
     }
 
+    /// Makes this client's transactions (and autocommit writes) run with
+    /// `protocol`, overriding the session's `transaction_protocol` setting;
+    /// `None` goes back to the session setting (2PC unless changed with
+    /// `SET transaction_protocol`).
+    pub fn set_protocol(&mut self, protocol: Option<Protocol>) {
+        self.protocol = protocol;
+    }
+
+    /// The protocol set with [`Client::set_protocol`].
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
     /// Runs one or more `;`-separated statements and returns one result each.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<StatementResult>, ClientError> {
-        let response = self.inner.execute(pb::ExecuteRequest { sql: sql.to_string(), session_id: self.session_id.clone() }).await?;
+        let protocol = match self.protocol {
+            None => pb::Protocol::Unspecified,
+            Some(Protocol::TwoPhaseCommit) => pb::Protocol::TwoPhaseCommit,
+            Some(Protocol::Saga) => pb::Protocol::Saga,
+        };
+        let request = pb::ExecuteRequest { sql: sql.to_string(), session_id: self.session_id.clone(), protocol: protocol as i32 };
+        let response = self.inner.execute(request).await?;
         Ok(response.into_inner().results.into_iter().map(statement_from_pb).collect())
     }
 
@@ -133,6 +169,37 @@ impl Client {
     /// Shard groups, their counters, and the coordinator's commit counters.
     pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusResponse, ClientError> {
         Ok(self.inner.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
+    }
+
+    /// Runs `body` (`;`-separated writes) as one saga: BEGIN ... COMMIT with
+    /// the saga protocol. A failure rolls the saga back with compensations
+    /// and the error carries its id ([`ClientError::saga_id`]).
+    pub async fn saga(&mut self, body: &str) -> Result<Vec<StatementResult>, ClientError> {
+        let previous = self.protocol.replace(Protocol::Saga);
+        let outcome = self.execute(&format!("BEGIN; {body}; COMMIT")).await;
+        if outcome.is_err() {
+            let _ = self.execute("ROLLBACK").await;
+        }
+        self.protocol = previous;
+        outcome
+    }
+
+    /// The sagas the coordinator remembers: unfinished ones and recent
+    /// finished ones, oldest first.
+    pub async fn sagas(&mut self) -> Result<Vec<pb::Saga>, ClientError> {
+        Ok(self.inner.list_sagas(pb::ListSagasRequest {}).await?.into_inner().sagas)
+    }
+
+    /// One saga with its timeline of steps and compensations.
+    pub async fn saga_status(&mut self, saga_id: &str) -> Result<pb::Saga, ClientError> {
+        Ok(self.inner.get_saga(pb::GetSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
+    }
+
+    /// Resumes a saga parked as needs_operator (after the operator fixed
+    /// what made its compensation fail): retries its compensations with a
+    /// fresh budget and returns the saga as it ended.
+    pub async fn resume_saga(&mut self, saga_id: &str) -> Result<pb::Saga, ClientError> {
+        Ok(self.inner.resume_saga(pb::ResumeSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
     }
 
     /// Transactions in flight and in doubt.

@@ -106,6 +106,14 @@ enum BenchCommand {
         /// Fraction of transfers between different shard groups (0.0 to 1.0).
         #[arg(long, default_value_t = 1.0)]
         cross_shard: f64,
+        /// How transfers commit: 2pc, saga, or both (2pc, then saga on the
+        /// same cluster, with the p50 ratio).
+        #[arg(long, default_value = "2pc", value_parser = ["2pc", "saga", "both"])]
+        protocol: String,
+        /// Saga runs: fraction of transfers sent to a missing account, so
+        /// their credit step fails and the debit is compensated.
+        #[arg(long, default_value_t = 0.02)]
+        failing: f64,
     },
 }
 
@@ -300,9 +308,9 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     if run.clients == 0 || run.duration == 0 {
         anyhow::bail!("--clients and --duration must be positive");
     }
-    if let BenchCommand::Bank { accounts, cross_shard, .. } = &workload {
-        if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) {
-            anyhow::bail!("--accounts must be at least 2 and --cross-shard between 0 and 1");
+    if let BenchCommand::Bank { accounts, cross_shard, failing, .. } = &workload {
+        if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) || !(0.0..=1.0).contains(failing) {
+            anyhow::bail!("--accounts must be at least 2, and --cross-shard and --failing between 0 and 1");
         }
     }
     let (clients, duration) = (run.clients, Duration::from_secs(run.duration));
@@ -312,9 +320,29 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
             let reports = tessera::bench::kv::run(&address, &tessera::bench::kv::KvOptions { clients, duration }).await?;
             reports.iter().all(|r| r.ops > 0)
         }
-        BenchCommand::Bank { accounts, cross_shard, .. } => {
-            let options = tessera::bench::bank::BankOptions { clients, duration, accounts: *accounts, cross_shard: *cross_shard };
-            tessera::bench::bank::run(&address, &options).await?
+        BenchCommand::Bank { accounts, cross_shard, protocol, failing, .. } => {
+            use tessera::client::Protocol;
+            let protocols = match protocol.as_str() {
+                "saga" => vec![Protocol::Saga],
+                "both" => vec![Protocol::TwoPhaseCommit, Protocol::Saga],
+                _ => vec![Protocol::TwoPhaseCommit],
+            };
+            let mut reports = Vec::new();
+            for protocol in protocols {
+                let options =
+                    tessera::bench::bank::BankOptions { clients, duration, accounts: *accounts, cross_shard: *cross_shard, protocol, failing: *failing };
+                reports.push(tessera::bench::bank::run(&address, &options).await?);
+                println!();
+            }
+            if let [two_phase, saga] = reports.as_slice() {
+                println!(
+                    "cross-shard p50: 2pc {:.2} ms, saga {:.2} ms; saga / 2pc = {:.2}",
+                    two_phase.cross_p50_us as f64 / 1000.0,
+                    saga.cross_p50_us as f64 / 1000.0,
+                    saga.cross_p50_us as f64 / two_phase.cross_p50_us.max(1) as f64
+                );
+            }
+            reports.iter().all(|r| r.invariant_holds)
         }
     };
     if let Some(c) = cluster {

@@ -32,6 +32,15 @@ pub struct CoordinatorConfig {
     /// How long a COMMIT decision may wait for concurrent decisions to share
     /// one fsync of the decision log (only while others are preparing).
     pub decision_log_window_us: u64,
+    /// Attempts of a saga step that fails for a passing reason (lock
+    /// conflict, unreachable shard) before the saga rolls back.
+    pub saga_step_attempts: u32,
+    /// Attempts of a compensation before the saga is parked for an operator.
+    pub saga_compensation_attempts: u32,
+    /// First retry delay of saga steps and compensations; doubles per
+    /// attempt (with jitter) up to `saga_backoff_max_ms`.
+    pub saga_backoff_base_ms: u64,
+    pub saga_backoff_max_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -44,6 +53,10 @@ impl Default for CoordinatorConfig {
             connect_timeout_ms: 1_000,
             advertise: None,
             decision_log_window_us: 1_000,
+            saga_step_attempts: 5,
+            saga_compensation_attempts: 8,
+            saga_backoff_base_ms: 50,
+            saga_backoff_max_ms: 2_000,
         }
     }
 }
@@ -70,6 +83,9 @@ impl CoordinatorConfig {
                 return Err(format!("coordinator config: shard group {} has no address", g.id));
             }
         }
+        if self.saga_step_attempts == 0 || self.saga_compensation_attempts == 0 {
+            return Err("coordinator config: saga_step_attempts and saga_compensation_attempts must be at least 1".into());
+        }
         if self.rpc_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err("coordinator config: rpc_timeout_ms and connect_timeout_ms must be positive".into());
         }
@@ -78,6 +94,16 @@ impl CoordinatorConfig {
 
     pub fn decision_log_window(&self) -> Duration {
         Duration::from_micros(self.decision_log_window_us)
+    }
+
+    pub fn saga(&self) -> crate::saga::SagaConfig {
+        crate::saga::SagaConfig {
+            step_attempts: self.saga_step_attempts,
+            compensation_attempts: self.saga_compensation_attempts,
+            backoff_base: Duration::from_millis(self.saga_backoff_base_ms),
+            backoff_max: Duration::from_millis(self.saga_backoff_max_ms.max(self.saga_backoff_base_ms)),
+            ..Default::default()
+        }
     }
 
     pub fn rpc_timeout(&self) -> Duration {

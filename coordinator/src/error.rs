@@ -1,7 +1,7 @@
 //! The coordinator's errors. SQLSTATE codes and gRPC status codes are
 //! assigned here and nowhere else.
 
-use tessera_proto::SQLSTATE_METADATA_KEY;
+use tessera_proto::{SAGA_METADATA_KEY, SQLSTATE_METADATA_KEY};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CoordError {
@@ -52,6 +52,19 @@ pub enum CoordError {
     /// A statement that may not run inside a transaction block.
     #[error("{0} cannot run inside a transaction block")]
     NotInTransaction(String),
+    /// A row a saga statement names by primary key is missing or fails the
+    /// statement's condition.
+    #[error("{0}")]
+    NoData(String),
+    /// A saga step that arrived after its compensation and was refused.
+    #[error("{0}")]
+    Fenced(String),
+    /// A saga that did not commit: rolled back by its compensations, or
+    /// parked for an operator when a compensation kept failing.
+    #[error("{message}")]
+    /// `cause` is the SQLSTATE of the step failure that rolled a saga back
+    /// (a CHECK violation stays 23514, so clients can tell it apart).
+    Saga { saga_id: String, message: String, parked: bool, cause: Option<&'static str> },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -99,8 +112,22 @@ impl CoordError {
             CoordError::TxnAborted(_) => "40003",
             CoordError::InFailedTransaction => "25P02",
             CoordError::NotInTransaction(_) => "25001",
+            CoordError::NoData(_) => "P0002",
+            CoordError::Fenced(_) => "40000",
+            CoordError::Saga { parked: false, cause, .. } => cause.unwrap_or("40000"),
+            CoordError::Saga { parked: true, .. } => "55000",
             CoordError::Internal(_) => "XX000",
         }
+    }
+
+    /// The static form of a SQLSTATE this coordinator sends (as kept in a
+    /// saga record); `None` for anything else.
+    pub fn known_sqlstate(code: &str) -> Option<&'static str> {
+        const KNOWN: &[&str] = &[
+            "08006", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001", "40003",
+            "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "55000", "P0002", "XX000",
+        ];
+        KNOWN.iter().copied().find(|k| *k == code)
     }
 
     fn grpc_code(&self) -> tonic::Code {
@@ -113,6 +140,10 @@ impl CoordError {
             CoordError::Serialization(_) | CoordError::TxnAborted(_) => tonic::Code::Aborted,
             CoordError::ShardUnavailable(_) => tonic::Code::Unavailable,
             CoordError::InFailedTransaction | CoordError::NotInTransaction(_) => tonic::Code::FailedPrecondition,
+            CoordError::NoData(_) => tonic::Code::NotFound,
+            CoordError::Fenced(_) => tonic::Code::Aborted,
+            CoordError::Saga { parked: false, .. } => tonic::Code::Aborted,
+            CoordError::Saga { parked: true, .. } => tonic::Code::FailedPrecondition,
             CoordError::Internal(_) => tonic::Code::Internal,
         }
     }
@@ -122,6 +153,11 @@ impl From<CoordError> for tonic::Status {
     fn from(e: CoordError) -> tonic::Status {
         let mut status = tonic::Status::new(e.grpc_code(), e.to_string());
         status.metadata_mut().insert(SQLSTATE_METADATA_KEY, e.sqlstate().parse().expect("ASCII SQLSTATE"));
+        if let CoordError::Saga { saga_id, .. } = &e {
+            if let Ok(value) = saga_id.parse() {
+                status.metadata_mut().insert(SAGA_METADATA_KEY, value);
+            }
+        }
         status
     }
 }

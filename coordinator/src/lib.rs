@@ -5,6 +5,8 @@
 //! - [`txn`]: transactions: one-phase and two-phase commit, the durable
 //!   decision log with group commit, redelivery of decisions, outcomes for
 //!   participants (its module page is the 2PC protocol essay).
+//! - [`saga`]: orchestrated sagas: steps, compensations, the saga log,
+//!   recovery and parking.
 //! - [`session`]: client sessions and their open transactions.
 //! - [`catalog`]: tables and the shard map, durable in the coordinator's RocksDB.
 //! - [`routing`]: range partitioning and the consistent-hash ring.
@@ -18,6 +20,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod routing;
+pub mod saga;
 pub mod server;
 pub mod service;
 pub mod session;

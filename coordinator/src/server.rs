@@ -3,12 +3,14 @@
 
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
+use crate::saga::Sagas;
 use crate::service::{ResolverService, TesseraService};
 use crate::session::Sessions;
 use crate::shards::ShardPool;
 use crate::sql::Engine;
-use crate::txn::TxnManager;
+use crate::txn::{Journal, TxnManager};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_proto::shard::resolver_server::ResolverServer;
@@ -56,8 +58,15 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout()).map_err(|e| e.to_string())?);
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
-    let txns = TxnManager::start(shards.clone(), catalog.db(), config.decision_log_window(), advertise).map_err(|e| e.to_string())?;
-    let engine = Arc::new(Engine::new(catalog, shards, txns));
+    // One journal for 2PC decisions and the saga log; its group commit
+    // waits for callers counted in `in_flight` (preparing transactions and
+    // running sagas).
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let gauge = in_flight.clone();
+    let journal = Arc::new(Journal::start(catalog.db(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
+    let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
+    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal, in_flight, advertise, config.saga()).map_err(|e| e.to_string())?;
+    let engine = Arc::new(Engine::new(catalog, shards, txns, sagas));
     let sessions = Arc::new(Sessions::default());
     let (shutdown, mut signal) = watch::channel(false);
     let reaper = spawn_session_reaper(sessions.clone(), engine.clone(), shutdown.subscribe());

@@ -2,6 +2,7 @@
 //! `tessera.shard.v1.Resolver` that participants ask about outcomes. Requests
 //! and results are converted between protobuf and domain types here.
 
+use crate::saga::{Protocol, SagaRecord};
 use crate::session::{Session, Sessions};
 use crate::sql::{Engine, QueryResult};
 use crate::txn::Outcome;
@@ -63,16 +64,22 @@ impl pb::tessera_server::Tessera for TesseraService {
         // the coordinator still lists as in progress).
         let engine = self.engine.clone();
         let session = (!request.session_id.is_empty()).then(|| self.sessions.get(&request.session_id));
+        let protocol = match pb::Protocol::try_from(request.protocol) {
+            Ok(pb::Protocol::Unspecified) => None,
+            Ok(pb::Protocol::TwoPhaseCommit) => Some(Protocol::TwoPhase),
+            Ok(pb::Protocol::Saga) => Some(Protocol::Saga),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown transaction protocol {}", request.protocol))),
+        };
         let task = tokio::spawn(async move {
             match session {
                 Some(shared) => {
                     let mut session = shared.lock_owned().await;
-                    engine.execute(&mut session, &request.sql).await
+                    engine.execute_with(&mut session, &request.sql, protocol).await
                 }
                 None => {
                     // No session: a transaction must end within this call.
                     let mut session = Session::default();
-                    let results = engine.execute(&mut session, &request.sql).await;
+                    let results = engine.execute_with(&mut session, &request.sql, protocol).await;
                     if let Some(txn) = session.txn.take() {
                         engine.txns().rollback(txn).await;
                     }
@@ -110,7 +117,17 @@ impl pb::tessera_server::Tessera for TesseraService {
         });
         let shard_groups = futures::future::join_all(checks).await;
         let (decision_log_syncs, one_phase_commits, two_phase_commits) = self.engine.txns().stats();
-        Ok(Response::new(pb::ClusterStatusResponse { shard_groups, decision_log_syncs, one_phase_commits, two_phase_commits }))
+        let sagas = self.engine.sagas().stats();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            shard_groups,
+            decision_log_syncs,
+            one_phase_commits,
+            two_phase_commits,
+            sagas_committed: sagas.committed,
+            sagas_rolled_back: sagas.rolled_back,
+            compensations_run: sagas.compensations,
+            sagas_parked: sagas.parked,
+        }))
     }
 
     async fn list_transactions(&self, _request: Request<pb::ListTransactionsRequest>) -> Result<Response<pb::ListTransactionsResponse>, Status> {
@@ -127,6 +144,55 @@ impl pb::tessera_server::Tessera for TesseraService {
             })
             .collect();
         Ok(Response::new(pb::ListTransactionsResponse { transactions }))
+    }
+
+    async fn list_sagas(&self, _request: Request<pb::ListSagasRequest>) -> Result<Response<pb::ListSagasResponse>, Status> {
+        Ok(Response::new(pb::ListSagasResponse { sagas: self.engine.sagas().list().iter().map(saga_to_pb).collect() }))
+    }
+
+    async fn get_saga(&self, request: Request<pb::GetSagaRequest>) -> Result<Response<pb::Saga>, Status> {
+        Ok(Response::new(saga_to_pb(&self.engine.sagas().get(&request.into_inner().saga_id)?)))
+    }
+
+    async fn resume_saga(&self, request: Request<pb::ResumeSagaRequest>) -> Result<Response<pb::Saga>, Status> {
+        let sagas = self.engine.sagas().clone();
+        let id = request.into_inner().saga_id;
+        // In a task of its own: the compensations go on if the caller leaves.
+        let record = tokio::spawn(async move { sagas.resume(&id).await }).await.map_err(|e| Status::internal(format!("saga task failed: {e}")))??;
+        Ok(Response::new(saga_to_pb(&record)))
+    }
+}
+
+fn saga_to_pb(r: &SagaRecord) -> pb::Saga {
+    pb::Saga {
+        saga_id: r.id.clone(),
+        state: r.state.name().into(),
+        reason: r.reason.clone().unwrap_or_default(),
+        statements: r.statements.iter().map(|s| s.sql.clone()).collect(),
+        started_us: r.started_us,
+        finished_us: r.finished_us.unwrap_or(0),
+        steps: r
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(n, s)| pb::SagaStep {
+                number: n as u32 + 1,
+                statement: s.statement as u32 + 1,
+                shard_group: s.group,
+                state: s.state.name().into(),
+                rows: s.rows,
+                attempts: s.attempts,
+                started_us: s.started_us.unwrap_or(0),
+                finished_us: s.finished_us.unwrap_or(0),
+                error: s.error.clone().unwrap_or_default(),
+                compensation: s.compensation.clone(),
+                compensation_state: s.comp_state.name().into(),
+                compensation_attempts: s.comp_attempts,
+                compensation_started_us: s.comp_started_us.unwrap_or(0),
+                compensation_finished_us: s.comp_finished_us.unwrap_or(0),
+                compensation_error: s.comp_error.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Client sessions: what persists between the calls of one client, which is
 //! the open transaction. Statements of a session run one at a time.
 
+use crate::saga::plan::StatementPlan;
+use crate::saga::{Protocol, SagaStatement};
 use crate::txn::{Txn, TxnManager};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,12 +17,25 @@ pub const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Session {
     /// The transaction opened by BEGIN, if any.
     pub txn: Option<Txn>,
+    /// The saga opened by BEGIN under the saga protocol, if any.
+    pub saga: Option<SagaDraft>,
+    /// `SET transaction_protocol`: how multi-group transactions commit.
+    pub protocol: Protocol,
     last_used: Instant,
+}
+
+/// A saga being written: its statements run at COMMIT.
+#[derive(Default)]
+pub struct SagaDraft {
+    pub statements: Vec<SagaStatement>,
+    pub plans: Vec<StatementPlan>,
+    /// A statement failed: COMMIT rolls back (as in PostgreSQL).
+    pub failed: bool,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Session { txn: None, last_used: Instant::now() }
+        Session { txn: None, saga: None, protocol: Protocol::default(), last_used: Instant::now() }
     }
 }
 
@@ -56,7 +71,11 @@ impl Sessions {
                     txns.rollback(txn).await;
                 }
             }
-            if session.txn.is_none() && idle >= IDLE_SESSION_TIMEOUT {
+            if session.saga.is_some() && idle >= IDLE_TRANSACTION_TIMEOUT {
+                tracing::info!(session = %id, "dropping the unfinished saga of an idle session (none of it ran)");
+                session.saga = None;
+            }
+            if session.txn.is_none() && session.saga.is_none() && idle >= IDLE_SESSION_TIMEOUT {
                 self.map.lock().unwrap().remove(&id);
             }
         }

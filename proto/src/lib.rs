@@ -19,3 +19,6 @@ pub mod shard {
 
 /// Metadata key carrying the SQLSTATE of a failed call.
 pub const SQLSTATE_METADATA_KEY: &str = "x-tessera-sqlstate";
+
+/// Metadata key carrying the id of a saga that rolled back or was parked.
+pub const SAGA_METADATA_KEY: &str = "x-tessera-saga-id";

@@ -1,23 +1,93 @@
-//! Failpoints for crash tests: named places in a protocol where a process
-//! can be made to stop, so a test can SIGKILL it at exactly that moment.
+//! Failpoints for crash and fault tests: named places in a protocol where a
+//! process can be made to stop, or an operation made to fail, so a test can
+//! SIGKILL it at exactly that moment or watch the retries.
 //!
-//! `TESSERA_FAILPOINTS=name1,name2` arms failpoints for the process. An armed
-//! failpoint prints `failpoint <name> reached` on stderr and then blocks the
-//! task forever. Unarmed failpoints cost one lookup in a set read once.
+//! `TESSERA_FAILPOINTS=name1,name2=error*3` arms failpoints for the process:
+//! - `name`: [`hit`] prints `failpoint <name> reached` on stderr and then
+//!   blocks the task forever;
+//! - `name=error`: [`fail`] returns an error every time;
+//! - `name=error*N`: [`fail`] returns an error the first N times.
+//!
+//! Unarmed failpoints cost one lookup in a map read once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-fn armed() -> &'static HashSet<String> {
-    static ARMED: OnceLock<HashSet<String>> = OnceLock::new();
-    ARMED.get_or_init(|| std::env::var("TESSERA_FAILPOINTS").unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+enum Mode {
+    Block,
+    /// Fail this many more times (`u64::MAX`: always).
+    Error(AtomicU64),
 }
 
-/// Stops here forever if `name` is armed.
+fn armed() -> &'static HashMap<String, Mode> {
+    static ARMED: OnceLock<HashMap<String, Mode>> = OnceLock::new();
+    ARMED.get_or_init(|| parse(&std::env::var("TESSERA_FAILPOINTS").unwrap_or_default()))
+}
+
+fn parse(spec: &str) -> HashMap<String, Mode> {
+    let mut map = HashMap::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, mode) = match item.split_once('=') {
+            None => (item, Mode::Block),
+            Some((name, "error")) => (name, Mode::Error(AtomicU64::new(u64::MAX))),
+            Some((name, action)) => match action.strip_prefix("error*").and_then(|n| n.parse().ok()) {
+                Some(n) => (name, Mode::Error(AtomicU64::new(n))),
+                None => {
+                    eprintln!("failpoint {name}: unknown action \"{action}\" (use error or error*N); ignored");
+                    continue;
+                }
+            },
+        };
+        map.insert(name.trim().to_string(), mode);
+    }
+    map
+}
+
+/// Stops here forever if `name` is armed to block.
 pub async fn hit(name: &str) {
-    if armed().contains(name) {
+    if let Some(Mode::Block) = armed().get(name) {
         eprintln!("failpoint {name} reached");
         tracing::warn!(failpoint = name, "failpoint reached; blocking");
         std::future::pending::<()>().await;
+    }
+}
+
+/// An injected failure if `name` is armed to fail (and has failures left).
+pub fn fail(name: &str) -> Result<(), String> {
+    fail_in(armed(), name)
+}
+
+fn fail_in(map: &HashMap<String, Mode>, name: &str) -> Result<(), String> {
+    let Some(Mode::Error(left)) = map.get(name) else { return Ok(()) };
+    let taken = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| match n {
+        0 => None,
+        u64::MAX => Some(u64::MAX),
+        n => Some(n - 1),
+    });
+    match taken {
+        Ok(_) => {
+            eprintln!("failpoint {name} failed an operation");
+            Err(format!("injected failure at failpoint {name}"))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_failures_run_out() {
+        let map = parse("a=error*2, b=error, c, d=explode");
+        assert!(fail_in(&map, "a").is_err());
+        assert!(fail_in(&map, "a").is_err());
+        assert!(fail_in(&map, "a").is_ok());
+        for _ in 0..5 {
+            assert!(fail_in(&map, "b").is_err());
+        }
+        assert!(fail_in(&map, "c").is_ok(), "a blocking failpoint does not fail");
+        assert!(!map.contains_key("d"));
     }
 }

@@ -2,9 +2,14 @@
 //! the same) shard groups, from concurrent clients, each transfer one
 //! transaction. Ends by checking the bank invariant: the total is unchanged
 //! and no balance is negative.
+//!
+//! With `--protocol saga` each transfer is a saga (debit step, then credit
+//! step), and a fraction of them (`--failing`) credit an account that does
+//! not exist: their credit step fails and the debit is compensated, so the
+//! invariant also checks that every compensation ran.
 
 use super::{histogram, per_second, percentiles};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Protocol};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +23,16 @@ pub struct BankOptions {
     pub accounts: u64,
     /// Fraction of transfers between accounts on different shard groups.
     pub cross_shard: f64,
+    pub protocol: Protocol,
+    /// Saga protocol only: fraction of transfers to a missing account.
+    pub failing: f64,
+}
+
+/// What a run measured, for comparing protocols run one after the other.
+pub struct BankReport {
+    pub invariant_holds: bool,
+    /// p50 latency of committed cross-shard transfers, microseconds.
+    pub cross_p50_us: u64,
 }
 
 const INITIAL_BALANCE: i64 = 1_000;
@@ -29,6 +44,8 @@ struct Counters {
     commits: AtomicU64,
     retries: AtomicU64,
     refused: AtomicU64,
+    /// Sagas rolled back because a step failed (the missing-account ones).
+    rolled_back: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -40,27 +57,34 @@ struct WorkerResult {
 
 /// Runs the workload against the coordinator at `address`; returns false if
 /// the invariant does not hold.
-pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<bool> {
+pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<BankReport> {
     let mut admin = Client::connect(address).await?;
     let groups = admin.cluster_status().await?.shard_groups.len().max(1) as u64;
     let per_group = (options.accounts / groups).max(2);
     let accounts = per_group * groups;
     setup(&mut admin, groups, per_group).await?;
     println!(
-        "bench bank: {accounts} accounts over {groups} shard groups, {} clients, {:?}, {:.0}% cross-shard transfers, coordinator {address}",
+        "bench bank ({}): {accounts} accounts over {groups} shard groups, {} clients, {:?}, {:.0}% cross-shard transfers{}, coordinator {address}",
+        protocol_name(options.protocol),
         options.clients,
         options.duration,
-        options.cross_shard * 100.0
+        options.cross_shard * 100.0,
+        match options.protocol {
+            Protocol::Saga => format!(", {:.1}% to a missing account", options.failing * 100.0),
+            Protocol::TwoPhaseCommit => String::new(),
+        }
     );
     let before = admin.cluster_status().await?;
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
     let mut workers = Vec::new();
+    let shape = Shape { groups, per_group, cross_shard: options.cross_shard, failing: if options.protocol == Protocol::Saga { options.failing } else { 0.0 } };
     for _ in 0..options.clients {
-        let client = Client::connect(address).await?;
-        let (counters, cross) = (counters.clone(), options.cross_shard);
+        let mut client = Client::connect(address).await?;
+        client.set_protocol(Some(options.protocol));
+        let counters = counters.clone();
         let deadline = start + options.duration;
-        workers.push(tokio::spawn(async move { worker(client, groups, per_group, cross, deadline, counters).await }));
+        workers.push(tokio::spawn(async move { worker(client, shape, deadline, counters).await }));
     }
     let progress = tokio::spawn(progress(counters.clone(), start, options.duration));
     let (mut single, mut cross) = (histogram(), histogram());
@@ -75,7 +99,24 @@ pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<bool> {
     progress.abort();
     let after = admin.cluster_status().await?;
     report(&counters, elapsed, &single, &cross, &before, &after, last_error);
-    check_invariant(&mut admin, accounts).await
+    let invariant_holds = check_invariant(&mut admin, accounts).await?;
+    Ok(BankReport { invariant_holds, cross_p50_us: cross.value_at_quantile(0.5) })
+}
+
+pub fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::TwoPhaseCommit => "2pc",
+        Protocol::Saga => "saga",
+    }
+}
+
+/// How transfers are picked.
+#[derive(Clone, Copy)]
+struct Shape {
+    groups: u64,
+    per_group: u64,
+    cross_shard: f64,
+    failing: f64,
 }
 
 async fn setup(admin: &mut Client, groups: u64, per_group: u64) -> anyhow::Result<()> {
@@ -109,10 +150,14 @@ fn pick(groups: u64, per_group: u64, cross_shard: f64) -> (u64, u64, bool) {
     (from, to, cross)
 }
 
-async fn worker(mut client: Client, groups: u64, per_group: u64, cross_shard: f64, deadline: Instant, counters: Arc<Counters>) -> WorkerResult {
+async fn worker(mut client: Client, shape: Shape, deadline: Instant, counters: Arc<Counters>) -> WorkerResult {
     let mut result = WorkerResult { single: histogram(), cross: histogram(), last_error: None };
     while Instant::now() < deadline {
-        let (from, to, cross) = pick(groups, per_group, cross_shard);
+        let (from, mut to, cross) = pick(shape.groups, shape.per_group, shape.cross_shard);
+        if shape.failing > 0.0 && rand::thread_rng().gen_bool(shape.failing.min(1.0)) {
+            // Past the last account: the credit step finds no row.
+            to = shape.groups * shape.per_group + rand::thread_rng().gen_range(0..1000);
+        }
         let amount = rand::thread_rng().gen_range(1..=MAX_AMOUNT);
         let body =
             format!("UPDATE bench_bank SET balance = balance - {amount} WHERE id = {from}; UPDATE bench_bank SET balance = balance + {amount} WHERE id = {to}");
@@ -125,6 +170,9 @@ async fn worker(mut client: Client, groups: u64, per_group: u64, cross_shard: f6
             }
             Err(e) if e.sqlstate.as_deref() == Some("23514") => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.saga_id.is_some() && e.sqlstate.as_deref() == Some("P0002") => {
+                counters.rolled_back.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -192,9 +240,10 @@ fn report(
         println!("  single-shard {:>7}  {}", single.len(), percentiles(single));
     }
     println!(
-        "retries (40001): {}  refused (insufficient funds): {}  errors: {}",
+        "retries (40001): {}  refused (insufficient funds): {}  rolled back (missing account): {}  errors: {}",
         counters.retries.load(Ordering::Relaxed),
         counters.refused.load(Ordering::Relaxed),
+        counters.rolled_back.load(Ordering::Relaxed),
         counters.errors.load(Ordering::Relaxed)
     );
     if let Some(e) = last_error {
@@ -207,6 +256,15 @@ fn report(
         "commits: {two_phase} two-phase, {one_phase} one-phase; decision-log fsyncs: {log_syncs} ({:.3} per two-phase commit)",
         log_syncs as f64 / two_phase.max(1) as f64
     );
+    let sagas = after.sagas_committed - before.sagas_committed;
+    let rolled_back = after.sagas_rolled_back - before.sagas_rolled_back;
+    if sagas + rolled_back > 0 {
+        println!(
+            "sagas: {sagas} committed, {rolled_back} rolled back, {} compensations run, {} parked for an operator",
+            after.compensations_run - before.compensations_run,
+            after.sagas_parked
+        );
+    }
     let mut total_wal = 0;
     let mut max_wal_rate: f64 = 0.0;
     for (b, a) in before.shard_groups.iter().zip(&after.shard_groups) {
@@ -235,17 +293,19 @@ async fn check_invariant(admin: &mut Client, accounts: u64) -> anyhow::Result<bo
     let expected = accounts as i64 * INITIAL_BALANCE;
     let ok = count == accounts.to_string() && sum == expected.to_string() && min.parse::<i64>().map(|m| m >= 0).unwrap_or(false);
     let mut leftovers = (0, 0);
+    let mut unfinished = 0;
     for _ in 0..50 {
         let status = admin.cluster_status().await?;
         leftovers = status.shard_groups.iter().fold((0, 0), |(p, l), g| (p + g.prepared_transactions, l + g.locks_held));
-        if leftovers == (0, 0) && admin.transactions().await?.is_empty() {
+        unfinished = admin.sagas().await?.iter().filter(|s| !matches!(s.state.as_str(), "committed" | "rolled_back")).count();
+        if leftovers == (0, 0) && unfinished == 0 && admin.transactions().await?.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let clean = leftovers == (0, 0);
+    let clean = leftovers == (0, 0) && unfinished == 0;
     println!(
-        "invariant: {} accounts, sum {sum} (expected {expected}), min balance {min}; prepared transactions left {}, locks left {} => {}",
+        "invariant: {} accounts, sum {sum} (expected {expected}), min balance {min}; prepared transactions left {}, locks left {}, unfinished sagas {unfinished} => {}",
         count,
         leftovers.0,
         leftovers.1,

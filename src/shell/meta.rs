@@ -47,7 +47,21 @@ Transactions
   SQLSTATE 40001        serialization failure (a lock conflict): run the whole
                         transaction again.
   SHOW TRANSACTIONS;    transactions in flight and in doubt, per participant.
-  Statements outside BEGIN are transactions of their own."#;
+  Statements outside BEGIN are transactions of their own.
+
+Sagas (cross-shard writes without 2PC; NOT isolated: others see each step)
+  SET transaction_protocol = 'saga';   (or '2pc', the default; SET LOCAL
+                        after BEGIN switches one transaction)
+  BEGIN; UPDATE ...; UPDATE ...; COMMIT;   writes are queued, checked, and
+                        run at COMMIT as one local commit per shard group;
+                        if a step fails, the finished ones are compensated
+                        in reverse and the timeline is printed.
+  UPDATE ... COMPENSATE WITH UPDATE ...;   give the undo yourself where it
+                        cannot be derived (e.g. SET balance = 0).
+  EXPLAIN <write>;      shows the saga steps and their compensations.
+  SHOW SAGAS;           unfinished, parked and recent sagas.
+  SHOW SAGA <id>;       one saga's timeline of steps and compensations.
+  RESUME SAGA <id>;     retry a saga parked as needs_operator."#;
 
 /// Parses a line that starts with `\`.
 pub(crate) fn parse_meta(line: &str) -> Meta {

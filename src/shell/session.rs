@@ -90,6 +90,9 @@ impl Session {
             Some(Err(error)) => {
                 eprintln!("{error}");
                 self.print_timing(elapsed);
+                if let Some(saga_id) = &error.saga_id {
+                    self.print_saga_timeline(saga_id).await;
+                }
                 self.fail()
             }
             None => {
@@ -107,6 +110,15 @@ impl Session {
         tokio::select! {
             result = self.client.execute(sql) => Some(result),
             _ = interrupted() => None,
+        }
+    }
+
+    /// After a saga failed (rolled back or parked), shows what ran and
+    /// what was undone, as `SHOW SAGA <id>` would.
+    async fn print_saga_timeline(&mut self, saga_id: &str) {
+        match self.client.execute(&format!("SHOW SAGA '{saga_id}'")).await {
+            Ok(results) => print_results(&results),
+            Err(e) => eprintln!("(cannot show the timeline of saga {saga_id}: {})", e.message),
         }
     }
 

@@ -134,6 +134,12 @@ impl TestCluster {
     /// Starts a cluster whose coordinator, or shard group `shard.0`, has
     /// failpoints armed.
     pub fn start_with_failpoints(shards: usize, coordinator: Option<&str>, shard: Option<(usize, &str)>) -> TestCluster {
+        TestCluster::start_configured(shards, coordinator, shard, None)
+    }
+
+    /// Like [`TestCluster::start_with_failpoints`], with extra lines for the
+    /// coordinator's TOML config file (e.g. `saga_compensation_attempts = 3`).
+    pub fn start_configured(shards: usize, coordinator: Option<&str>, shard: Option<(usize, &str)>, coordinator_toml: Option<&str>) -> TestCluster {
         let failpoints = |name: &str| vec![("TESSERA_FAILPOINTS".to_string(), name.to_string())];
         let dir = tempfile::Builder::new().prefix("tessera-test-").tempdir().unwrap();
         let mut nodes = Vec::new();
@@ -147,6 +153,12 @@ impl TestCluster {
             nodes.push(Node::start_with_env(args, "127.0.0.1:0", dir.path().join(format!("shard-{i}.log")), env));
         }
         let mut args = vec!["coordinator".into(), "--data-dir".into(), dir.path().join("coordinator").display().to_string()];
+        if let Some(toml) = coordinator_toml {
+            let path = dir.path().join("coordinator.toml");
+            std::fs::write(&path, toml).unwrap();
+            args.push("--config".into());
+            args.push(path.display().to_string());
+        }
         for (i, n) in nodes.iter().enumerate() {
             args.push("--shard".into());
             args.push(format!("{}={}", i + 1, n.address));

@@ -8,5 +8,6 @@ mod crash;
 mod ddl_dml;
 mod restart;
 mod routing;
+mod sagas;
 mod shell;
 mod transactions;

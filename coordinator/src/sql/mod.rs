@@ -9,6 +9,7 @@
 //! - [`write`]: INSERT, UPDATE, DELETE with one-phase commit.
 //! - [`ddl`]: CREATE/DROP TABLE, SHOW TABLES, DESCRIBE.
 //! - [`explain`]: EXPLAIN output.
+//! - [`saga`]: statements under the saga protocol, SHOW SAGA(S), RESUME SAGA.
 
 pub mod access;
 pub mod aggregate;
@@ -16,12 +17,14 @@ pub mod bind;
 pub mod ddl;
 pub mod explain;
 pub mod read;
+pub mod saga;
 pub mod select;
 pub mod types;
 pub mod write;
 
 use crate::catalog::{Catalog, ShardGroupId};
 use crate::error::{CoordError, Result};
+use crate::saga::{Protocol, Sagas};
 use crate::session::Session;
 use crate::shards::ShardPool;
 use crate::txn::{Txn, TxnManager};
@@ -118,11 +121,16 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     shards: Arc<ShardPool>,
     txns: Arc<TxnManager>,
+    sagas: Arc<Sagas>,
 }
 
 impl Engine {
-    pub fn new(catalog: Arc<Catalog>, shards: Arc<ShardPool>, txns: Arc<TxnManager>) -> Engine {
-        Engine { catalog, shards, txns }
+    pub fn new(catalog: Arc<Catalog>, shards: Arc<ShardPool>, txns: Arc<TxnManager>, sagas: Arc<Sagas>) -> Engine {
+        Engine { catalog, shards, txns, sagas }
+    }
+
+    pub fn sagas(&self) -> &Arc<Sagas> {
+        &self.sagas
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -140,25 +148,48 @@ impl Engine {
     /// Runs every statement of `sql` in order in `session`; stops at the
     /// first error.
     pub async fn execute(&self, session: &mut Session, sql: &str) -> Result<Vec<QueryResult>> {
-        let statements = parse(sql)?;
+        self.execute_with(session, sql, None).await
+    }
+
+    /// Like [`Engine::execute`]; `protocol` overrides the session's
+    /// setting for the transactions these statements begin.
+    pub async fn execute_with(&self, session: &mut Session, sql: &str, protocol: Option<Protocol>) -> Result<Vec<QueryResult>> {
+        if let Some(result) = self.saga_admin(sql).await {
+            return result.map(|r| vec![r]);
+        }
+        let statements = saga::parse_with_compensations(sql)?;
         let mut results = Vec::with_capacity(statements.len());
-        for statement in &statements {
-            results.push(self.execute_statement(session, statement).await?);
+        for (statement, compensation) in &statements {
+            let call = Call { protocol: protocol.unwrap_or(session.protocol), compensation: compensation.as_deref() };
+            results.push(self.execute_statement(session, statement, call).await?);
         }
         Ok(results)
     }
 
     #[tracing::instrument(skip_all, fields(statement = %first_word(statement)))]
-    pub async fn execute_statement(&self, session: &mut Session, statement: &Statement) -> Result<QueryResult> {
-        self.run_statement(session, statement).await.map_err(|e| self.name_duplicate(e))
+    pub async fn execute_statement(&self, session: &mut Session, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
+        self.run_statement(session, statement, call).await.map_err(|e| self.name_duplicate(e))
     }
 
-    async fn run_statement(&self, session: &mut Session, statement: &Statement) -> Result<QueryResult> {
+    async fn run_statement(&self, session: &mut Session, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
         session.touch();
+        if call.compensation.is_some() && !matches!(statement, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Explain { .. }) {
+            return Err(CoordError::Invalid("COMPENSATE WITH may only follow an INSERT, UPDATE or DELETE".into()));
+        }
+        if let Some(result) = self.protocol_statement(session, statement).await {
+            return result;
+        }
+        if session.saga.is_some() {
+            return self.in_saga(session, statement, call).await;
+        }
         match statement {
             Statement::StartTransaction { .. } => {
                 if session.txn.is_none() {
-                    session.txn = Some(self.txns.begin(true));
+                    if call.protocol == Protocol::Saga {
+                        session.saga = Some(Default::default());
+                    } else {
+                        session.txn = Some(self.txns.begin(true));
+                    }
                 }
                 Ok(QueryResult::command("BEGIN"))
             }
@@ -177,6 +208,15 @@ impl Engine {
                 Ok(QueryResult::command("ROLLBACK"))
             }
             Statement::Commit { .. } | Statement::Rollback { .. } => Err(CoordError::Unsupported("AND CHAIN and savepoints".into())),
+            _ if call.compensation.is_some() && !matches!(statement, Statement::Explain { .. }) => Err(CoordError::Invalid(
+                "COMPENSATE WITH applies to statements of a saga; run SET transaction_protocol = 'saga' first (or BEGIN a saga)".into(),
+            )),
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) if session.txn.is_none() && call.protocol == Protocol::Saga => {
+                self.autocommit_saga(statement, call).await
+            }
+            Statement::Explain { statement: inner, analyze: false, .. } if call.protocol == Protocol::Saga && session.txn.is_none() => {
+                self.explain_saga(inner, call.compensation, 0)
+            }
             _ => match session.txn.as_mut() {
                 None => self.autocommit(statement).await,
                 Some(txn) if txn.failed => Err(CoordError::InFailedTransaction),
@@ -217,7 +257,7 @@ impl Engine {
     }
 
     /// A statement inside a transaction (BEGIN ... COMMIT, or its own).
-    async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
+    pub(crate) async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
         match statement {
             Statement::Query(q) => select::execute(&self.shards, &select::plan(&self.catalog, q)?, Some(txn)).await,
             Statement::Insert(i) => {
@@ -287,7 +327,7 @@ impl Engine {
         QueryResult::rows(&[("txn_id", DataType::Text), ("state", DataType::Text), ("participants", DataType::Text), ("age_ms", DataType::BigInt)], rows)
     }
 
-    fn explain(&self, statement: &Statement) -> Result<QueryResult> {
+    pub(crate) fn explain(&self, statement: &Statement) -> Result<QueryResult> {
         match statement {
             Statement::Query(q) => Ok(explain::explain_select(&self.shards, &select::plan(&self.catalog, q)?)),
             Statement::Insert(i) => Ok(explain::explain_insert(&self.shards, &write::plan_insert(&self.catalog, i)?)),
@@ -318,6 +358,15 @@ impl Engine {
     }
 }
 
-fn first_word(statement: &Statement) -> String {
+/// How one statement of a call runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The protocol of a transaction the statement begins.
+    pub protocol: Protocol,
+    /// Its `COMPENSATE WITH` clause.
+    pub compensation: Option<&'a str>,
+}
+
+pub fn first_word(statement: &Statement) -> String {
     statement.to_string().split_whitespace().next().unwrap_or("").to_uppercase()
 }

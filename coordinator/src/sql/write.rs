@@ -49,6 +49,27 @@ pub struct ModifyPlan {
 }
 
 impl ModifyPlan {
+    /// What the statement does to a row it read: `None` when the row fails
+    /// the filter, `Some(None)` to delete it, `Some(Some(new))` to update it
+    /// (validated).
+    pub fn new_row(&self, validator: &RowValidator, values: &[Value]) -> Result<Option<Option<Vec<Value>>>> {
+        if let Some(filter) = &self.filter {
+            if !filter.matches(values)? {
+                return Ok(None);
+            }
+        }
+        match &self.kind {
+            ModifyKind::Delete => Ok(Some(None)),
+            ModifyKind::Update { assignments } => {
+                let mut new = values.to_vec();
+                for (col, expr) in assignments {
+                    new[*col] = expr.eval(values)?;
+                }
+                Ok(Some(Some(validator.validate(new)?)))
+            }
+        }
+    }
+
     pub fn verb(&self) -> &'static str {
         match self.kind {
             ModifyKind::Update { .. } => "UPDATE",
@@ -226,20 +247,10 @@ pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: 
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     let mut count = 0u64;
     for row in fetched {
-        if let Some(filter) = &plan.filter {
-            if !filter.matches(&row.values)? {
-                continue;
-            }
-        }
-        let op = match &plan.kind {
-            ModifyKind::Delete => MutationOp::Delete,
-            ModifyKind::Update { assignments } => {
-                let mut new = row.values.clone();
-                for (col, expr) in assignments {
-                    new[*col] = expr.eval(&row.values)?;
-                }
-                MutationOp::Put(encode_row(&validator.validate(new)?))
-            }
+        let op = match plan.new_row(&validator, &row.values)? {
+            None => continue,
+            Some(None) => MutationOp::Delete,
+            Some(Some(new)) => MutationOp::Put(encode_row(&new)),
         };
         by_group.entry(row.group).or_default().push(Mutation { key: row.key, op });
         count += 1;

@@ -1,5 +1,6 @@
-//! The 2PC decision log: one durable COMMIT record per committed
-//! multi-group transaction, in the coordinator's RocksDB.
+//! The coordinator's journal and the 2PC decision log on it: one durable
+//! COMMIT record per committed multi-group transaction, in the
+//! coordinator's RocksDB. The saga log shares the journal.
 //!
 //! Presumed abort: only COMMIT decisions are logged; no record means abort.
 //! A record is fsynced before the decision is acted on (the commit point) and
@@ -29,15 +30,69 @@ pub struct CommitRecord {
     pub participants: Vec<ShardGroupId>,
 }
 
+/// One write to the journal: a synced put (answered once durable) or an
+/// unsynced delete that rides along with the next synced write.
 enum Request {
-    Commit(CommitRecord, oneshot::Sender<Result<(), String>>),
-    Forget(String),
+    Put(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Delete(String),
 }
 
-pub struct DecisionLog {
+/// The coordinator's durable log, shared by the 2PC decision log and the
+/// saga log: queued puts are merged into one `WriteBatch` and one fsync.
+pub struct Journal {
     db: Arc<DB>,
     queue: mpsc::UnboundedSender<Request>,
     syncs: Arc<AtomicU64>,
+}
+
+impl Journal {
+    /// Starts the writer task, which waits up to `window` for more records
+    /// while `in_flight()` says other callers may be about to write. Must
+    /// run inside a tokio runtime.
+    pub fn start(db: Arc<DB>, window: Duration, in_flight: InFlight) -> Journal {
+        let (queue, requests) = mpsc::unbounded_channel();
+        let syncs = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer(db.clone(), requests, syncs.clone(), window, in_flight));
+        Journal { db, queue, syncs }
+    }
+
+    /// Durably stores `value` under `key`; returns once it is fsynced.
+    pub async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.queue.send(Request::Put(key, value, done)).map_err(|_| "coordinator log writer stopped".to_string())?;
+        wait.await.map_err(|_| "coordinator log writer stopped".to_string())?
+    }
+
+    /// Deletes `key` without waiting; durable with the next synced put.
+    pub fn delete(&self, key: String) {
+        let _ = self.queue.send(Request::Delete(key));
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.db.get(key).map_err(|e| e.to_string())
+    }
+
+    /// Every (key, value) under `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(prefix.as_bytes()) {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// fsyncs performed since the journal started.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+}
+
+pub struct DecisionLog {
+    journal: Arc<Journal>,
 }
 
 fn key(txn_id: &str) -> String {
@@ -45,57 +100,46 @@ fn key(txn_id: &str) -> String {
 }
 
 impl DecisionLog {
-    /// Starts the writer task. Must run inside a tokio runtime.
+    /// A decision log with a journal of its own, without a window.
     pub fn new(db: Arc<DB>) -> DecisionLog {
-        DecisionLog::with_window(db, Duration::ZERO, Arc::new(|| 0))
+        DecisionLog::on(Arc::new(Journal::start(db, Duration::ZERO, Arc::new(|| 0))))
     }
 
-    /// A log whose writer waits up to `window` for more decisions while
-    /// `in_flight()` says other transactions may be about to decide.
-    pub fn with_window(db: Arc<DB>, window: Duration, in_flight: InFlight) -> DecisionLog {
-        let (queue, requests) = mpsc::unbounded_channel();
-        let syncs = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer(db.clone(), requests, syncs.clone(), window, in_flight));
-        DecisionLog { db, queue, syncs }
+    pub fn on(journal: Arc<Journal>) -> DecisionLog {
+        DecisionLog { journal }
     }
 
     /// Durably records a COMMIT decision; returns once it is fsynced.
     pub async fn log_commit(&self, record: CommitRecord) -> Result<(), String> {
-        let (done, wait) = oneshot::channel();
-        self.queue.send(Request::Commit(record, done)).map_err(|_| "decision log writer stopped".to_string())?;
-        wait.await.map_err(|_| "decision log writer stopped".to_string())?
+        self.journal.put(key(&record.txn_id), serde_json::to_vec(&record).expect("records serialize")).await
     }
 
     /// Drops a record whose commit every participant acknowledged.
     pub fn forget(&self, txn_id: &str) {
-        let _ = self.queue.send(Request::Forget(txn_id.to_string()));
+        self.journal.delete(key(txn_id));
     }
 
     /// True when a COMMIT decision is logged for the transaction.
     pub fn is_committed(&self, txn_id: &str) -> Result<bool, String> {
-        Ok(self.db.get(key(txn_id)).map_err(|e| e.to_string())?.is_some())
+        Ok(self.journal.get(&key(txn_id))?.is_some())
     }
 
     /// Every logged decision not yet forgotten (read at startup).
     pub fn pending(&self) -> Result<Vec<CommitRecord>, String> {
-        let mut records = Vec::new();
-        for item in self.db.prefix_iterator(PREFIX.as_bytes()) {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            if !k.starts_with(PREFIX.as_bytes()) {
-                break;
-            }
-            records.push(serde_json::from_slice(&v).map_err(|e| format!("corrupt decision record {}: {e}", String::from_utf8_lossy(&k)))?);
-        }
-        Ok(records)
+        self.journal
+            .scan_prefix(PREFIX)?
+            .into_iter()
+            .map(|(k, v)| serde_json::from_slice(&v).map_err(|e| format!("corrupt decision record {k}: {e}")))
+            .collect()
     }
 
-    /// fsyncs performed by the log since it started.
+    /// fsyncs of the shared journal since it started.
     pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::Relaxed)
+        self.journal.syncs()
     }
 }
 
-/// How many transactions may be about to log a decision.
+/// How many callers may be about to write.
 pub type InFlight = Arc<dyn Fn() -> usize + Send + Sync>;
 
 async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syncs: Arc<AtomicU64>, window: Duration, in_flight: InFlight) {
@@ -105,11 +149,11 @@ async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syn
         let mut waiters = Vec::new();
         for request in batch {
             match request {
-                Request::Commit(record, done) => {
-                    write.put(key(&record.txn_id), serde_json::to_vec(&record).expect("records serialize"));
+                Request::Put(key, value, done) => {
+                    write.put(key, value);
                     waiters.push(done);
                 }
-                Request::Forget(id) => write.delete(key(&id)),
+                Request::Delete(key) => write.delete(key),
             }
         }
         let sync = !waiters.is_empty();
@@ -117,10 +161,10 @@ async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syn
         let outcome = tokio::task::spawn_blocking(move || {
             let mut options = WriteOptions::default();
             options.set_sync(sync);
-            db.write_opt(write, &options).map_err(|e| format!("decision log write failed: {e}"))
+            db.write_opt(write, &options).map_err(|e| format!("coordinator log write failed: {e}"))
         })
         .await
-        .unwrap_or_else(|e| Err(format!("decision log write task failed: {e}")));
+        .unwrap_or_else(|e| Err(format!("coordinator log write task failed: {e}")));
         if sync {
             syncs.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,7 +1,7 @@
 //! The transaction manager: begins transactions, sends their writes, and
 //! commits them in one phase or two (see the module page for the protocol).
 
-use super::log::{CommitRecord, DecisionLog};
+use super::log::{CommitRecord, DecisionLog, Journal};
 use super::{redrive, Txn};
 use crate::catalog::ShardGroupId;
 use crate::error::{CoordError, Result};
@@ -55,13 +55,12 @@ pub struct TxnManager {
 }
 
 impl TxnManager {
-    /// Starts the manager and re-drives every COMMIT left in the log. The
-    /// log's group-commit window waits for transactions that are preparing.
-    pub fn start(shards: Arc<ShardPool>, db: Arc<rocksdb::DB>, log_window: Duration, address: String) -> Result<Arc<TxnManager>> {
+    /// Starts the manager and re-drives every COMMIT left in the log.
+    /// `preparing` counts transactions about to log a decision; the
+    /// journal's group-commit window waits for them.
+    pub fn start(shards: Arc<ShardPool>, journal: Arc<Journal>, preparing: Arc<AtomicUsize>, address: String) -> Result<Arc<TxnManager>> {
         let registry: Registry = Arc::default();
-        let preparing = Arc::new(AtomicUsize::new(0));
-        let gauge = preparing.clone();
-        let log = Arc::new(DecisionLog::with_window(db, log_window, Arc::new(move || gauge.load(Ordering::Relaxed))));
+        let log = Arc::new(DecisionLog::on(journal));
         let pending = log.pending().map_err(CoordError::Internal)?;
         let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone());
         for record in pending {

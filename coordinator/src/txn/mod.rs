@@ -40,7 +40,7 @@ mod log;
 mod manager;
 mod redrive;
 
-pub use log::{CommitRecord, DecisionLog};
+pub use log::{CommitRecord, DecisionLog, Journal};
 pub use manager::{Outcome, TxnInfo, TxnManager};
 
 use crate::catalog::ShardGroupId;

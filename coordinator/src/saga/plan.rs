@@ -1,0 +1,261 @@
+//! From statements to saga steps, and how each step is undone.
+//!
+//! A statement becomes one step per shard group it touches, in group order.
+//! Its compensation is derived where the inverse is safe, from the before-
+//! and after-images the step records on the shard:
+//!
+//! | statement | compensation |
+//! |---|---|
+//! | INSERT | DELETE the inserted rows |
+//! | DELETE | re-insert the deleted rows (fails if the key was taken since) |
+//! | UPDATE `c = c + e` / `c = c - e` | apply the opposite of the recorded delta to the current value |
+//! | UPDATE `c = constant` | restore the before-image if the row still holds what the step wrote, else fail visibly |
+//! | anything else | `COMPENSATE WITH <statement>`, or the saga is refused before it starts |
+
+use super::SagaStatement;
+use crate::catalog::{Catalog, ShardGroupId, Table};
+use crate::error::{CoordError, Result};
+use crate::sql::write::{self, InsertPlan, ModifyKind, ModifyPlan};
+use crate::sql::{self, access::KeyAccess};
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+use std::sync::Arc;
+use tessera_shard::data::expr::{BinaryOp, Expr};
+use tessera_shard::data::Value;
+
+pub enum WritePlan {
+    Insert(InsertPlan),
+    Modify(ModifyPlan),
+}
+
+impl WritePlan {
+    pub fn table(&self) -> &Arc<Table> {
+        match self {
+            WritePlan::Insert(p) => &p.table,
+            WritePlan::Modify(p) => &p.table,
+        }
+    }
+
+    pub fn groups(&self) -> Vec<ShardGroupId> {
+        match self {
+            WritePlan::Insert(p) => p.by_group.keys().copied().collect(),
+            WritePlan::Modify(p) => p.targets.iter().map(|(g, _)| *g).collect(),
+        }
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            WritePlan::Insert(_) => "INSERT",
+            WritePlan::Modify(p) => p.verb(),
+        }
+    }
+}
+
+/// How one updated column is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    /// `c = c ± e`: subtract the recorded delta from the current value.
+    Delta,
+    /// `c = constant`: put the before-image back if the value is unchanged.
+    Restore,
+}
+
+pub enum Compensation {
+    DeleteInserted,
+    Reinsert,
+    /// Per updated column: its index and how it is undone.
+    Revert(Vec<(usize, Undo)>),
+    /// `COMPENSATE WITH`: its text and plan.
+    Explicit(String, WritePlan),
+}
+
+pub struct StatementPlan {
+    pub write: WritePlan,
+    pub compensation: Compensation,
+    /// Primary keys named by a point UPDATE or DELETE: a step fails when
+    /// one of them is missing or fails the statement's condition.
+    pub required: Vec<Value>,
+}
+
+impl StatementPlan {
+    pub fn table(&self) -> &Arc<Table> {
+        self.write.table()
+    }
+
+    /// The compensation in words, for EXPLAIN and the timeline.
+    pub fn describe_compensation(&self) -> String {
+        let columns = &self.table().def.columns;
+        match &self.compensation {
+            Compensation::DeleteInserted => "DELETE the inserted rows".into(),
+            Compensation::Reinsert => "re-insert the deleted rows".into(),
+            Compensation::Revert(undo) => {
+                let parts: Vec<String> = undo
+                    .iter()
+                    .map(|(c, how)| match how {
+                        Undo::Delta => format!("take the change back out of {}", columns[*c].name),
+                        Undo::Restore => format!("restore {} if unchanged since", columns[*c].name),
+                    })
+                    .collect();
+                parts.join(", ")
+            }
+            Compensation::Explicit(sql, _) => format!("COMPENSATE WITH {sql}"),
+        }
+    }
+
+    /// The primary keys named by the statement that live on `group`.
+    pub fn required_on(&self, group: ShardGroupId) -> Vec<&Value> {
+        let table = self.table();
+        self.required.iter().filter(|pk| table.route(pk) == group).collect()
+    }
+}
+
+/// Plans a logged saga statement (parsed again, e.g. after a restart).
+pub fn plan(catalog: &Catalog, statement: &SagaStatement) -> Result<StatementPlan> {
+    let parsed = parse_one(&statement.sql)?;
+    plan_parsed(catalog, &parsed, statement.compensation.as_deref())
+}
+
+/// Plans a statement as a saga statement; refuses what cannot be undone.
+pub fn plan_parsed(catalog: &Catalog, statement: &Statement, compensation: Option<&str>) -> Result<StatementPlan> {
+    let write = plan_write(catalog, statement)?;
+    let required = match &write {
+        WritePlan::Modify(ModifyPlan { access: KeyAccess::Points(points), .. }) => points.clone(),
+        _ => Vec::new(),
+    };
+    let compensation = match compensation {
+        Some(text) => {
+            let parsed = parse_one(text).map_err(|e| e.context("in COMPENSATE WITH"))?;
+            let plan = plan_write(catalog, &parsed).map_err(|e| match e {
+                CoordError::Unsupported(what) => CoordError::Unsupported(format!("{what} as a compensation")),
+                other => other,
+            })?;
+            Compensation::Explicit(parsed.to_string(), plan)
+        }
+        None => derive(&write)?,
+    };
+    Ok(StatementPlan { write, compensation, required })
+}
+
+fn plan_write(catalog: &Catalog, statement: &Statement) -> Result<WritePlan> {
+    match statement {
+        Statement::Insert(i) => Ok(WritePlan::Insert(write::plan_insert(catalog, i)?)),
+        Statement::Update(u) => Ok(WritePlan::Modify(write::plan_update(catalog, u)?)),
+        Statement::Delete(d) => Ok(WritePlan::Modify(write::plan_delete(catalog, d)?)),
+        other => Err(CoordError::Unsupported(format!("{} in a saga (only INSERT, UPDATE and DELETE become saga steps)", sql::first_word(other)))),
+    }
+}
+
+fn parse_one(text: &str) -> Result<Statement> {
+    let mut statements = sql::parse(text)?;
+    if statements.len() != 1 {
+        return Err(CoordError::Invalid(format!("expected one statement, found {}: {text}", statements.len())));
+    }
+    Ok(statements.remove(0))
+}
+
+/// The derived compensation, or an error naming what cannot be undone.
+fn derive(write: &WritePlan) -> Result<Compensation> {
+    let modify = match write {
+        WritePlan::Insert(_) => return Ok(Compensation::DeleteInserted),
+        WritePlan::Modify(m) => m,
+    };
+    let assignments = match &modify.kind {
+        ModifyKind::Delete => return Ok(Compensation::Reinsert),
+        ModifyKind::Update { assignments } => assignments,
+    };
+    let mut undo = Vec::new();
+    for (col, expr) in assignments {
+        let how = if is_delta(*col, expr) {
+            Undo::Delta
+        } else if expr.is_constant() {
+            Undo::Restore
+        } else {
+            let name = &modify.table.def.columns[*col].name;
+            return Err(CoordError::Unsupported(format!(
+                "a saga step that sets \"{name}\" to an expression that is neither \"{name} + e\", \"{name} - e\" nor a constant cannot be compensated \
+                 automatically; add COMPENSATE WITH <statement> after it"
+            )));
+        };
+        undo.push((*col, how));
+    }
+    Ok(Compensation::Revert(undo))
+}
+
+/// `c + e`, `e + c` or `c - e`.
+fn is_delta(col: usize, expr: &Expr) -> bool {
+    match expr {
+        Expr::Binary(BinaryOp::Plus, l, r) => matches!(**l, Expr::Column(c) if c == col) || matches!(**r, Expr::Column(c) if c == col),
+        Expr::Binary(BinaryOp::Minus, l, _) => matches!(**l, Expr::Column(c) if c == col),
+        _ => false,
+    }
+}
+
+/// Splits SQL text into statements, each with the text of its
+/// `COMPENSATE WITH` clause if it has one. Works on tokens, so the words in
+/// strings, quoted names and comments do not count.
+pub fn split_compensations(text: &str) -> Result<Vec<(String, Option<String>)>> {
+    if text.len() > sql::MAX_SQL_BYTES {
+        return Err(CoordError::Invalid(format!("SQL text of {} bytes exceeds the limit of {} bytes", text.len(), sql::MAX_SQL_BYTES)));
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize().map_err(|e| CoordError::Syntax(e.to_string()))?;
+    let render = |tokens: &[Token]| tokens.iter().map(|t| t.to_string()).collect::<String>().trim().to_string();
+    let is_word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w));
+    let mut out = Vec::new();
+    for segment in tokens.split(|t| matches!(t, Token::SemiColon)) {
+        let significant: Vec<usize> = (0..segment.len()).filter(|&i| !matches!(segment[i], Token::Whitespace(_))).collect();
+        let clause = significant.windows(2).find(|w| is_word(&segment[w[0]], "COMPENSATE") && is_word(&segment[w[1]], "WITH"));
+        let (statement, compensation) = match clause {
+            Some(w) => {
+                let compensation = render(&segment[w[1] + 1..]);
+                if compensation.is_empty() {
+                    return Err(CoordError::Syntax("COMPENSATE WITH needs a statement after it".into()));
+                }
+                (render(&segment[..w[0]]), Some(compensation))
+            }
+            None => (render(segment), None),
+        };
+        if statement.is_empty() {
+            if compensation.is_some() {
+                return Err(CoordError::Syntax("COMPENSATE WITH must follow a statement".into()));
+            }
+            continue;
+        }
+        out.push((statement, compensation));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compensate_with_is_found_outside_strings_only() {
+        let split = split_compensations(
+            "UPDATE t SET n = n * 2 WHERE id = 1 COMPENSATE WITH UPDATE t SET n = n / 2 WHERE id = 1; \
+             INSERT INTO t VALUES (2, 'compensate with'); -- compensate with\nDELETE FROM t",
+        )
+        .unwrap();
+        assert_eq!(split.len(), 3);
+        assert_eq!(split[0].0, "UPDATE t SET n = n * 2 WHERE id = 1");
+        assert_eq!(split[0].1.as_deref(), Some("UPDATE t SET n = n / 2 WHERE id = 1"));
+        assert_eq!(split[1].1, None);
+        assert!(split[1].0.contains("'compensate with'"));
+        assert!(split[2].0.ends_with("DELETE FROM t"));
+        assert!(split_compensations("UPDATE t SET n = 1 COMPENSATE WITH").is_err());
+        assert!(split_compensations("COMPENSATE WITH DELETE FROM t").is_err());
+    }
+
+    #[test]
+    fn deltas_are_recognised() {
+        let c = || Box::new(Expr::Column(2));
+        let e = || Box::new(Expr::Literal(Value::Int(5)));
+        assert!(is_delta(2, &Expr::Binary(BinaryOp::Plus, c(), e())));
+        assert!(is_delta(2, &Expr::Binary(BinaryOp::Plus, e(), c())));
+        assert!(is_delta(2, &Expr::Binary(BinaryOp::Minus, c(), e())));
+        assert!(!is_delta(2, &Expr::Binary(BinaryOp::Minus, e(), c())));
+        assert!(!is_delta(2, &Expr::Binary(BinaryOp::Multiply, c(), e())));
+        assert!(!is_delta(1, &Expr::Binary(BinaryOp::Plus, c(), e())));
+    }
+}
