@@ -33,3 +33,23 @@ fn demo_runs_a_statement_and_exits() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("300"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolled_back_saga_prints_its_timeline() {
+    let cluster = TestCluster::start(3);
+    let mut c = cluster.client().await;
+    seed_bank(&mut c).await;
+    let host = cluster.coordinator.address.clone();
+    let script = "SET transaction_protocol = 'saga';
+BEGIN;
+UPDATE bank SET balance = balance - 10 WHERE id = 1;
+UPDATE bank SET balance = balance + 10 WHERE id = 150;
+COMMIT;";
+    let out = Command::new(BIN).args(["sql", "--host", &host, "-e", script]).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stderr.contains("rolled back") && stderr.contains("SQLSTATE P0002"), "{stderr}");
+    assert!(stdout.contains("QUEUED UPDATE"), "{stdout}");
+    assert!(stdout.contains("compensation | compensated") && stdout.contains("step         | failed"), "the timeline follows the error: {stdout}");
+    assert_eq!(balance(&mut c, 1).await, 1000);
+}
