@@ -137,6 +137,7 @@ async fn inserts_deletes_and_assignments_have_their_compensations() {
          DELETE FROM accounts WHERE id = 101;
          UPDATE accounts SET owner = 'renamed', vip = true WHERE id = 201;
          UPDATE accounts SET balance = balance * 2 WHERE id = 2 COMPENSATE WITH UPDATE accounts SET balance = balance / 2 WHERE id = 2;
+         UPDATE accounts SET rate = rate + NULL WHERE id = 102;
          UPDATE accounts SET balance = balance + 1 WHERE id = 299;
          COMMIT",
     )
@@ -144,9 +145,18 @@ async fn inserts_deletes_and_assignments_have_their_compensations() {
     let id = e.saga_id.clone().expect("saga id");
     let steps = timeline(&mut c, &id).await;
     let undone: Vec<_> = steps.iter().filter(|s| s.1 == "compensation").map(|s| (s.0.as_str(), s.2.as_str())).collect();
-    // The failed step 5 gets an empty compensation (its marker fences out a late commit).
-    assert_eq!(undone, vec![("5", "nothing_to_undo"), ("4", "compensated"), ("3", "compensated"), ("2", "compensated"), ("1", "compensated")], "{steps:?}");
+    // The failed step 6 gets an empty compensation (its marker fences out a late commit).
+    assert_eq!(
+        undone,
+        vec![("6", "nothing_to_undo"), ("5", "compensated"), ("4", "compensated"), ("3", "compensated"), ("2", "compensated"), ("1", "compensated")],
+        "{steps:?}"
+    );
+    // (rate + NULL made rate NULL: no delta to take back, so it is restored.)
     assert_eq!(rows(&mut c, "SELECT * FROM accounts ORDER BY id").await, before, "every change was undone");
+    // An explicit compensation may not reach groups its statement does not.
+    let e =
+        fail(&mut c, "UPDATE accounts SET balance = balance * 2 WHERE id = 1 COMPENSATE WITH UPDATE accounts SET balance = balance / 2 WHERE id = 101").await;
+    assert!(e.message.contains("shard group 2"), "{e}");
 }
 
 /// A SET-to-constant step is undone by restoring the old value only if no

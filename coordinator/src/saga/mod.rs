@@ -54,6 +54,9 @@ pub struct SagaStatement {
     pub sql: String,
     /// The explicit compensation (`COMPENSATE WITH ...`), if any.
     pub compensation: Option<String>,
+    /// The id of the table written when the saga was planned.
+    #[serde(default)]
+    pub table_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,13 +85,14 @@ pub struct Sagas {
     counters: Counters,
 }
 
-/// Decrements the in-flight gauge and forgets the driver when a drive ends.
-struct Driving<'a> {
-    sagas: &'a Sagas,
+/// The one driver slot of a saga: taken before anything changes the saga,
+/// released (with the in-flight gauge) when the drive ends.
+struct Driving {
+    sagas: Arc<Sagas>,
     id: String,
 }
 
-impl Drop for Driving<'_> {
+impl Drop for Driving {
     fn drop(&mut self) {
         self.sagas.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.sagas.driving.lock().unwrap().remove(&self.id);
@@ -132,10 +133,20 @@ impl Sagas {
         });
         for id in resume {
             tracing::info!(saga = %id, "resuming an unfinished saga from the log");
-            let sagas = sagas.clone();
-            tokio::spawn(async move { sagas.drive(id, true).await });
+            if let Some(slot) = sagas.reserve(&id) {
+                tokio::spawn(async move { slot.sagas.clone().drive(slot, true).await });
+            }
         }
         Ok(sagas)
+    }
+
+    /// Takes the saga's driver slot; `None` when a driver already has it.
+    fn reserve(self: &Arc<Self>, id: &str) -> Option<Driving> {
+        if !self.driving.lock().unwrap().insert(id.to_string()) {
+            return None;
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Driving { sagas: self.clone(), id: id.to_string() })
     }
 
     fn timestamp(&self) -> u64 {
@@ -183,37 +194,47 @@ impl Sagas {
             steps,
         };
         self.records.lock().unwrap().insert(id.clone(), record);
+        let slot = self.reserve(&id).expect("a new saga has no driver");
         let sagas = self.clone();
-        let driver = tokio::spawn(async move { sagas.drive(id, false).await });
-        driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
+        let driver = tokio::spawn(async move { sagas.drive(slot, false).await });
+        let outcome = driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?;
+        if outcome.is_err() && self.journal.get(&key(&id)).ok().flatten().is_none() {
+            // Never logged (the first log write failed): nothing ran, and
+            // nothing may resume it later.
+            self.records.lock().unwrap().remove(&id);
+        }
+        outcome
     }
 
     /// Parks → compensating again with a fresh retry budget, then drives
     /// the saga to its end. Also restarts a saga whose driver stopped.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<SagaRecord> {
-        let record = self.get(id)?;
+        let id = self.get(id)?.id;
+        let Some(slot) = self.reserve(&id) else {
+            return Err(CoordError::Invalid(format!("saga {id} is {} and its driver is still running", self.get(&id)?.state.name())));
+        };
+        let record = self.get(&id)?;
         match record.state {
             SagaState::Committed | SagaState::RolledBack => {
                 return Err(CoordError::Invalid(format!("saga {id} is {}; there is nothing to resume", record.state.name())))
             }
-            _ if self.driving.lock().unwrap().contains(id) => {
-                return Err(CoordError::Invalid(format!("saga {id} is {} and still running", record.state.name())))
-            }
             SagaState::NeedsOperator => {
-                let resumed = self.update(&record.id, |r| {
+                let resumed = self.update(&id, |r| {
                     r.state = SagaState::Compensating;
                     for s in r.steps.iter_mut().filter(|s| s.comp_state == CompensationState::Failing) {
                         s.comp_state = CompensationState::Compensating;
                     }
                 });
-                self.persist(&resumed).await?;
+                if let Err(e) = self.persist(&resumed).await {
+                    self.update(&id, |r| *r = record.clone());
+                    return Err(e);
+                }
             }
             SagaState::Running | SagaState::Compensating => {}
         }
         tracing::info!(saga = %id, "resuming a saga on an operator's request");
         let sagas = self.clone();
-        let id = record.id.clone();
-        tokio::spawn(async move { sagas.drive(id, true).await }).await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
+        tokio::spawn(async move { sagas.drive(slot, true).await }).await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
     }
 
     pub fn get(&self, id: &str) -> Result<SagaRecord> {
@@ -256,12 +277,8 @@ impl Sagas {
     }
 
     /// Runs the saga from where its record says until it finishes or parks.
-    async fn drive(self: Arc<Self>, id: String, resumed: bool) -> Result<SagaRecord> {
-        if !self.driving.lock().unwrap().insert(id.clone()) {
-            return Err(CoordError::Invalid(format!("saga {id} is already running")));
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _guard = Driving { sagas: &self, id: id.clone() };
+    async fn drive(self: Arc<Self>, slot: Driving, resumed: bool) -> Result<SagaRecord> {
+        let id = slot.id.clone();
         let record = self.get(&id)?;
         if resumed {
             self.fence_stale_attempts(&record).await;
@@ -292,18 +309,24 @@ impl Sagas {
     /// or compensation may have left open, so their locks go at once.
     async fn fence_stale_attempts(&self, record: &SagaRecord) {
         for s in &record.steps {
-            let ids: Vec<String> = match (s.state, s.comp_state) {
-                (_, CompensationState::Compensating) => {
-                    (1..=s.comp_attempts + self.config.compensation_attempts).map(|n| attempt_id(&s.id, record.epoch, 'c', n)).collect()
-                }
-                (StepState::Running, _) => (1..=s.attempts + self.config.step_attempts).map(|n| attempt_id(&s.id, record.epoch, 's', n)).collect(),
-                _ => continue,
-            };
-            let Ok(client) = self.shards.get(s.group) else { continue };
-            for txn in ids {
-                let ctx = TxnContext { id: txn, timestamp: record.timestamp, begin: false, coordinator: self.address.clone() };
-                let _ = client.abort(&ctx).await;
+            let mut ids = Vec::new();
+            if matches!(s.state, StepState::Running | StepState::Failed) {
+                ids.extend((1..=s.attempts + self.config.step_attempts).map(|n| attempt_id(&s.id, record.epoch, 's', n)));
             }
+            if matches!(s.comp_state, CompensationState::Compensating | CompensationState::Failing) {
+                ids.extend((1..=s.comp_attempts + self.config.compensation_attempts).map(|n| attempt_id(&s.id, record.epoch, 'c', n)));
+            }
+            self.abort_attempts(record, s.group, ids).await;
+        }
+    }
+
+    /// Aborts local transactions by id on a group (best effort: an unknown
+    /// id is a no-op on the shard).
+    async fn abort_attempts(&self, record: &SagaRecord, group: crate::catalog::ShardGroupId, ids: Vec<String>) {
+        let Ok(client) = self.shards.get(group) else { return };
+        for txn in ids {
+            let ctx = TxnContext { id: txn, timestamp: record.timestamp, begin: false, coordinator: self.address.clone() };
+            let _ = client.abort(&ctx).await;
         }
     }
 
@@ -390,6 +413,13 @@ impl Sagas {
         });
         self.persist(&logged).await?;
         let step = &logged.steps[i];
+        if step.state != StepState::Done {
+            // An attempt of the step that failed may still be open on the
+            // shard (its abort was lost with the connection), holding the
+            // marker's lock against this compensation.
+            let ids = (1..=step.attempts).map(|n| attempt_id(&step.id, logged.epoch, 's', n)).collect();
+            self.abort_attempts(&logged, step.group, ids).await;
+        }
         let mut tries = 0;
         loop {
             tries += 1;

@@ -111,9 +111,18 @@ impl StatementPlan {
 }
 
 /// Plans a logged saga statement (parsed again, e.g. after a restart).
+/// Refuses a plan whose table is not the one the saga started on (dropped
+/// and created again in between: its rows and layout may differ).
 pub fn plan(catalog: &Catalog, statement: &SagaStatement) -> Result<StatementPlan> {
     let parsed = parse_one(&statement.sql)?;
-    plan_parsed(catalog, &parsed, statement.compensation.as_deref())
+    let plan = plan_parsed(catalog, &parsed, statement.compensation.as_deref())?;
+    match statement.table_id {
+        Some(id) if id != plan.table().def.id => Err(CoordError::Invalid(format!(
+            "table \"{}\" was dropped and created again since the saga started; its step cannot run on the new table",
+            plan.table().name()
+        ))),
+        _ => Ok(plan),
+    }
 }
 
 /// Plans a statement as a saga statement; refuses what cannot be undone.
@@ -125,11 +134,24 @@ pub fn plan_parsed(catalog: &Catalog, statement: &Statement, compensation: Optio
     };
     let compensation = match compensation {
         Some(text) => {
-            let parsed = parse_one(text).map_err(|e| e.context("in COMPENSATE WITH"))?;
+            let parsed = parse_one(text).map_err(|e| match e {
+                CoordError::Syntax(m) => CoordError::Syntax(format!("in COMPENSATE WITH: {m}")),
+                other => other,
+            })?;
             let plan = plan_write(catalog, &parsed).map_err(|e| match e {
                 CoordError::Unsupported(what) => CoordError::Unsupported(format!("{what} as a compensation")),
                 other => other,
             })?;
+            // Each step runs its compensation on its own shard group; a
+            // compensation reaching groups the statement does not would
+            // leave those parts undone.
+            let groups = write.groups();
+            if let Some(g) = plan.groups().into_iter().find(|g| !groups.contains(g)) {
+                return Err(CoordError::Invalid(format!(
+                    "COMPENSATE WITH {text} writes to shard group {g}, where the statement it undoes does not write; \
+                     a compensation may only touch the shard groups of its statement"
+                )));
+            }
             Compensation::Explicit(parsed.to_string(), plan)
         }
         None => derive(&write)?,
@@ -193,29 +215,53 @@ fn is_delta(col: usize, expr: &Expr) -> bool {
 
 /// Splits SQL text into statements, each with the text of its
 /// `COMPENSATE WITH` clause if it has one. Works on tokens, so the words in
-/// strings, quoted names and comments do not count.
+/// strings, quoted names and comments do not count; the pieces returned are
+/// slices of the original text, so quoting and escapes stay as written.
 pub fn split_compensations(text: &str) -> Result<Vec<(String, Option<String>)>> {
     if text.len() > sql::MAX_SQL_BYTES {
         return Err(CoordError::Invalid(format!("SQL text of {} bytes exceeds the limit of {} bytes", text.len(), sql::MAX_SQL_BYTES)));
     }
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize().map_err(|e| CoordError::Syntax(e.to_string()))?;
-    let render = |tokens: &[Token]| tokens.iter().map(|t| t.to_string()).collect::<String>().trim().to_string();
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize_with_location().map_err(|e| CoordError::Syntax(e.to_string()))?;
+    // Byte offset of each token's first character (the tokenizer counts
+    // lines from 1 and characters within a line from 1).
+    let mut offsets = std::collections::HashMap::new();
+    let (mut line, mut column) = (1u64, 1u64);
+    for (at, ch) in text.char_indices() {
+        offsets.insert((line, column), at);
+        if ch == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    let starts: Vec<usize> = tokens
+        .iter()
+        .map(|t| offsets.get(&(t.span.start.line, t.span.start.column)).copied().unwrap_or(text.len()))
+        .chain(std::iter::once(text.len()))
+        .collect();
+    // The text of tokens[from..to], trimmed.
+    let slice = |from: usize, to: usize| text[starts[from]..starts[to]].trim().to_string();
     let is_word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w));
     let mut out = Vec::new();
-    for segment in tokens.split(|t| matches!(t, Token::SemiColon)) {
-        let significant: Vec<usize> = (0..segment.len()).filter(|&i| !matches!(segment[i], Token::Whitespace(_))).collect();
-        let clause = significant.windows(2).find(|w| is_word(&segment[w[0]], "COMPENSATE") && is_word(&segment[w[1]], "WITH"));
+    let mut begin = 0;
+    for end in 0..=tokens.len() {
+        if end < tokens.len() && !matches!(tokens[end].token, Token::SemiColon) {
+            continue;
+        }
+        let significant: Vec<usize> = (begin..end).filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).collect();
+        let clause = significant.windows(2).find(|w| is_word(&tokens[w[0]].token, "COMPENSATE") && is_word(&tokens[w[1]].token, "WITH"));
         let (statement, compensation) = match clause {
             Some(w) => {
-                let compensation = render(&segment[w[1] + 1..]);
+                let compensation = slice(w[1] + 1, end);
                 if compensation.is_empty() {
                     return Err(CoordError::Syntax("COMPENSATE WITH needs a statement after it".into()));
                 }
-                (render(&segment[..w[0]]), Some(compensation))
+                (slice(begin, w[0]), Some(compensation))
             }
-            None => (render(segment), None),
+            None => (slice(begin, end), None),
         };
-        if statement.is_empty() {
+        begin = end + 1;
+        if significant.is_empty() || statement.is_empty() {
             if compensation.is_some() {
                 return Err(CoordError::Syntax("COMPENSATE WITH must follow a statement".into()));
             }
@@ -244,6 +290,14 @@ mod tests {
         assert!(split[1].0.contains("'compensate with'"));
         assert!(split[2].0.ends_with("DELETE FROM t"));
         assert!(split_compensations("UPDATE t SET n = 1 COMPENSATE WITH").is_err());
+        // Pieces are the original text: escapes stay escaped.
+        let split =
+            split_compensations("INSERT INTO t VALUES (1, 'x''); DROP TABLE t; -- compensate'); SELECT 'é' COMPENSATE WITH DELETE FROM t WHERE s = 'a''b'")
+                .unwrap();
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert_eq!(split[0].0, "INSERT INTO t VALUES (1, 'x''); DROP TABLE t; -- compensate')");
+        assert_eq!(split[1].0, "SELECT 'é'");
+        assert_eq!(split[1].1.as_deref(), Some("DELETE FROM t WHERE s = 'a''b'"));
         assert!(split_compensations("COMPENSATE WITH DELETE FROM t").is_err());
     }
 

@@ -176,15 +176,26 @@ async fn revert(target: &StepTarget<'_>, plan: &StatementPlan, undo: &[(usize, U
             return Err(CoordError::TxnAborted(format!("cannot compensate: the row of \"{}\" with {} was deleted after the step", table.name(), describe())));
         };
         let (before, after, mut row) = (decode(before)?, decode(after)?, decode(now)?);
+        let width = table.def.columns.len();
+        if before.len() != width || after.len() != width || row.len() != width {
+            return Err(CoordError::Internal(format!(
+                "cannot compensate: the row of \"{}\" with {} does not have the table's {width} columns",
+                table.name(),
+                describe()
+            )));
+        }
         for (col, how) in undo {
             let name = &table.def.columns[*col].name;
+            // A delta through NULL loses the old value (NULL - x is NULL):
+            // such a column is restored instead, if no one changed it since.
+            let delta = *how == Undo::Delta && !before[*col].is_null() && !after[*col].is_null();
             row[*col] = match how {
-                Undo::Delta => {
+                _ if delta => {
                     let delta = apply_binary(BinaryOp::Minus, after[*col].clone(), before[*col].clone())?;
                     apply_binary(BinaryOp::Minus, row[*col].clone(), delta)?
                 }
-                Undo::Restore if same(&row[*col], &after[*col]) => before[*col].clone(),
-                Undo::Restore => {
+                _ if same(&row[*col], &after[*col]) => before[*col].clone(),
+                _ => {
                     return Err(CoordError::TxnAborted(format!(
                         "cannot compensate: column \"{name}\" of the row of \"{}\" with {} is now {} but the step set it to {}; \
                          someone changed it since, so restoring {} would lose that change",

@@ -208,15 +208,15 @@ impl Engine {
                 Ok(QueryResult::command("ROLLBACK"))
             }
             Statement::Commit { .. } | Statement::Rollback { .. } => Err(CoordError::Unsupported("AND CHAIN and savepoints".into())),
-            _ if call.compensation.is_some() && !matches!(statement, Statement::Explain { .. }) => Err(CoordError::Invalid(
-                "COMPENSATE WITH applies to statements of a saga; run SET transaction_protocol = 'saga' first (or BEGIN a saga)".into(),
-            )),
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) if session.txn.is_none() && call.protocol == Protocol::Saga => {
                 self.autocommit_saga(statement, call).await
             }
             Statement::Explain { statement: inner, analyze: false, .. } if call.protocol == Protocol::Saga && session.txn.is_none() => {
                 self.explain_saga(inner, call.compensation, 0)
             }
+            _ if call.compensation.is_some() => Err(CoordError::Invalid(
+                "COMPENSATE WITH applies to statements of a saga; run SET transaction_protocol = 'saga' first (or BEGIN a saga)".into(),
+            )),
             _ => match session.txn.as_mut() {
                 None => self.autocommit(statement).await,
                 Some(txn) if txn.failed => Err(CoordError::InFailedTransaction),

@@ -292,7 +292,7 @@ fn saga_statement(statement: &Statement, plan: &StatementPlan) -> SagaStatement 
         plan::Compensation::Explicit(sql, _) => Some(sql.clone()),
         _ => None,
     };
-    SagaStatement { sql: statement.to_string(), compensation }
+    SagaStatement { sql: statement.to_string(), compensation, table_id: Some(plan.table().def.id) }
 }
 
 /// Turns a saga that did not commit into the caller's error.
