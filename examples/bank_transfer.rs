@@ -2,7 +2,7 @@
 //! compensated.
 //!
 //! ```text
-//! cargo run --release --example bank_transfer
+//! cargo run --example bank_transfer
 //! ```
 //!
 //! Starts a whole cluster in this process (three shard nodes with RocksDB
