@@ -14,10 +14,12 @@ cd "$(dirname "$0")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# bindgen needs libclang itself (libclang.so or libclang-N.so); libclang-cpp,
+# which some packages install alone, does not do.
 have_libclang() {
     [ -n "${LIBCLANG_PATH:-}" ] && return 0
-    ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' && return 0
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null
+    ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9.]+)?\.so' && return 0
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null
 }
 
 ensure_deps() {
@@ -25,13 +27,25 @@ ensure_deps() {
         echo "dev.sh: cargo is required (https://rustup.rs)" >&2
         exit 1
     fi
+    local packages=()
     if ! have_libclang || ! command -v c++ >/dev/null; then
         echo "dev.sh: installing libclang and a C++ compiler for RocksDB's build" >&2
-        local sudo=""
-        [ "$(id -u)" -ne 0 ] && sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libclang-dev clang g++ >/dev/null
+        packages+=(libclang-dev clang g++)
     fi
+    if [ "${1:-}" = test ] && ! command -v psql >/dev/null; then
+        echo "dev.sh: installing psql for the PostgreSQL protocol tests" >&2
+        packages+=(postgresql-client)
+    fi
+    if [ ${#packages[@]} -gt 0 ]; then
+        apt_install "${packages[@]}"
+    fi
+}
+
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 cmd="${1:-help}"
@@ -43,7 +57,7 @@ case "$cmd" in
         exec "$CARGO_TARGET_DIR/debug/tessera" demo "$@"
         ;;
     test)
-        ensure_deps
+        ensure_deps test
         cargo test --workspace "$@"
         ;;
     lint)

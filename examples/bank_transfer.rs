@@ -24,7 +24,7 @@ use tessera::shell::format_result;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cluster = LocalCluster::start(ClusterOptions { shards: 3, group_commit_window: None, data_dir: None }).await?;
+    let cluster = LocalCluster::start(ClusterOptions::default()).await?;
     println!("cluster: coordinator on {}, shard groups on {:?}\n", cluster.address, cluster.shard_addresses());
     let outcome = run(&cluster.address.to_string()).await;
     cluster.shutdown().await;
@@ -69,7 +69,7 @@ async fn run(address: &str) -> Result<(), Box<dyn std::error::Error>> {
     println!("== Transfer 2: alice pays 50 to account 250, which does not exist (group 1 -> group 3)");
     match client.saga(&transfer(1, 250, 50)).await {
         Ok(_) => return Err("the transfer to a missing account should have failed".into()),
-        Err(ClientError { saga_id: Some(id), message, sqlstate }) => {
+        Err(ClientError { saga_id: Some(id), message, sqlstate, .. }) => {
             println!("ERROR: {message} (SQLSTATE {})\n", sqlstate.unwrap_or_default());
             show(&mut client, &format!("SHOW SAGA {id}")).await?;
         }

@@ -1,34 +1,41 @@
-//! The Rust client library: connect to a coordinator and run SQL.
+//! The Rust client library: connect to a coordinator over gRPC and run SQL.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), tessera::client::ClientError> {
-//! let mut client = tessera::client::Client::connect("127.0.0.1:7700").await?;
-//! let results = client.execute("SELECT count(*) FROM accounts").await?;
-//! println!("{}", results[0].rows[0][0]);
-//! # Ok(()) }
+//! # async fn demo() -> Result<(), tessera::ClientError> {
+//! use tessera::{Client, Value};
+//! let mut client = Client::builder("127.0.0.1:7700").token("my-token").connect().await?;
+//! let rows = client.query("SELECT owner, balance FROM accounts WHERE id = $1", &[Value::Int(7)]).await?;
+//! let balance: i64 = rows[0].get("balance")?;
+//! // A transfer in a transaction, retried when it loses a conflict (40001).
+//! client
+//!     .transaction(async |tx| {
+//!         tx.execute("UPDATE accounts SET balance = balance - $1 WHERE id = $2", &[Value::Int(10), Value::Int(7)]).await?;
+//!         tx.execute("UPDATE accounts SET balance = balance + $1 WHERE id = $2", &[Value::Int(10), Value::Int(250)]).await?;
+//!         Ok(())
+//!     })
+//!     .await?;
+//! # let _ = balance; Ok(()) }
 //! ```
 
-use std::fmt;
-use std::time::Duration;
-use tessera_proto::v1 as pb;
-use tessera_proto::v1::tessera_client::TesseraClient;
-use tonic::transport::{Channel, Endpoint};
+mod rows;
 
+pub use rows::{FromValue, Row};
 pub use tessera_shard::data::Value;
 
-/// Largest response the client accepts (rows of one statement).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_proto::v1 as pb;
+use tessera_proto::v1::admin_client::AdminClient;
+use tessera_proto::v1::tessera_client::TesseraClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-/// A connection to a coordinator with its own session: a transaction
-/// opened with BEGIN stays open across `execute` calls until COMMIT or
-/// ROLLBACK. Clones share the session.
-#[derive(Clone)]
-pub struct Client {
-    inner: TesseraClient<Channel>,
-    address: String,
-    session_id: String,
-    protocol: Option<Protocol>,
-}
+/// Largest response the client accepts (rows of one statement; larger
+/// results can be read with [`Client::query_stream`]).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How a multi-shard write commits. See `docs/architecture/sagas.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +47,19 @@ pub enum Protocol {
     Saga,
 }
 
+fn protocol_to_pb(protocol: Option<Protocol>) -> i32 {
+    (match protocol {
+        None => pb::Protocol::Unspecified,
+        Some(Protocol::TwoPhaseCommit) => pb::Protocol::TwoPhaseCommit,
+        Some(Protocol::Saga) => pb::Protocol::Saga,
+    }) as i32
+}
+
 /// A column of a result set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
     pub name: String,
-    /// SQL type name: BIGINT, TEXT, BOOLEAN or DOUBLE.
+    /// SQL type name: INT, BIGINT, TEXT, BOOLEAN or DOUBLE.
     pub data_type: String,
 }
 
@@ -59,6 +74,14 @@ pub struct StatementResult {
     pub rows_affected: u64,
 }
 
+impl StatementResult {
+    /// The rows as [`Row`]s, which read columns by name.
+    pub fn typed_rows(&self) -> Vec<Row> {
+        let columns: Arc<[Column]> = self.columns.clone().into();
+        self.rows.iter().map(|values| Row::new(columns.clone(), values.clone())).collect()
+    }
+}
+
 /// An error from the coordinator (with its SQLSTATE) or from the connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientError {
@@ -66,14 +89,28 @@ pub struct ClientError {
     pub sqlstate: Option<String>,
     pub message: String,
     /// The saga that failed, rolled back or was parked, when the failed
-    /// statement ran as a saga; `Client::saga` shows its timeline.
+    /// statement ran as a saga; `Client::saga_status` shows its timeline.
     pub saga_id: Option<String>,
+    /// The gRPC status code of the failed call.
+    pub code: Option<tonic::Code>,
 }
 
 impl ClientError {
+    fn local(sqlstate: Option<&str>, message: String) -> ClientError {
+        ClientError { sqlstate: sqlstate.map(str::to_string), message, saga_id: None, code: None }
+    }
+
     /// True when retrying the same transaction may succeed (SQLSTATE 40001/40P01).
     pub fn is_retryable(&self) -> bool {
         matches!(self.sqlstate.as_deref(), Some("40001") | Some("40P01"))
+    }
+
+    /// True when the outcome is unknown: the call timed out or the
+    /// connection broke, so the request may or may not have taken effect.
+    /// Retry it with the same idempotency key to learn the outcome.
+    pub fn is_unknown_outcome(&self) -> bool {
+        self.sqlstate.is_none()
+            && matches!(self.code, Some(tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown))
     }
 }
 
@@ -94,31 +131,161 @@ impl From<tonic::Status> for ClientError {
         let message = match status.code() {
             tonic::Code::Unavailable if sqlstate.is_none() => format!("coordinator unavailable: {}", status.message()),
             tonic::Code::DeadlineExceeded if sqlstate.is_none() => "coordinator did not answer in time".to_string(),
+            tonic::Code::Unauthenticated => format!("authentication failed: {}", status.message()),
             _ => status.message().to_string(),
         };
+        let sqlstate = sqlstate.or_else(|| (status.code() == tonic::Code::Unauthenticated).then(|| "28000".to_string()));
         let saga_id = status.metadata().get(tessera_proto::SAGA_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
-        ClientError { sqlstate, message, saga_id }
+        ClientError { sqlstate, message, saga_id, code: Some(status.code()) }
     }
 }
 
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Credentials(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Channelled = InterceptedService<Channel, Credentials>;
+
+/// How to reach a coordinator: address, token, TLS, timeouts.
+#[derive(Clone)]
+pub struct ClientBuilder {
+    address: String,
+    token: Option<String>,
+    tls_ca_pem: Option<Vec<u8>>,
+    tls_domain: Option<String>,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// The coordinator's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A bearer token from the coordinator's `[[auth.tokens]]`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Connect with TLS, trusting the certificate authority in this PEM.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The name the server's certificate must carry (default: the host).
+    pub fn tls_domain(mut self, domain: impl Into<String>) -> Self {
+        self.tls_domain = Some(domain.into());
+        self
+    }
+
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// A deadline for every call; a call past it fails with an unknown
+    /// outcome ([`ClientError::is_unknown_outcome`]).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Connects and opens a session.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let address = self.address.clone();
+        let scheme = if self.tls_ca_pem.is_some() { "https" } else { "http" };
+        let url = if address.contains("://") { address.clone() } else { format!("{scheme}://{address}") };
+        let mut endpoint = Endpoint::from_shared(url)
+            .map_err(|e| ClientError::local(None, format!("invalid address \"{address}\": {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(timeout) = self.request_timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        if let Some(pem) = &self.tls_ca_pem {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let Some(domain) = &self.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| ClientError::local(None, format!("TLS: {}", source_chain(&e))))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ClientError::local(Some("08001"), format!("cannot connect to coordinator at {address}: {}", source_chain(&e))))?;
+        let token = match &self.token {
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| ClientError::local(None, "the token holds characters metadata cannot carry".into()))?),
+            None => None,
+        };
+        let credentials = Credentials(token);
+        let tessera = TesseraClient::with_interceptor(channel.clone(), credentials.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin = AdminClient::with_interceptor(channel, credentials).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client = Client { tessera, admin, address, session_id: String::new(), protocol: None, builder: self };
+        client.session_id = client.tessera.open_session(pb::OpenSessionRequest {}).await?.into_inner().session_id;
+        Ok(client)
+    }
+}
+
+/// A connection to a coordinator with its own session: a transaction
+/// opened with BEGIN stays open across calls until COMMIT or ROLLBACK.
+/// Clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    tessera: TesseraClient<Channelled>,
+    admin: AdminClient<Channelled>,
+    address: String,
+    session_id: String,
+    protocol: Option<Protocol>,
+    builder: ClientBuilder,
+}
+
 impl Client {
-    /// Connects to the coordinator at `address` (`host:port` or a URL).
+    /// How to connect to the coordinator at `address` (`host:port` or a URL).
+    pub fn builder(address: &str) -> ClientBuilder {
+        ClientBuilder {
+            address: address.to_string(),
+            token: None,
+            tls_ca_pem: None,
+            tls_domain: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: None,
+        }
+    }
+
+    /// Connects without credentials (a coordinator with `auth.trust`).
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
-        let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-        let endpoint =
-            Endpoint::from_shared(url).map_err(|e| ClientError { sqlstate: None, message: format!("invalid address \"{address}\": {e}"), saga_id: None })?;
-        let channel = endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect().await.map_err(|e| ClientError {
-            sqlstate: Some("08001".into()),
-            message: format!("cannot connect to coordinator at {address}: {}", source_chain(&e)),
-            saga_id: None,
-        })?;
-        let inner = TesseraClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Client { inner, address: address.to_string(), session_id: uuid::Uuid::new_v4().to_string(), protocol: None })
+        Client::builder(address).connect().await
+    }
+
+    /// A new connection with the same settings and a session of its own.
+    pub async fn reconnect(&self) -> Result<Client, ClientError> {
+        let mut client = self.builder.clone().connect().await?;
+        client.protocol = self.protocol;
+        Ok(client)
     }
 
     /// The address this client connected to.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The session's id on the coordinator.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
     }
 
     /// Makes this client's transactions (and autocommit writes) run with
@@ -134,22 +301,137 @@ impl Client {
         self.protocol
     }
 
+    fn request(&self, sql: &str, params: &[Value], key: Option<&str>) -> pb::ExecuteRequest {
+        pb::ExecuteRequest {
+            sql: sql.to_string(),
+            session_id: self.session_id.clone(),
+            protocol: protocol_to_pb(self.protocol),
+            params: params.iter().cloned().map(value_to_pb).collect(),
+            idempotency_key: key.unwrap_or_default().to_string(),
+        }
+    }
+
     /// Runs one or more `;`-separated statements and returns one result each.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<StatementResult>, ClientError> {
-        let protocol = match self.protocol {
-            None => pb::Protocol::Unspecified,
-            Some(Protocol::TwoPhaseCommit) => pb::Protocol::TwoPhaseCommit,
-            Some(Protocol::Saga) => pb::Protocol::Saga,
-        };
-        let request = pb::ExecuteRequest { sql: sql.to_string(), session_id: self.session_id.clone(), protocol: protocol as i32 };
-        let response = self.inner.execute(request).await?;
+        self.execute_with(sql, &[]).await
+    }
+
+    /// Like [`Client::execute`], with `$1`, `$2`, ... bound to `params`.
+    pub async fn execute_with(&mut self, sql: &str, params: &[Value]) -> Result<Vec<StatementResult>, ClientError> {
+        let response = self.tessera.execute(self.request(sql, params, None)).await?;
         Ok(response.into_inner().results.into_iter().map(statement_from_pb).collect())
     }
 
-    /// Runs `body` inside BEGIN ... COMMIT, retrying the whole transaction
-    /// when it fails with a serialization failure (SQLSTATE 40001), up to
-    /// `attempts` times. Any other error rolls back and is returned.
-    pub async fn transaction(&mut self, body: &str, attempts: usize) -> Result<Vec<StatementResult>, ClientError> {
+    /// Runs a request that ends with its own commit (one statement, or
+    /// `BEGIN; ...; COMMIT`) under an idempotency key: sending it again with
+    /// the same key, after a timeout or a lost connection, returns the
+    /// first outcome instead of applying it twice.
+    pub async fn execute_idempotent(&mut self, sql: &str, params: &[Value], key: &str) -> Result<Vec<StatementResult>, ClientError> {
+        let response = self.tessera.execute(self.request(sql, params, Some(key))).await?;
+        Ok(response.into_inner().results.into_iter().map(statement_from_pb).collect())
+    }
+
+    /// The rows of the (last) statement, typed by column name.
+    pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, ClientError> {
+        let results = self.execute_with(sql, params).await?;
+        Ok(results.last().map(StatementResult::typed_rows).unwrap_or_default())
+    }
+
+    /// Exactly one row, or an error saying how many there were.
+    pub async fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, ClientError> {
+        let mut rows = self.query(sql, params).await?;
+        match rows.len() {
+            1 => Ok(rows.remove(0)),
+            n => Err(ClientError::local(Some(if n == 0 { "P0002" } else { "P0003" }), format!("expected one row, the query returned {n}"))),
+        }
+    }
+
+    /// The rows of the (last) statement as they arrive, in batches; for
+    /// results larger than one message.
+    pub async fn query_stream(&mut self, sql: &str, params: &[Value]) -> Result<impl Stream<Item = Result<Row, ClientError>> + use<>, ClientError> {
+        use pb::execute_stream_response::Item;
+        let stream = self.tessera.execute_stream(self.request(sql, params, None)).await?.into_inner();
+        let mut columns: Arc<[Column]> = Arc::from(Vec::new());
+        Ok(stream.flat_map(move |item| {
+            let rows: Vec<Result<Row, ClientError>> = match item {
+                Err(status) => vec![Err(status.into())],
+                Ok(pb::ExecuteStreamResponse { item: Some(Item::Header(h)) }) => {
+                    columns = h.columns.into_iter().map(column_from_pb).collect::<Vec<_>>().into();
+                    Vec::new()
+                }
+                Ok(pb::ExecuteStreamResponse { item: Some(Item::Rows(batch)) }) => {
+                    batch.rows.into_iter().map(|r| Ok(Row::new(columns.clone(), r.values.into_iter().map(value_from_pb).collect()))).collect()
+                }
+                Ok(_) => Vec::new(),
+            };
+            futures::stream::iter(rows)
+        }))
+    }
+
+    /// BEGIN, with the protocol this client is set to.
+    pub async fn begin(&mut self) -> Result<(), ClientError> {
+        self.tessera.begin(pb::BeginRequest { session_id: self.session_id.clone(), protocol: protocol_to_pb(self.protocol) }).await?;
+        Ok(())
+    }
+
+    /// COMMIT; with a key, a retried commit returns the first outcome.
+    /// Returns the tag: `COMMIT`, or `ROLLBACK` if the transaction had failed.
+    pub async fn commit(&mut self, idempotency_key: Option<&str>) -> Result<String, ClientError> {
+        let request = pb::CommitRequest { session_id: self.session_id.clone(), idempotency_key: idempotency_key.unwrap_or_default().to_string() };
+        Ok(self.tessera.commit(request).await?.into_inner().tag)
+    }
+
+    pub async fn rollback(&mut self) -> Result<(), ClientError> {
+        self.tessera.rollback(pb::RollbackRequest { session_id: self.session_id.clone() }).await?;
+        Ok(())
+    }
+
+    /// Runs `body` in a transaction and commits it, retrying the whole
+    /// transaction (with backoff and jitter) while it fails with a
+    /// serialization failure (SQLSTATE 40001), up to 10 attempts. Any other
+    /// error rolls back and is returned.
+    pub async fn transaction<T>(&mut self, body: impl AsyncFnMut(&mut Transaction) -> Result<T, ClientError>) -> Result<T, ClientError> {
+        self.transaction_with(10, body).await
+    }
+
+    /// [`Client::transaction`] with a bound on attempts.
+    pub async fn transaction_with<T>(
+        &mut self,
+        attempts: usize,
+        mut body: impl AsyncFnMut(&mut Transaction) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut backoff = Duration::from_millis(5);
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            self.begin().await?;
+            let mut tx = Transaction { client: self.clone() };
+            let outcome = match body(&mut tx).await {
+                Ok(value) => self.commit(None).await.and_then(|tag| match tag.as_str() {
+                    "COMMIT" => Ok(value),
+                    _ => Err(ClientError::local(Some("40003"), "the transaction failed and was rolled back".into())),
+                }),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    let _ = self.rollback().await;
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                    let jitter = rand::thread_rng().gen_range(0..=backoff.as_micros() as u64);
+                    tokio::time::sleep(backoff + Duration::from_micros(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// Runs `body` (`;`-separated statements) inside BEGIN ... COMMIT in one
+    /// call, retrying on 40001 up to `attempts` times.
+    pub async fn transaction_sql(&mut self, body: &str, attempts: usize) -> Result<Vec<StatementResult>, ClientError> {
         let mut last = None;
         for _ in 0..attempts.max(1) {
             match self.execute(&format!("BEGIN; {body}; COMMIT")).await {
@@ -166,11 +448,6 @@ impl Client {
         Err(last.expect("at least one attempt"))
     }
 
-    /// Shard groups, their counters, and the coordinator's commit counters.
-    pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusResponse, ClientError> {
-        Ok(self.inner.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
-    }
-
     /// Runs `body` (`;`-separated writes) as one saga: BEGIN ... COMMIT with
     /// the saga protocol. A failure rolls the saga back with compensations
     /// and the error carries its id ([`ClientError::saga_id`]).
@@ -184,27 +461,65 @@ impl Client {
         outcome
     }
 
+    /// Closes the session on the coordinator (an open transaction rolls back).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.tessera.close_session(pb::CloseSessionRequest { session_id: self.session_id.clone() }).await?;
+        Ok(())
+    }
+
+    /// Shard groups, their counters, and the coordinator's commit counters.
+    pub async fn cluster_status(&mut self) -> Result<pb::ClusterStatusResponse, ClientError> {
+        Ok(self.admin.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner())
+    }
+
+    /// Shard groups with their members, roles and epochs, and every table's
+    /// partitioning.
+    pub async fn shard_map(&mut self) -> Result<pb::ShardMapResponse, ClientError> {
+        Ok(self.admin.shard_map(pb::ShardMapRequest {}).await?.into_inner())
+    }
+
     /// The sagas the coordinator remembers: unfinished ones and recent
     /// finished ones, oldest first.
     pub async fn sagas(&mut self) -> Result<Vec<pb::Saga>, ClientError> {
-        Ok(self.inner.list_sagas(pb::ListSagasRequest {}).await?.into_inner().sagas)
+        Ok(self.admin.list_sagas(pb::ListSagasRequest {}).await?.into_inner().sagas)
     }
 
     /// One saga with its timeline of steps and compensations.
     pub async fn saga_status(&mut self, saga_id: &str) -> Result<pb::Saga, ClientError> {
-        Ok(self.inner.get_saga(pb::GetSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
+        Ok(self.admin.get_saga(pb::GetSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
     }
 
     /// Resumes a saga parked as needs_operator (after the operator fixed
     /// what made its compensation fail): retries its compensations with a
     /// fresh budget and returns the saga as it ended.
     pub async fn resume_saga(&mut self, saga_id: &str) -> Result<pb::Saga, ClientError> {
-        Ok(self.inner.resume_saga(pb::ResumeSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
+        Ok(self.admin.resume_saga(pb::ResumeSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
     }
 
     /// Transactions in flight and in doubt.
     pub async fn transactions(&mut self) -> Result<Vec<pb::TransactionInfo>, ClientError> {
-        Ok(self.inner.list_transactions(pb::ListTransactionsRequest {}).await?.into_inner().transactions)
+        Ok(self.admin.list_transactions(pb::ListTransactionsRequest {}).await?.into_inner().transactions)
+    }
+}
+
+/// An open transaction inside [`Client::transaction`].
+pub struct Transaction {
+    client: Client,
+}
+
+impl Transaction {
+    /// Runs statements in the transaction.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Vec<StatementResult>, ClientError> {
+        self.client.execute_with(sql, params).await
+    }
+
+    /// The rows of the (last) statement, read in the transaction (locked).
+    pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, ClientError> {
+        self.client.query(sql, params).await
+    }
+
+    pub async fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, ClientError> {
+        self.client.query_one(sql, params).await
     }
 }
 
@@ -223,24 +538,22 @@ pub fn source_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+fn column_from_pb(c: pb::Column) -> Column {
+    let data_type = match pb::DataType::try_from(c.r#type).unwrap_or(pb::DataType::Unspecified) {
+        pb::DataType::Int => "INT",
+        pb::DataType::Bigint => "BIGINT",
+        pb::DataType::Text => "TEXT",
+        pb::DataType::Boolean => "BOOLEAN",
+        pb::DataType::Double => "DOUBLE",
+        pb::DataType::Unspecified => "UNKNOWN",
+    };
+    Column { name: c.name, data_type: data_type.to_string() }
+}
+
 fn statement_from_pb(result: pb::StatementResult) -> StatementResult {
     StatementResult {
         tag: result.tag,
-        columns: result
-            .columns
-            .into_iter()
-            .map(|c| Column {
-                name: c.name,
-                data_type: match pb::DataType::try_from(c.r#type).unwrap_or(pb::DataType::Unspecified) {
-                    pb::DataType::Bigint => "BIGINT",
-                    pb::DataType::Text => "TEXT",
-                    pb::DataType::Boolean => "BOOLEAN",
-                    pb::DataType::Double => "DOUBLE",
-                    pb::DataType::Unspecified => "UNKNOWN",
-                }
-                .to_string(),
-            })
-            .collect(),
+        columns: result.columns.into_iter().map(column_from_pb).collect(),
         rows: result.rows.into_iter().map(|r| r.values.into_iter().map(value_from_pb).collect()).collect(),
         rows_affected: result.rows_affected,
     }
@@ -254,5 +567,18 @@ fn value_from_pb(value: pb::Value) -> Value {
         Some(Kind::Text(s)) => Value::Text(s),
         Some(Kind::Boolean(b)) => Value::Bool(b),
         Some(Kind::Double(d)) => Value::Double(d),
+    }
+}
+
+fn value_to_pb(value: Value) -> pb::Value {
+    use pb::value::Kind;
+    pb::Value {
+        kind: Some(match value {
+            Value::Null => Kind::Null(true),
+            Value::Int(i) => Kind::Int(i),
+            Value::Text(s) => Kind::Text(s),
+            Value::Bool(b) => Kind::Boolean(b),
+            Value::Double(d) => Kind::Double(d),
+        }),
     }
 }

@@ -16,10 +16,20 @@ pub struct ClusterOptions {
     pub group_commit_window: Option<std::time::Duration>,
     /// Keep data here; a temporary directory (removed on shutdown) otherwise.
     pub data_dir: Option<PathBuf>,
+    /// Also serve the PostgreSQL protocol on a free loopback port.
+    pub postgres: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { shards: 3, group_commit_window: None, data_dir: None, postgres: false }
+    }
 }
 
 pub struct LocalCluster {
     pub address: SocketAddr,
+    /// Where the PostgreSQL protocol is served, if asked for.
+    pub pg_address: Option<SocketAddr>,
     pub data_dir: PathBuf,
     coordinator: CoordinatorHandle,
     shards: Vec<ShardHandle>,
@@ -37,11 +47,19 @@ impl LocalCluster {
             }
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // The nodes of one process share a random secret; clients need no
+        // credentials (the cluster listens on loopback only).
+        let secret = Some(uuid::Uuid::new_v4().simple().to_string());
         let mut shards = Vec::new();
         let mut groups = Vec::new();
         for i in 1..=options.shards {
-            let mut config =
-                ShardConfig { node_id: format!("shard-{i}"), listen: loopback, data_dir: data_dir.join(format!("shard-{i}")), ..ShardConfig::default() };
+            let mut config = ShardConfig {
+                node_id: format!("shard-{i}"),
+                listen: loopback,
+                data_dir: data_dir.join(format!("shard-{i}")),
+                cluster_secret: secret.clone(),
+                ..ShardConfig::default()
+            };
             if let Some(window) = options.group_commit_window {
                 config.group_commit_window_us = window.as_micros() as u64;
             }
@@ -49,12 +67,20 @@ impl LocalCluster {
             groups.push(ShardGroupConfig { id: i as u32, address: handle.address.to_string() });
             shards.push(handle);
         }
-        let mut config = CoordinatorConfig { listen: loopback, data_dir: data_dir.join("coordinator"), shard_groups: groups, ..CoordinatorConfig::default() };
+        let mut config = CoordinatorConfig {
+            listen: loopback,
+            pg_listen: options.postgres.then_some(loopback),
+            data_dir: data_dir.join("coordinator"),
+            shard_groups: groups,
+            cluster_secret: secret,
+            ..CoordinatorConfig::default()
+        };
+        config.auth.trust = true;
         if let Some(window) = options.group_commit_window {
             config.decision_log_window_us = window.as_micros() as u64;
         }
         let coordinator = coordinator_server::start(&config, coordinator_server::bind(loopback).await?).await?;
-        Ok(LocalCluster { address: coordinator.address, data_dir, coordinator, shards, _temp: temp })
+        Ok(LocalCluster { address: coordinator.address, pg_address: coordinator.pg_address, data_dir, coordinator, shards, _temp: temp })
     }
 
     /// Addresses of the shard nodes, in group order.

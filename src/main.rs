@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tessera::client::Client;
+use tessera::client::{Client, ClientBuilder};
 use tessera::cluster::{ClusterOptions, LocalCluster};
 use tessera::shell::{self, ShellOptions};
 use tessera_coordinator::config::{CoordinatorConfig, ShardGroupConfig};
@@ -35,6 +35,44 @@ enum Command {
         #[command(subcommand)]
         workload: BenchCommand,
     },
+    /// Print a SCRAM verifier for a PostgreSQL password (for `[[auth.users]]`
+    /// scram = "..."); reads the password from stdin.
+    Passwd,
+    /// Make a random bearer token and print it with the config lines that
+    /// accept it (`[[auth.tokens]]`).
+    Token {
+        /// Whose token it is.
+        #[arg(long, default_value = "app")]
+        name: String,
+    },
+}
+
+/// How to reach and authenticate to a coordinator.
+#[derive(Args, Clone)]
+struct Connect {
+    /// Coordinator address.
+    #[arg(long, default_value = DEFAULT_COORDINATOR)]
+    host: String,
+    /// Bearer token (one of the coordinator's `[[auth.tokens]]`).
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Use TLS, trusting the certificate authority in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl Connect {
+    fn builder(&self) -> anyhow::Result<ClientBuilder> {
+        let mut builder = Client::builder(&self.host);
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(ca) = &self.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+            builder = builder.tls_ca_pem(pem);
+        }
+        Ok(builder)
+    }
 }
 
 #[derive(Args)]
@@ -65,13 +103,15 @@ struct CoordinatorArgs {
     /// A shard group as ID=ADDRESS, e.g. 1=127.0.0.1:7701; repeatable.
     #[arg(long = "shard", value_parser = parse_group)]
     shards: Vec<ShardGroupConfig>,
+    /// Also serve the PostgreSQL wire protocol here (psql, drivers).
+    #[arg(long)]
+    pg_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
 struct SqlArgs {
-    /// Coordinator address.
-    #[arg(long, default_value = DEFAULT_COORDINATOR)]
-    host: String,
+    #[command(flatten)]
+    connect: Connect,
     /// Run these statements and exit (non-zero on error).
     #[arg(short = 'e', long = "execute")]
     execute: Option<String>,
@@ -123,6 +163,9 @@ struct BenchRun {
     /// Coordinator to measure; without it a 3-shard cluster starts in-process.
     #[arg(long)]
     host: Option<String>,
+    /// Bearer token for `--host`.
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Run time in seconds (kv: half inserts, half reads).
@@ -154,6 +197,8 @@ async fn main() -> ExitCode {
         Command::Sql(args) => run_sql(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::Bench { workload } => run_bench(workload).await,
+        Command::Passwd => run_passwd(),
+        Command::Token { name } => run_token(&name),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -221,10 +266,17 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
     if !args.shards.is_empty() {
         config.shard_groups = args.shards;
     }
+    if let Some(pg_listen) = args.pg_listen {
+        config.pg_listen = Some(pg_listen);
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tessera_coordinator::server::bind(config.listen).await.map_err(anyhow::Error::msg)?;
     let handle = tessera_coordinator::server::start(&config, listener).await.map_err(anyhow::Error::msg)?;
+    // Scripts and tests read the address from the first line.
     println!("coordinator listening on {}", handle.address);
+    if let Some(pg) = handle.pg_address {
+        println!("coordinator postgres protocol on {pg}");
+    }
     tokio::select! {
         result = async { handle.wait().await } => { result.map_err(anyhow::Error::msg)?; }
         _ = shutdown_signal() => {}
@@ -234,7 +286,7 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
 
 async fn run_sql(args: SqlArgs) -> anyhow::Result<bool> {
     init_logging("warn");
-    let client = Client::connect(&args.host).await?;
+    let client = args.connect.builder()?.connect().await?;
     shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }).await
 }
 
@@ -266,9 +318,8 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     if args.shards == 0 || args.shards > 16 {
         anyhow::bail!("--shards must be between 1 and 16");
     }
-    let cluster = LocalCluster::start(ClusterOptions { shards: args.shards, data_dir: args.data_dir.clone(), group_commit_window: None })
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let options = ClusterOptions { shards: args.shards, data_dir: args.data_dir.clone(), postgres: true, ..ClusterOptions::default() };
+    let cluster = LocalCluster::start(options).await.map_err(anyhow::Error::msg)?;
     let mut client = Client::connect(&cluster.address.to_string()).await?;
     if args.shards >= 3 {
         seed_demo(&mut client).await?;
@@ -279,6 +330,9 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
             println!("  shard group {}: {address}", i + 1);
         }
         println!("  coordinator: {}   (connect another shell: tessera sql --host {})", cluster.address, cluster.address);
+        if let Some(pg) = cluster.pg_address {
+            println!("  postgres:    {pg}   (psql \"host={} port={} user=demo sslmode=disable\")", pg.ip(), pg.port());
+        }
         println!("  data: {}{}", cluster.data_dir().display(), if args.data_dir.is_some() { "" } else { " (removed on exit; keep it with --data-dir)" });
         println!("Sample table: accounts (300 rows, range-partitioned at 100 and 200). Try: EXPLAIN SELECT * FROM accounts WHERE id = 150;");
     }
@@ -288,16 +342,42 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
 }
 
 /// The coordinator to measure: `--host`, or a 3-shard cluster started here.
-async fn bench_target(run: &BenchRun) -> anyhow::Result<(Option<LocalCluster>, String)> {
+async fn bench_target(run: &BenchRun) -> anyhow::Result<(Option<LocalCluster>, ClientBuilder)> {
     Ok(match &run.host {
-        Some(h) => (None, h.clone()),
+        Some(h) => {
+            let mut builder = Client::builder(h);
+            if let Some(token) = &run.token {
+                builder = builder.token(token);
+            }
+            (None, builder)
+        }
         None => {
             let window = run.group_commit_us.map(Duration::from_micros);
-            let c = LocalCluster::start(ClusterOptions { shards: 3, data_dir: None, group_commit_window: window }).await.map_err(anyhow::Error::msg)?;
-            let a = c.address.to_string();
-            (Some(c), a)
+            let options = ClusterOptions { shards: 3, group_commit_window: window, ..ClusterOptions::default() };
+            let c = LocalCluster::start(options).await.map_err(anyhow::Error::msg)?;
+            let builder = Client::builder(&c.address.to_string());
+            (Some(c), builder)
         }
     })
+}
+
+fn run_passwd() -> anyhow::Result<bool> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        anyhow::bail!("no password on stdin (try: echo 'secret' | tessera passwd)");
+    }
+    let verifier = tessera_coordinator::auth::ScramVerifier::from_password(password);
+    println!("scram = \"{}\"", verifier.to_text());
+    Ok(true)
+}
+
+fn run_token(name: &str) -> anyhow::Result<bool> {
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    println!("token: {token}");
+    println!("\n[[auth.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"", tessera_coordinator::auth::token_digest_hex(&token));
+    Ok(true)
 }
 
 async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
@@ -314,10 +394,10 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
         }
     }
     let (clients, duration) = (run.clients, Duration::from_secs(run.duration));
-    let (cluster, address) = bench_target(run).await?;
+    let (cluster, target) = bench_target(run).await?;
     let ok = match &workload {
         BenchCommand::Kv { .. } => {
-            let reports = tessera::bench::kv::run(&address, &tessera::bench::kv::KvOptions { clients, duration }).await?;
+            let reports = tessera::bench::kv::run(&target, &tessera::bench::kv::KvOptions { clients, duration }).await?;
             reports.iter().all(|r| r.ops > 0)
         }
         BenchCommand::Bank { accounts, cross_shard, protocol, failing, .. } => {
@@ -331,7 +411,7 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
             for protocol in protocols {
                 let options =
                     tessera::bench::bank::BankOptions { clients, duration, accounts: *accounts, cross_shard: *cross_shard, protocol, failing: *failing };
-                reports.push(tessera::bench::bank::run(&address, &options).await?);
+                reports.push(tessera::bench::bank::run(&target, &options).await?);
                 println!();
             }
             if let [two_phase, saga] = reports.as_slice() {

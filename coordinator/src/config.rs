@@ -18,6 +18,9 @@ pub struct ShardGroupConfig {
 pub struct CoordinatorConfig {
     /// gRPC listen address of the public API.
     pub listen: SocketAddr,
+    /// Listen address of the PostgreSQL wire protocol (psql, drivers);
+    /// none: not served.
+    pub pg_listen: Option<SocketAddr>,
     /// Directory of the coordinator's own RocksDB (catalog).
     pub data_dir: PathBuf,
     /// The shard groups. Recorded in the catalog on first start.
@@ -41,12 +44,101 @@ pub struct CoordinatorConfig {
     /// attempt (with jitter) up to `saga_backoff_max_ms`.
     pub saga_backoff_base_ms: u64,
     pub saga_backoff_max_ms: u64,
+    /// How long an idempotency key's outcome is kept.
+    pub idempotency_ttl_s: u64,
+    /// The secret carried by calls between the coordinator and shard nodes;
+    /// else `cluster_secret_file`, else `TESSERA_CLUSTER_SECRET`.
+    pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Who may connect (gRPC bearer tokens, PostgreSQL passwords).
+    pub auth: AuthConfig,
+    /// Certificates for the client endpoints (gRPC and PostgreSQL); none:
+    /// plain TCP.
+    pub tls: Option<TlsConfig>,
+    pub limits: LimitsConfig,
+}
+
+/// Client authentication. Required unless `trust` is set: a coordinator
+/// with neither users nor tokens refuses to start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept every client without credentials (`tessera demo`, tests on a
+    /// private machine). Never on a shared network.
+    pub trust: bool,
+    /// PostgreSQL users (SCRAM-SHA-256).
+    pub users: Vec<UserConfig>,
+    /// gRPC bearer tokens.
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The password in clear text; or
+    pub password: Option<String>,
+    /// a PostgreSQL SCRAM verifier
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`, as
+    /// `tessera passwd` prints), so the file holds no password.
+    pub scram: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who the token belongs to (logs, sessions).
+    pub name: String,
+    /// The token in clear text; or
+    pub token: Option<String>,
+    /// its SHA-256, hex-encoded.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Limits on what one client may ask for; each has its own error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest gRPC message accepted or sent (a response that would be
+    /// larger fails; ExecuteStream splits rows into smaller messages).
+    pub max_message_bytes: usize,
+    /// Longest SQL text of one request.
+    pub max_statement_bytes: usize,
+    /// Most rows one statement may return.
+    pub max_result_rows: u64,
+    /// Most sessions open at once (gRPC sessions plus PostgreSQL connections).
+    pub max_sessions: usize,
+    /// Default statement timeout; 0: none. Sessions change it with
+    /// `SET statement_timeout`.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 * 1024 * 1024,
+            max_statement_bytes: 4 * 1024 * 1024,
+            max_result_rows: 1_000_000,
+            max_sessions: 1_000,
+            statement_timeout_ms: 0,
+        }
+    }
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
             listen: "127.0.0.1:7700".parse().unwrap(),
+            pg_listen: None,
             data_dir: PathBuf::from("tessera-data/coordinator"),
             shard_groups: Vec::new(),
             rpc_timeout_ms: 5_000,
@@ -57,6 +149,12 @@ impl Default for CoordinatorConfig {
             saga_compensation_attempts: 8,
             saga_backoff_base_ms: 50,
             saga_backoff_max_ms: 2_000,
+            idempotency_ttl_s: 24 * 3600,
+            cluster_secret: None,
+            cluster_secret_file: None,
+            auth: AuthConfig::default(),
+            tls: None,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -89,7 +187,33 @@ impl CoordinatorConfig {
         if self.rpc_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err("coordinator config: rpc_timeout_ms and connect_timeout_ms must be positive".into());
         }
+        if !self.auth.trust && self.auth.users.is_empty() && self.auth.tokens.is_empty() {
+            return Err("coordinator config: clients must authenticate: add [[auth.users]] (PostgreSQL) or [[auth.tokens]] (gRPC), \
+                        or set auth.trust = true to accept every client (private machines only)"
+                .into());
+        }
+        for user in &self.auth.users {
+            if user.name.trim().is_empty() || user.password.is_some() == user.scram.is_some() {
+                return Err(format!("coordinator config: user \"{}\" needs exactly one of password and scram", user.name));
+            }
+        }
+        for token in &self.auth.tokens {
+            if token.token.is_some() == token.sha256.is_some() {
+                return Err(format!("coordinator config: token \"{}\" needs exactly one of token and sha256", token.name));
+            }
+        }
+        let l = &self.limits;
+        if l.max_message_bytes < 1024 || l.max_statement_bytes == 0 || l.max_result_rows == 0 || l.max_sessions == 0 {
+            return Err(
+                "coordinator config: limits.max_message_bytes must be at least 1024, and max_statement_bytes, max_result_rows and max_sessions positive".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The cluster secret from the config or the environment.
+    pub fn secret(&self) -> Result<tessera_shard::secret::ClusterSecret, String> {
+        tessera_shard::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), "coordinator")
     }
 
     pub fn decision_log_window(&self) -> Duration {
@@ -120,14 +244,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/coordinator.toml");
+        let config = CoordinatorConfig::from_file(&path).unwrap();
+        assert_eq!(config.shard_groups.len(), 3);
+        assert!(config.pg_listen.is_some() && !config.auth.trust && config.secret().is_ok());
+    }
+
+    #[test]
     fn config_files_are_validated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("coordinator.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\n[[shard_groups]]\nid = 1\naddress = \"127.0.0.1:7001\"\n").unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\nauth.trust = true\n[[shard_groups]]\nid = 1\naddress = \"127.0.0.1:7001\"\n").unwrap();
         assert_eq!(CoordinatorConfig::from_file(&path).unwrap().shard_groups.len(), 1);
         std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n[[shard_groups]]\nid = 1\naddress = \"b\"\n").unwrap();
         assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("twice"));
         std::fs::write(&path, "listen = [").unwrap();
         assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("coordinator.toml"));
+        std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n").unwrap();
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("authenticate"), "credentials are required by default");
+        std::fs::write(&path, "[[auth.users]]\nname = \"app\"\n").unwrap();
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("exactly one of password and scram"));
+        std::fs::write(&path, "[[auth.tokens]]\nname = \"app\"\ntoken = \"t\"\n[limits]\nmax_sessions = 0\n").unwrap();
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("max_sessions"));
     }
 }

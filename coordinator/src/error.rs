@@ -65,6 +65,19 @@ pub enum CoordError {
     /// `cause` is the SQLSTATE of the step failure that rolled a saga back
     /// (a CHECK violation stays 23514, so clients can tell it apart).
     Saga { saga_id: String, message: String, parked: bool, cause: Option<&'static str> },
+    /// `limits.max_sessions` are open.
+    #[error("{0}")]
+    TooManySessions(String),
+    /// A request over one of the limits (statement length, result rows,
+    /// message size); names the limit.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A statement ran longer than the session's `statement_timeout`.
+    #[error("{0}")]
+    StatementTimeout(String),
+    /// A gRPC session id that is not open (closed, expired, someone else's).
+    #[error("{0}")]
+    SessionNotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -116,6 +129,10 @@ impl CoordError {
             CoordError::Fenced(_) => "40000",
             CoordError::Saga { parked: false, cause, .. } => cause.unwrap_or("40000"),
             CoordError::Saga { parked: true, .. } => "55000",
+            CoordError::TooManySessions(_) => "53300",
+            CoordError::LimitExceeded(_) => "54000",
+            CoordError::StatementTimeout(_) => "57014",
+            CoordError::SessionNotFound(_) => "08003",
             CoordError::Internal(_) => "XX000",
         }
     }
@@ -125,7 +142,7 @@ impl CoordError {
     pub fn known_sqlstate(code: &str) -> Option<&'static str> {
         const KNOWN: &[&str] = &[
             "08006", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001", "40003",
-            "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "55000", "P0002", "XX000",
+            "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "55000", "57014", "08003", "P0002", "XX000",
         ];
         KNOWN.iter().copied().find(|k| *k == code)
     }
@@ -144,21 +161,30 @@ impl CoordError {
             CoordError::Fenced(_) => tonic::Code::Aborted,
             CoordError::Saga { parked: false, .. } => tonic::Code::Aborted,
             CoordError::Saga { parked: true, .. } => tonic::Code::FailedPrecondition,
+            CoordError::TooManySessions(_) | CoordError::LimitExceeded(_) => tonic::Code::ResourceExhausted,
+            CoordError::StatementTimeout(_) => tonic::Code::DeadlineExceeded,
+            CoordError::SessionNotFound(_) => tonic::Code::NotFound,
             CoordError::Internal(_) => tonic::Code::Internal,
         }
     }
 }
 
+/// The status a failed call returns: the gRPC code, the message, the
+/// SQLSTATE (and saga id) as a `google.rpc.ErrorInfo` detail and as
+/// metadata.
 impl From<CoordError> for tonic::Status {
     fn from(e: CoordError) -> tonic::Status {
-        let mut status = tonic::Status::new(e.grpc_code(), e.to_string());
-        status.metadata_mut().insert(SQLSTATE_METADATA_KEY, e.sqlstate().parse().expect("ASCII SQLSTATE"));
+        let mut info = std::collections::HashMap::from([("sqlstate".to_string(), e.sqlstate().to_string())]);
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(SQLSTATE_METADATA_KEY, e.sqlstate().parse().expect("ASCII SQLSTATE"));
         if let CoordError::Saga { saga_id, .. } = &e {
+            info.insert("saga_id".to_string(), saga_id.clone());
             if let Ok(value) = saga_id.parse() {
-                status.metadata_mut().insert(SAGA_METADATA_KEY, value);
+                metadata.insert(SAGA_METADATA_KEY, value);
             }
         }
-        status
+        let details = tonic_types::ErrorDetails::with_error_info(e.sqlstate(), tessera_proto::ERROR_DOMAIN, info);
+        <tonic::Status as tonic_types::StatusExt>::with_error_details_and_metadata(e.grpc_code(), e.to_string(), details, metadata)
     }
 }
 

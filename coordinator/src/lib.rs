@@ -12,18 +12,27 @@
 //! - [`routing`]: range partitioning and the consistent-hash ring.
 //! - [`shards`]: gRPC clients of the shard groups, with deadlines and errors
 //!   that name the group.
-//! - [`service`]: the public `tessera.v1` gRPC service.
+//! - [`api`]: the gRPC services (`tessera.v1.Tessera`, `tessera.v1.Admin`,
+//!   the internal resolver).
+//! - [`postgres`]: the PostgreSQL wire protocol front end (psql, drivers).
+//! - [`idempotency`]: idempotency keys and their durable outcomes.
+//! - [`auth`], [`tls`]: client authentication (bearer tokens, SCRAM) and
+//!   TLS for the client endpoints.
 //! - [`config`], [`server`]: configuration and running a coordinator.
 //! - [`error`]: errors, with the one SQLSTATE and gRPC status mapping.
 
+pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod idempotency;
+pub mod postgres;
 pub mod routing;
 pub mod saga;
 pub mod server;
-pub mod service;
 pub mod session;
 pub mod shards;
 pub mod sql;
+pub mod tls;
 pub mod txn;

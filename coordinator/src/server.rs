@@ -1,30 +1,39 @@
-//! Running a coordinator: open the catalog, connect the shard pool, serve
-//! the public gRPC API until shut down.
+//! Running a coordinator: open the catalog and the journal, connect the
+//! shard pool, serve the public gRPC API (with health and reflection), the
+//! internal resolver and, when configured, the PostgreSQL protocol, until
+//! shut down.
 
+use crate::api::admin::AdminService;
+use crate::api::resolver::ResolverService;
+use crate::api::tessera::TesseraService;
+use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
+use crate::idempotency::Idempotency;
 use crate::saga::Sagas;
-use crate::service::{ResolverService, TesseraService};
 use crate::session::Sessions;
 use crate::shards::ShardPool;
-use crate::sql::Engine;
+use crate::sql::{Engine, EngineLimits};
+use crate::tls::Tls;
 use crate::txn::{Journal, TxnManager};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_proto::shard::resolver_server::ResolverServer;
+use tessera_proto::v1::admin_server::AdminServer;
 use tessera_proto::v1::tessera_server::TesseraServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Largest gRPC message the coordinator accepts or sends.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+use tonic::service::interceptor::InterceptedService;
 
 pub struct CoordinatorHandle {
     pub address: SocketAddr,
+    /// Where the PostgreSQL wire protocol is served, if configured.
+    pub pg_address: Option<SocketAddr>,
     pub engine: Arc<Engine>,
+    pub sessions: Arc<Sessions>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
 }
@@ -45,9 +54,13 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
-/// Opens the catalog and starts serving on `listener`.
+/// Opens the catalog and starts serving on `listener` (and on
+/// `config.pg_listen`, if set).
 pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<CoordinatorHandle, String> {
     config.validate()?;
+    let secret = config.secret()?;
+    let auth = Arc::new(Authenticator::from_config(&config.auth)?);
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let catalog = Arc::new(Catalog::open(&config.data_dir).map_err(|e| e.to_string())?);
     if !config.shard_groups.is_empty() {
         catalog.set_shard_groups(&config.shard_groups).map_err(|e| e.to_string())?;
@@ -55,30 +68,66 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     if catalog.shard_groups().is_empty() {
         return Err("coordinator: no shard groups configured (add [[shard_groups]] entries with id and address)".into());
     }
-    let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout()).map_err(|e| e.to_string())?);
+    let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout(), secret.clone()).map_err(|e| e.to_string())?);
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
-    // One journal for 2PC decisions and the saga log; its group commit
-    // waits for callers counted in `in_flight` (preparing transactions and
-    // running sagas).
+    // One journal for 2PC decisions, the saga log and idempotency records;
+    // its group commit waits for callers counted in `in_flight` (preparing
+    // transactions and running sagas).
     let in_flight = Arc::new(AtomicUsize::new(0));
     let gauge = in_flight.clone();
     let journal = Arc::new(Journal::start(catalog.db(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
     let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
-    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal, in_flight, advertise, config.saga()).map_err(|e| e.to_string())?;
-    let engine = Arc::new(Engine::new(catalog, shards, txns, sagas));
-    let sessions = Arc::new(Sessions::default());
+    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga()).map_err(|e| e.to_string())?;
+    let idempotency = Arc::new(Idempotency::new(journal, Duration::from_secs(config.idempotency_ttl_s)));
+    let limits = EngineLimits { max_statement_bytes: config.limits.max_statement_bytes, max_result_rows: config.limits.max_result_rows };
+    let engine = Arc::new(Engine::new(catalog, shards, txns, sagas, idempotency.clone(), limits));
+    let sessions = Arc::new(Sessions::new(config.limits.max_sessions, Duration::from_millis(config.limits.statement_timeout_ms)));
     let (shutdown, mut signal) = watch::channel(false);
+    idempotency.spawn_gc(shutdown.subscribe());
     let reaper = spawn_session_reaper(sessions.clone(), engine.clone(), shutdown.subscribe());
-    let service = TesseraServer::new(TesseraService::new(engine.clone(), sessions))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let max_message = config.limits.max_message_bytes;
+    let tessera = TesseraServer::new(TesseraService::new(engine.clone(), sessions.clone(), max_message))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let admin =
+        AdminServer::new(AdminService::new(engine.clone(), sessions.clone())).max_decoding_message_size(max_message).max_encoding_message_size(max_message);
     let resolver = ResolverServer::new(ResolverService::new(engine.clone()));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    for service in ["tessera.v1.Tessera", "tessera.v1.Admin", ""] {
+        health_reporter.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| format!("reflection: {e}"))?;
+    let pg_address = match config.pg_listen {
+        Some(pg_listen) => {
+            let pg_listener = bind(pg_listen).await?;
+            let pg_address = pg_listener.local_addr().map_err(|e| e.to_string())?;
+            let front = crate::postgres::Frontend::new(engine.clone(), sessions.clone(), auth.clone(), tls.as_ref().map(Tls::acceptor));
+            tokio::spawn(crate::postgres::serve(pg_listener, Arc::new(front), shutdown.subscribe()));
+            tracing::info!(address = %pg_address, tls = tls.is_some(), "serving the PostgreSQL wire protocol");
+            Some(pg_address)
+        }
+        None => None,
+    };
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.grpc()).map_err(|e| format!("tls: {e}"))?;
+    }
+    let router = builder
+        .add_service(InterceptedService::new(tessera, crate::api::bearer_check(auth.clone())))
+        .add_service(InterceptedService::new(admin, crate::api::bearer_check(auth)))
+        .add_service(InterceptedService::new(resolver, secret.server_check()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(service)
-            .add_service(resolver)
+        let result = router
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             })
@@ -87,8 +136,8 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         reaper.abort();
         result
     });
-    tracing::info!(%address, "coordinator serving");
-    Ok(CoordinatorHandle { address, engine, shutdown, task })
+    tracing::info!(%address, tls = config.tls.is_some(), "coordinator serving");
+    Ok(CoordinatorHandle { address, pg_address, engine, sessions, shutdown, task })
 }
 
 /// Rolls back the transactions of idle sessions every few seconds.

@@ -1,10 +1,17 @@
-//! Client sessions: what persists between the calls of one client, which is
-//! the open transaction. Statements of a session run one at a time.
+//! Client sessions: what persists between the calls of one client (the open
+//! transaction and the session's settings). Statements of a session run one
+//! at a time.
+//!
+//! gRPC sessions are opened and closed explicitly and belong to the
+//! principal that opened them; a PostgreSQL connection is a session for as
+//! long as it lasts. Both count against `limits.max_sessions`.
 
+use crate::error::{CoordError, Result};
 use crate::saga::plan::StatementPlan;
 use crate::saga::{Protocol, SagaStatement};
 use crate::txn::{Txn, TxnManager};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,6 +28,9 @@ pub struct Session {
     pub saga: Option<SagaDraft>,
     /// `SET transaction_protocol`: how multi-group transactions commit.
     pub protocol: Protocol,
+    /// `SET statement_timeout`: how long one statement may run (commits
+    /// excepted); `None`: no limit.
+    pub statement_timeout: Option<Duration>,
     last_used: Instant,
 }
 
@@ -35,32 +45,120 @@ pub struct SagaDraft {
 
 impl Default for Session {
     fn default() -> Self {
-        Session { txn: None, saga: None, protocol: Protocol::default(), last_used: Instant::now() }
+        Session { txn: None, saga: None, protocol: Protocol::default(), statement_timeout: None, last_used: Instant::now() }
     }
 }
 
 impl Session {
+    /// A session whose statements time out after `timeout` (none if zero).
+    pub fn with_timeout(timeout: Duration) -> Session {
+        Session { statement_timeout: (!timeout.is_zero()).then_some(timeout), ..Session::default() }
+    }
+
     pub fn touch(&mut self) {
         self.last_used = Instant::now();
+    }
+
+    /// True while a transaction or a saga is open.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some() || self.saga.is_some()
     }
 }
 
 pub type SharedSession = Arc<tokio::sync::Mutex<Session>>;
 
-#[derive(Default)]
+struct Entry {
+    owner: String,
+    session: SharedSession,
+}
+
+/// Every open session.
 pub struct Sessions {
-    map: Mutex<HashMap<String, SharedSession>>,
+    map: Mutex<HashMap<String, Entry>>,
+    /// PostgreSQL connections (sessions outside the map).
+    connections: Arc<AtomicUsize>,
+    max: usize,
+    default_timeout: Duration,
+}
+
+/// A PostgreSQL connection's place in the session count, given back on drop.
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Sessions {
-    /// The session with this id, created on first use.
-    pub fn get(&self, id: &str) -> SharedSession {
-        self.map.lock().unwrap().entry(id.to_string()).or_default().clone()
+    pub fn new(max: usize, default_timeout: Duration) -> Sessions {
+        Sessions { map: Mutex::default(), connections: Arc::default(), max, default_timeout }
+    }
+
+    /// Sessions open now (gRPC sessions and PostgreSQL connections).
+    pub fn count(&self) -> usize {
+        self.map.lock().unwrap().len() + self.connections.load(Ordering::Relaxed)
+    }
+
+    fn full(&self, open: usize) -> CoordError {
+        CoordError::TooManySessions(format!("too many sessions: {open} are open and limits.max_sessions is {}", self.max))
+    }
+
+    /// A new session for `owner`; its id.
+    pub fn open(&self, owner: &str) -> Result<String> {
+        let mut map = self.map.lock().unwrap();
+        let open = map.len() + self.connections.load(Ordering::Relaxed);
+        if open >= self.max {
+            return Err(self.full(open));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let session = Arc::new(tokio::sync::Mutex::new(self.new_session()));
+        map.insert(id.clone(), Entry { owner: owner.to_string(), session });
+        Ok(id)
+    }
+
+    /// A session that lives outside the map (one call without a session id).
+    pub fn new_session(&self) -> Session {
+        Session::with_timeout(self.default_timeout)
+    }
+
+    /// A place for a PostgreSQL connection.
+    pub fn connection(&self) -> Result<ConnectionSlot> {
+        let map = self.map.lock().unwrap();
+        let open = map.len() + self.connections.fetch_add(1, Ordering::Relaxed);
+        let slot = ConnectionSlot(self.connections.clone());
+        if open >= self.max {
+            return Err(self.full(open));
+        }
+        Ok(slot)
+    }
+
+    /// The session `id` of `owner`.
+    pub fn get(&self, id: &str, owner: &str) -> Result<SharedSession> {
+        match self.map.lock().unwrap().get(id) {
+            Some(entry) if entry.owner == owner => Ok(entry.session.clone()),
+            _ => Err(CoordError::SessionNotFound(format!(
+                "session \"{id}\" does not exist: it was closed, expired after {} s idle, or belongs to someone else (open one with OpenSession)",
+                IDLE_SESSION_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Closes a session, rolling back its open transaction.
+    pub async fn close(&self, id: &str, owner: &str, txns: &TxnManager) -> Result<()> {
+        let shared = self.get(id, owner)?;
+        self.map.lock().unwrap().remove(id);
+        let mut session = shared.lock().await;
+        if let Some(txn) = session.txn.take() {
+            txns.rollback(txn).await;
+        }
+        session.saga = None;
+        Ok(())
     }
 
     /// Rolls back transactions of idle sessions and drops long-idle ones.
     pub async fn reap(&self, txns: &TxnManager) {
-        let sessions: Vec<(String, SharedSession)> = self.map.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let sessions: Vec<(String, SharedSession)> = self.map.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.session.clone())).collect();
         let now = Instant::now();
         for (id, shared) in sessions {
             let Ok(mut session) = shared.try_lock() else { continue };
@@ -79,5 +177,25 @@ impl Sessions {
                 self.map.lock().unwrap().remove(&id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_connections_share_the_limit_and_belong_to_their_owner() {
+        let sessions = Sessions::new(2, Duration::ZERO);
+        let id = sessions.open("app").unwrap();
+        assert!(sessions.get(&id, "app").is_ok());
+        assert!(matches!(sessions.get(&id, "other"), Err(CoordError::SessionNotFound(_))));
+        let slot = sessions.connection().unwrap();
+        assert_eq!(sessions.count(), 2);
+        assert!(matches!(sessions.open("app"), Err(CoordError::TooManySessions(_))));
+        assert!(matches!(sessions.connection(), Err(CoordError::TooManySessions(_))));
+        assert_eq!(sessions.count(), 2, "a refused connection gives its place back");
+        drop(slot);
+        assert!(sessions.open("app").is_ok());
     }
 }

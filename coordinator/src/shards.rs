@@ -1,5 +1,6 @@
 //! Clients for the shard groups: one lazily connected gRPC channel per group,
-//! a deadline on every call, and errors that name the group and its address.
+//! a deadline on every call, the cluster secret on every call, and errors
+//! that name the group and its address.
 
 use crate::catalog::ShardGroupId;
 use crate::error::{CoordError, Result};
@@ -9,18 +10,35 @@ use std::time::Duration;
 use tessera_proto::shard as pb;
 use tessera_proto::shard::shard_client::ShardClient as PbClient;
 use tessera_shard::data::expr::Expr;
+use tessera_shard::secret::ClusterSecret;
 use tessera_shard::txn::{Mutation, TxnContext};
 use tessera_shard::wire;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What every call to a shard carries: the cluster secret.
+#[derive(Clone)]
+pub struct Outgoing {
+    secret: ClusterSecret,
+}
+
+impl tonic::service::Interceptor for Outgoing {
+    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        self.secret.attach(&mut request);
+        Ok(request)
+    }
+}
+
+type Client = PbClient<InterceptedService<Channel, Outgoing>>;
 
 /// A client for one shard group's primary.
 #[derive(Clone)]
 pub struct ShardClient {
     pub group: ShardGroupId,
     pub address: String,
-    client: PbClient<Channel>,
+    client: Client,
     timeout: Duration,
 }
 
@@ -29,11 +47,12 @@ pub struct ShardPool {
     clients: RwLock<HashMap<ShardGroupId, ShardClient>>,
     rpc_timeout: Duration,
     connect_timeout: Duration,
+    secret: ClusterSecret,
 }
 
 impl ShardPool {
-    pub fn new(groups: &BTreeMap<ShardGroupId, String>, rpc_timeout: Duration, connect_timeout: Duration) -> Result<ShardPool> {
-        let pool = ShardPool { clients: RwLock::new(HashMap::new()), rpc_timeout, connect_timeout };
+    pub fn new(groups: &BTreeMap<ShardGroupId, String>, rpc_timeout: Duration, connect_timeout: Duration, secret: ClusterSecret) -> Result<ShardPool> {
+        let pool = ShardPool { clients: RwLock::new(HashMap::new()), rpc_timeout, connect_timeout, secret };
         for (id, address) in groups {
             pool.set(*id, address)?;
         }
@@ -47,7 +66,10 @@ impl ShardPool {
             .connect_timeout(self.connect_timeout)
             .timeout(self.rpc_timeout)
             .tcp_nodelay(true);
-        let client = PbClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let outgoing = Outgoing { secret: self.secret.clone() };
+        let client = PbClient::with_interceptor(endpoint.connect_lazy(), outgoing)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.clients.write().unwrap().insert(group, ShardClient { group, address: address.to_string(), client, timeout: self.rpc_timeout });
         Ok(())
     }
@@ -92,6 +114,9 @@ impl ShardClient {
                 CoordError::invalid_value(status.message().to_string(), state)
             }
             tonic::Code::DeadlineExceeded => CoordError::ShardUnavailable(format!("{who} did not answer within {} ms", self.timeout_ms())),
+            tonic::Code::Unauthenticated => {
+                CoordError::ShardUnavailable(format!("{who} refused the coordinator: {} (is cluster_secret the same on both?)", status.message()))
+            }
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                 CoordError::ShardUnavailable(format!("{who} unreachable: {}", describe_transport(&status)))
             }

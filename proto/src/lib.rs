@@ -4,8 +4,8 @@
 //! - [`shard`]: the internal API between the coordinator and shard nodes
 //!   (`tessera.shard.v1`).
 //!
-//! Nothing but generated code lives here; conversions to domain types live
-//! next to the services that use them.
+//! Nothing but generated code and the names of metadata keys lives here;
+//! conversions to domain types live next to the services that use them.
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
@@ -17,8 +17,18 @@ pub mod shard {
     tonic::include_proto!("tessera.shard.v1");
 }
 
+/// The encoded descriptors of every Tessera service, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
+
 /// Metadata key carrying the SQLSTATE of a failed call.
 pub const SQLSTATE_METADATA_KEY: &str = "x-tessera-sqlstate";
 
 /// Metadata key carrying the id of a saga that rolled back or was parked.
 pub const SAGA_METADATA_KEY: &str = "x-tessera-saga-id";
+
+/// Metadata key carrying the cluster secret on calls between the
+/// coordinator and shard nodes (and between shard nodes).
+pub const CLUSTER_SECRET_METADATA_KEY: &str = "x-tessera-cluster-secret";
+
+/// The `domain` of the `google.rpc.ErrorInfo` detail on failed calls.
+pub const ERROR_DOMAIN: &str = "tessera.v1";

@@ -23,6 +23,10 @@ pub struct ShardConfig {
     /// How long a commit may wait for concurrent commits to share one WAL
     /// fsync (only while other transactions are in flight); 0 disables.
     pub group_commit_window_us: u64,
+    /// The secret every internal call carries (see `secret.rs`); else
+    /// `cluster_secret_file`, else the `TESSERA_CLUSTER_SECRET` variable.
+    pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for ShardConfig {
@@ -35,6 +39,8 @@ impl Default for ShardConfig {
             lock_timeout_ms: 2_000,
             idle_txn_timeout_ms: 30_000,
             group_commit_window_us: 1_000,
+            cluster_secret: None,
+            cluster_secret_file: None,
         }
     }
 }
@@ -61,6 +67,11 @@ impl ShardConfig {
         Ok(())
     }
 
+    /// The cluster secret from the config or the environment.
+    pub fn secret(&self) -> Result<crate::secret::ClusterSecret, String> {
+        crate::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), &format!("shard {}", self.node_id))
+    }
+
     pub fn lock_timeout(&self) -> Duration {
         Duration::from_millis(self.lock_timeout_ms)
     }
@@ -77,6 +88,13 @@ impl ShardConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/shard.toml");
+        let config = ShardConfig::from_file(&path).unwrap();
+        assert!(config.secret().is_ok());
+    }
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_file_name() {

@@ -8,6 +8,7 @@
 //! - [`service`]: the gRPC service (`tessera.shard.v1.Shard`).
 //! - [`wire`]: protobuf <-> domain conversions for the shard protocol.
 //! - [`resolver`]: asks the coordinator about in-doubt prepared transactions.
+//! - [`secret`]: the cluster secret every internal call carries.
 //! - [`config`], [`server`]: configuration and running a node.
 //! - [`error`]: the shard's errors and their gRPC mapping.
 //! - [`failpoint`]: named stopping places for crash tests.
@@ -17,6 +18,7 @@ pub mod data;
 pub mod error;
 pub mod failpoint;
 pub mod resolver;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod storage;

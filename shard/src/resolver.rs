@@ -4,6 +4,7 @@
 //! and applies it. Presumed abort: a coordinator with no COMMIT record answers
 //! ABORTED. An unreachable coordinator or IN_PROGRESS means ask again later.
 
+use crate::secret::ClusterSecret;
 use crate::txn::{Participant, TxnContext};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,25 +18,25 @@ pub const PATIENCE: Duration = Duration::from_secs(2);
 const ROUND: Duration = Duration::from_millis(500);
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn spawn(participant: Arc<Participant>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(participant: Arc<Participant>, secret: ClusterSecret, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ROUND);
         loop {
             tokio::select! {
-                _ = tick.tick() => resolve_round(&participant).await,
+                _ = tick.tick() => resolve_round(&participant, &secret).await,
                 _ = stop.changed() => return,
             }
         }
     })
 }
 
-async fn resolve_round(participant: &Arc<Participant>) {
+async fn resolve_round(participant: &Arc<Participant>, secret: &ClusterSecret) {
     for (txn_id, coordinator) in participant.in_doubt(PATIENCE) {
         if coordinator.is_empty() {
             tracing::warn!(txn = %txn_id, "prepared transaction has no coordinator address; waiting for its decision");
             continue;
         }
-        match ask(&coordinator, &txn_id).await {
+        match ask(&coordinator, &txn_id, secret).await {
             Ok(pb::Outcome::Committed) => {
                 let txn = TxnContext { id: txn_id.clone(), timestamp: 0, begin: false, coordinator };
                 match participant.commit(&txn, false, Vec::new(), false).await {
@@ -53,10 +54,12 @@ async fn resolve_round(participant: &Arc<Participant>) {
     }
 }
 
-async fn ask(coordinator: &str, txn_id: &str) -> Result<pb::Outcome, String> {
+async fn ask(coordinator: &str, txn_id: &str, secret: &ClusterSecret) -> Result<pb::Outcome, String> {
     let url = if coordinator.contains("://") { coordinator.to_string() } else { format!("http://{coordinator}") };
     let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let response = ResolverClient::new(channel).outcome(pb::OutcomeRequest { txn_id: txn_id.to_string() }).await.map_err(|e| e.to_string())?;
+    let mut request = tonic::Request::new(pb::OutcomeRequest { txn_id: txn_id.to_string() });
+    secret.attach(&mut request);
+    let response = ResolverClient::new(channel).outcome(request).await.map_err(|e| e.to_string())?;
     Ok(response.into_inner().outcome())
 }

@@ -12,6 +12,7 @@ use tessera_proto::shard::shard_server::ShardServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 
 /// Largest gRPC message a shard accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -45,6 +46,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 /// Opens the storage engine and starts serving on `listener`.
 pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardHandle, String> {
     config.validate()?;
+    let secret = config.secret()?;
     let engine: Arc<dyn Engine> = if config.in_memory {
         Arc::new(MemoryEngine::default())
     } else {
@@ -59,10 +61,12 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
     let service = ShardService::new(participant.clone(), config.node_id.clone(), data_dir);
     let (shutdown, mut signal) = watch::channel(false);
     let reaper = spawn_idle_reaper(participant.clone(), shutdown.subscribe());
-    let resolver = crate::resolver::spawn(participant.clone(), shutdown.subscribe());
+    let resolver = crate::resolver::spawn(participant.clone(), secret.clone(), shutdown.subscribe());
     let node_id = config.node_id.clone();
     let task = tokio::spawn(async move {
         let server = ShardServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // Only callers with the cluster secret get past this.
+        let server = InterceptedService::new(server, secret.server_check());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)

@@ -9,7 +9,7 @@
 //! invariant also checks that every compensation ran.
 
 use super::{histogram, per_second, percentiles};
-use crate::client::{Client, ClientError, Protocol};
+use crate::client::{Client, ClientBuilder, ClientError, Protocol};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,16 +55,16 @@ struct WorkerResult {
     last_error: Option<String>,
 }
 
-/// Runs the workload against the coordinator at `address`; returns false if
+/// Runs the workload against the coordinator `target` leads to; returns false if
 /// the invariant does not hold.
-pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<BankReport> {
-    let mut admin = Client::connect(address).await?;
+pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Result<BankReport> {
+    let mut admin = target.clone().connect().await?;
     let groups = admin.cluster_status().await?.shard_groups.len().max(1) as u64;
     let per_group = (options.accounts / groups).max(2);
     let accounts = per_group * groups;
     setup(&mut admin, groups, per_group).await?;
     println!(
-        "bench bank ({}): {accounts} accounts over {groups} shard groups, {} clients, {:?}, {:.0}% cross-shard transfers{}, coordinator {address}",
+        "bench bank ({}): {accounts} accounts over {groups} shard groups, {} clients, {:?}, {:.0}% cross-shard transfers{}, coordinator {}",
         protocol_name(options.protocol),
         options.clients,
         options.duration,
@@ -72,7 +72,8 @@ pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<BankRep
         match options.protocol {
             Protocol::Saga => format!(", {:.1}% to a missing account", options.failing * 100.0),
             Protocol::TwoPhaseCommit => String::new(),
-        }
+        },
+        target.address()
     );
     let before = admin.cluster_status().await?;
     let counters = Arc::new(Counters::default());
@@ -80,7 +81,7 @@ pub async fn run(address: &str, options: &BankOptions) -> anyhow::Result<BankRep
     let mut workers = Vec::new();
     let shape = Shape { groups, per_group, cross_shard: options.cross_shard, failing: if options.protocol == Protocol::Saga { options.failing } else { 0.0 } };
     for _ in 0..options.clients {
-        let mut client = Client::connect(address).await?;
+        let mut client = target.clone().connect().await?;
         client.set_protocol(Some(options.protocol));
         let counters = counters.clone();
         let deadline = start + options.duration;

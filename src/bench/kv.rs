@@ -3,7 +3,7 @@
 //! concurrent connections, each key routed to one shard group.
 
 use super::{histogram, per_second, percentiles};
-use crate::client::Client;
+use crate::client::{Client, ClientBuilder};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,25 +43,31 @@ enum Phase {
     Read,
 }
 
-/// Runs the workload against the coordinator at `address`.
-pub async fn run(address: &str, options: &KvOptions) -> anyhow::Result<Vec<PhaseReport>> {
-    let mut setup = Client::connect(address).await?;
+/// Runs the workload against the coordinator `target` leads to.
+pub async fn run(target: &ClientBuilder, options: &KvOptions) -> anyhow::Result<Vec<PhaseReport>> {
+    let mut setup = target.clone().connect().await?;
     setup.execute("DROP TABLE IF EXISTS bench_kv").await?;
     setup.execute("CREATE TABLE bench_kv (k BIGINT PRIMARY KEY, v TEXT NOT NULL) WITH (partitioning = 'hash')").await?;
     let half = options.duration / 2;
-    println!("bench kv: {} clients, {:?} of inserts then {:?} of point reads, coordinator {address}", options.clients, half, half);
-    let inserted = run_phase(address, options.clients, half, Phase::Insert, Arc::new(Vec::new())).await?;
+    println!("bench kv: {} clients, {:?} of inserts then {:?} of point reads, coordinator {}", options.clients, half, half, target.address());
+    let inserted = run_phase(target, options.clients, half, Phase::Insert, Arc::new(Vec::new())).await?;
     let counts = Arc::new(inserted.1);
-    let read = run_phase(address, options.clients, half, Phase::Read, counts).await?;
+    let read = run_phase(target, options.clients, half, Phase::Read, counts).await?;
     Ok(vec![inserted.0, read.0])
 }
 
-async fn run_phase(address: &str, clients: usize, duration: Duration, phase: Phase, inserted: Arc<Vec<u64>>) -> anyhow::Result<(PhaseReport, Vec<u64>)> {
+async fn run_phase(
+    target: &ClientBuilder,
+    clients: usize,
+    duration: Duration,
+    phase: Phase,
+    inserted: Arc<Vec<u64>>,
+) -> anyhow::Result<(PhaseReport, Vec<u64>)> {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..clients {
-        let client = Client::connect(address).await?;
+        let client = target.clone().connect().await?;
         let (done, inserted) = (done.clone(), inserted.clone());
         workers.push(tokio::spawn(async move { worker_loop(client, worker, clients, start + duration, phase, done, inserted).await }));
     }

@@ -7,11 +7,24 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tessera::client::{Client, ClientError, StatementResult};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+/// The cluster secret of test clusters (shards refuse calls without it).
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+/// The bearer token test coordinators accept.
+pub const TOKEN: &str = "test-token-0123456789";
+/// The PostgreSQL user and password test coordinators accept.
+pub const PG_USER: &str = "tessera";
+pub const PG_PASSWORD: &str = "test-password";
+
+/// The coordinator config lines every test cluster uses: a token and a user.
+pub fn auth_toml() -> String {
+    format!("[[auth.tokens]]\nname = \"test\"\ntoken = \"{TOKEN}\"\n\n[[auth.users]]\nname = \"{PG_USER}\"\npassword = \"{PG_PASSWORD}\"\n")
+}
 
 pub struct Node {
     child: Option<Child>,
@@ -20,14 +33,28 @@ pub struct Node {
     /// Extra environment, e.g. `TESSERA_FAILPOINTS`.
     pub env: Vec<(String, String)>,
     log: PathBuf,
+    /// Lines the process printed on stdout after its address line.
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
     /// Starts `tessera <args> --listen <listen>` with extra environment and
     /// waits for its address.
     pub fn start_with_env(args: Vec<String>, listen: &str, log: PathBuf, env: Vec<(String, String)>) -> Node {
-        let (child, address) = spawn(&args, &env, listen, &log).unwrap_or_else(|e| panic!("{e}"));
-        Node { child: Some(child), address, args, env, log }
+        let (child, address, stdout) = spawn(&args, &env, listen, &log).unwrap_or_else(|e| panic!("{e}"));
+        Node { child: Some(child), address, args, env, log, stdout }
+    }
+
+    /// The rest of the stdout line that starts with `prefix`, waiting for it.
+    pub fn stdout_line(&self, prefix: &str, timeout: Duration) -> String {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(line) = self.stdout.lock().unwrap().iter().find_map(|l| l.strip_prefix(prefix)) {
+                return line.trim().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no stdout line starting with {prefix:?} within {timeout:?}");
     }
 
     /// True when the node's log contains `needle`.
@@ -61,8 +88,9 @@ impl Node {
         let mut last = String::new();
         for _ in 0..50 {
             match spawn(&self.args, &self.env, &self.address, &self.log) {
-                Ok((child, _)) => {
+                Ok((child, _, stdout)) => {
                     self.child = Some(child);
+                    self.stdout = stdout;
                     return;
                 }
                 Err(e) => last = e,
@@ -83,11 +111,14 @@ impl Drop for Node {
     }
 }
 
-fn spawn(args: &[String], env: &[(String, String)], listen: &str, log: &Path) -> Result<(Child, String), String> {
+type Spawned = (Child, String, Arc<Mutex<Vec<String>>>);
+
+fn spawn(args: &[String], env: &[(String, String)], listen: &str, log: &Path) -> Result<Spawned, String> {
     let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| e.to_string())?;
     let mut child = Command::new(BIN)
         .args(args)
         .args(["--listen", listen])
+        .env("TESSERA_CLUSTER_SECRET", CLUSTER_SECRET)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -96,20 +127,23 @@ fn spawn(args: &[String], env: &[(String, String)], listen: &str, log: &Path) ->
         .map_err(|e| format!("cannot start {BIN}: {e}"))?;
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let later = lines.clone();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         let _ = reader.read_line(&mut line);
         let _ = tx.send(line);
         // Keep draining so the child never blocks on a full pipe.
-        let mut sink = String::new();
-        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
+        let mut next = String::new();
+        while reader.read_line(&mut next).map(|n| n > 0).unwrap_or(false) {
+            later.lock().unwrap().push(next.trim_end().to_string());
+            next.clear();
         }
     });
     let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
     match line.trim().rsplit_once(" listening on ") {
-        Some((_, address)) => Ok((child, address.to_string())),
+        Some((_, address)) => Ok((child, address.to_string(), lines)),
         None => {
             let _ = child.kill();
             let _ = child.wait();
@@ -153,12 +187,10 @@ impl TestCluster {
             nodes.push(Node::start_with_env(args, "127.0.0.1:0", dir.path().join(format!("shard-{i}.log")), env));
         }
         let mut args = vec!["coordinator".into(), "--data-dir".into(), dir.path().join("coordinator").display().to_string()];
-        if let Some(toml) = coordinator_toml {
-            let path = dir.path().join("coordinator.toml");
-            std::fs::write(&path, toml).unwrap();
-            args.push("--config".into());
-            args.push(path.display().to_string());
-        }
+        // Top-level keys first: the auth tables come after them.
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, format!("{}\n{}", coordinator_toml.unwrap_or(""), auth_toml())).unwrap();
+        args.extend(["--config".into(), path.display().to_string(), "--pg-listen".into(), "127.0.0.1:0".into()]);
         for (i, n) in nodes.iter().enumerate() {
             args.push("--shard".into());
             args.push(format!("{}={}", i + 1, n.address));
@@ -168,8 +200,21 @@ impl TestCluster {
         TestCluster { shards: nodes, coordinator, _dir: dir }
     }
 
+    /// A client with the test token.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.coordinator.address).await.expect("connect to coordinator")
+        Client::builder(&self.coordinator.address).token(TOKEN).connect().await.expect("connect to coordinator")
+    }
+
+    /// Where the coordinator serves the PostgreSQL protocol.
+    pub fn pg_address(&self) -> String {
+        self.coordinator.stdout_line("coordinator postgres protocol on ", Duration::from_secs(30))
+    }
+
+    /// A libpq connection string for psql and tokio-postgres.
+    pub fn pg_conninfo(&self) -> String {
+        let address = self.pg_address();
+        let (host, port) = address.rsplit_once(':').unwrap();
+        format!("host={host} port={port} user={PG_USER} password={PG_PASSWORD} dbname=tessera sslmode=disable")
     }
 }
 

@@ -2,10 +2,13 @@
 //! processes on free loopback ports, driven through the Rust client and the
 //! `tessera sql` shell.
 
+mod api;
 mod bad_input;
 mod cluster;
 mod crash;
 mod ddl_dml;
+mod limits;
+mod postgres;
 mod restart;
 mod routing;
 mod sagas;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 async fn execute_mode_prints_tables_and_exits_nonzero_on_error() {
     let cluster = TestCluster::start(2);
     let host = cluster.coordinator.address.clone();
-    let sql = |args: &[&str]| Command::new(BIN).args(["sql", "--host", &host]).args(args).stdin(Stdio::null()).output().unwrap();
+    let sql = |args: &[&str]| Command::new(BIN).env("TESSERA_TOKEN", TOKEN).args(["sql", "--host", &host]).args(args).stdin(Stdio::null()).output().unwrap();
 
     let out = sql(&["-e", "CREATE TABLE t (id INT PRIMARY KEY, name TEXT) WITH (partitioning = 'range'); INSERT INTO t VALUES (1, 'one'), (2, 'two'); SELECT * FROM t ORDER BY id"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -19,7 +19,14 @@ async fn execute_mode_prints_tables_and_exits_nonzero_on_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("table \"missing\" does not exist"));
 
-    let mut child = Command::new(BIN).args(["sql", "--host", &host]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .env("TESSERA_TOKEN", TOKEN)
+        .args(["sql", "--host", &host])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"INSERT INTO t\n  VALUES (3, 'three');\n\\d t\nSELECT count(*)\nFROM t;\n").unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -45,7 +52,7 @@ BEGIN;
 UPDATE bank SET balance = balance - 10 WHERE id = 1;
 UPDATE bank SET balance = balance + 10 WHERE id = 150;
 COMMIT;";
-    let out = Command::new(BIN).args(["sql", "--host", &host, "-e", script]).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(BIN).env("TESSERA_TOKEN", TOKEN).args(["sql", "--host", &host, "-e", script]).stdin(Stdio::null()).output().unwrap();
     assert!(!out.status.success());
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(stderr.contains("rolled back") && stderr.contains("SQLSTATE P0002"), "{stderr}");

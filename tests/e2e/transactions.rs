@@ -72,7 +72,7 @@ async fn a_deadlock_across_two_shards_ends_at_once_with_40001() {
     exec(&mut older, "COMMIT").await;
     assert_eq!((balance(&mut older, 1).await, balance(&mut older, 100).await), (995, 1005));
     // The retried transaction then commits.
-    younger.transaction("UPDATE bank SET balance = balance - 7 WHERE id = 100; UPDATE bank SET balance = balance + 7 WHERE id = 1", 5).await.unwrap();
+    younger.transaction_sql("UPDATE bank SET balance = balance - 7 WHERE id = 100; UPDATE bank SET balance = balance + 7 WHERE id = 1", 5).await.unwrap();
     assert_eq!((balance(&mut older, 1).await, balance(&mut older, 100).await), (1002, 998));
     wait_quiet(&mut older, Duration::from_secs(10)).await;
     assert_bank_invariant(&mut older).await;

@@ -184,6 +184,10 @@ pub struct SagaRecord {
     pub epoch: u32,
     pub statements: Vec<SagaStatement>,
     pub steps: Vec<StepRecord>,
+    /// The idempotency key of the request that started the saga; its
+    /// outcome is recorded with the saga's final state.
+    #[serde(default)]
+    pub idempotency: Option<crate::idempotency::SagaIdempotency>,
 }
 
 impl SagaRecord {

@@ -15,6 +15,7 @@ use super::step::{self, CompensationOutcome, StepOutcome, StepTarget};
 use super::{CompensationState, SagaRecord, SagaState, SagaStatement, StepRecord, StepState};
 use crate::catalog::Catalog;
 use crate::error::{CoordError, Result};
+use crate::idempotency::SagaIdempotency;
 use crate::shards::ShardPool;
 use crate::sql::now_micros;
 use crate::txn::Journal;
@@ -157,7 +158,7 @@ impl Sagas {
 
     /// Logs a new saga, runs it to its end (committed, rolled back or
     /// parked) and returns its record. The run goes on if the caller leaves.
-    pub async fn run(self: &Arc<Self>, statements: Vec<SagaStatement>, plans: &[StatementPlan]) -> Result<SagaRecord> {
+    pub async fn run(self: &Arc<Self>, statements: Vec<SagaStatement>, plans: &[StatementPlan], idempotency: Option<SagaIdempotency>) -> Result<SagaRecord> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
         let mut steps = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
@@ -192,6 +193,7 @@ impl Sagas {
             epoch: 0,
             statements,
             steps,
+            idempotency,
         };
         self.records.lock().unwrap().insert(id.clone(), record);
         let slot = self.reserve(&id).expect("a new saga has no driver");
@@ -235,6 +237,22 @@ impl Sagas {
         tracing::info!(saga = %id, "resuming a saga on an operator's request");
         let sagas = self.clone();
         tokio::spawn(async move { sagas.drive(slot, true).await }).await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
+    }
+
+    /// The remembered saga started by a request with this idempotency key.
+    pub fn by_idempotency_key(&self, key: &str) -> Option<SagaRecord> {
+        self.records.lock().unwrap().values().find(|r| r.idempotency.as_ref().is_some_and(|i| i.key.key == key)).cloned()
+    }
+
+    /// Waits until the saga has finished or parked; its record then.
+    pub async fn wait(&self, id: &str) -> Result<SagaRecord> {
+        loop {
+            let record = self.get(id)?;
+            if !matches!(record.state, SagaState::Running | SagaState::Compensating) {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn get(&self, id: &str) -> Result<SagaRecord> {
@@ -479,7 +497,10 @@ impl Sagas {
                 r.finished_us = Some(now_micros());
             }
         });
-        self.persist(&record).await?;
+        // A keyed saga's outcome is written with its final state.
+        let mut entries = vec![(key(&record.id), serde_json::to_vec(&record).expect("saga records serialize"))];
+        entries.extend(crate::idempotency::for_finished_saga(&record));
+        self.journal.put_many(entries).await.map_err(|e| CoordError::Internal(format!("saga {}: cannot write the saga log: {e}", record.id)))?;
         let counter = match state {
             SagaState::Committed => &self.counters.committed,
             SagaState::RolledBack => &self.counters.rolled_back,

@@ -218,9 +218,6 @@ fn is_delta(col: usize, expr: &Expr) -> bool {
 /// strings, quoted names and comments do not count; the pieces returned are
 /// slices of the original text, so quoting and escapes stay as written.
 pub fn split_compensations(text: &str) -> Result<Vec<(String, Option<String>)>> {
-    if text.len() > sql::MAX_SQL_BYTES {
-        return Err(CoordError::Invalid(format!("SQL text of {} bytes exceeds the limit of {} bytes", text.len(), sql::MAX_SQL_BYTES)));
-    }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize_with_location().map_err(|e| CoordError::Syntax(e.to_string()))?;
     // Byte offset of each token's first character (the tokenizer counts
     // lines from 1 and characters within a line from 1).

@@ -10,20 +10,25 @@
 //! - [`ddl`]: CREATE/DROP TABLE, SHOW TABLES, DESCRIBE.
 //! - [`explain`]: EXPLAIN output.
 //! - [`saga`]: statements under the saga protocol, SHOW SAGA(S), RESUME SAGA.
+//! - [`params`]: binding `$1`, `$2`, ... parameters.
+//! - [`settings`]: session settings (`SET statement_timeout`, ...).
 
 pub mod access;
 pub mod aggregate;
 pub mod bind;
 pub mod ddl;
 pub mod explain;
+pub mod params;
 pub mod read;
 pub mod saga;
 pub mod select;
+pub mod settings;
 pub mod types;
 pub mod write;
 
 use crate::catalog::{Catalog, ShardGroupId};
 use crate::error::{CoordError, Result};
+use crate::idempotency::{self, Idempotency, IdempotencyKey};
 use crate::saga::{Protocol, Sagas};
 use crate::session::Session;
 use crate::shards::ShardPool;
@@ -32,21 +37,52 @@ use sqlparser::ast::{self, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_shard::data::keys::{table_end, table_prefix};
 use tessera_shard::data::{DataType, Value};
 use tessera_shard::txn::TxnContext;
 
-/// Largest SQL text accepted in one request.
-pub const MAX_SQL_BYTES: usize = 4 * 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutputColumn {
     pub name: String,
     pub data_type: DataType,
 }
 
+/// What [`Engine::execute_each`] ran.
+#[derive(Default)]
+pub struct EachOutcome {
+    /// Each statement's result and whether a transaction is open after it.
+    pub results: Vec<(QueryResult, bool)>,
+    pub error: Option<CoordError>,
+}
+
+/// What a request asks for beyond its SQL text.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// Overrides the session's `transaction_protocol` for the transactions
+    /// the request begins.
+    pub protocol: Option<Protocol>,
+    /// Values of `$1`, `$2`, ...
+    pub params: Vec<Value>,
+    /// See [`crate::idempotency`].
+    pub idempotency_key: Option<String>,
+}
+
+/// The limits the engine enforces per statement.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLimits {
+    pub max_statement_bytes: usize,
+    pub max_result_rows: u64,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { max_statement_bytes: 4 * 1024 * 1024, max_result_rows: 1_000_000 }
+    }
+}
+
 /// The outcome of one statement.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueryResult {
     pub tag: String,
     pub columns: Vec<OutputColumn>,
@@ -71,9 +107,6 @@ impl QueryResult {
 
 /// Parses SQL text into statements; errors carry the line and column.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    if sql.len() > MAX_SQL_BYTES {
-        return Err(CoordError::Invalid(format!("SQL text of {} bytes exceeds the limit of {MAX_SQL_BYTES} bytes", sql.len())));
-    }
     Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| CoordError::Syntax(strip_parser_prefix(e.to_string())))
 }
 
@@ -122,11 +155,20 @@ pub struct Engine {
     shards: Arc<ShardPool>,
     txns: Arc<TxnManager>,
     sagas: Arc<Sagas>,
+    idempotency: Arc<Idempotency>,
+    limits: EngineLimits,
 }
 
 impl Engine {
-    pub fn new(catalog: Arc<Catalog>, shards: Arc<ShardPool>, txns: Arc<TxnManager>, sagas: Arc<Sagas>) -> Engine {
-        Engine { catalog, shards, txns, sagas }
+    pub fn new(
+        catalog: Arc<Catalog>,
+        shards: Arc<ShardPool>,
+        txns: Arc<TxnManager>,
+        sagas: Arc<Sagas>,
+        idempotency: Arc<Idempotency>,
+        limits: EngineLimits,
+    ) -> Engine {
+        Engine { catalog, shards, txns, sagas, idempotency, limits }
     }
 
     pub fn sagas(&self) -> &Arc<Sagas> {
@@ -145,25 +187,120 @@ impl Engine {
         &self.txns
     }
 
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// Refuses SQL text longer than `limits.max_statement_bytes`.
+    pub fn check_length(&self, sql: &str) -> Result<()> {
+        let max = self.limits.max_statement_bytes;
+        if sql.len() > max {
+            return Err(CoordError::LimitExceeded(format!("SQL text of {} bytes is longer than limits.max_statement_bytes ({max})", sql.len())));
+        }
+        Ok(())
+    }
+
     /// Runs every statement of `sql` in order in `session`; stops at the
     /// first error.
     pub async fn execute(&self, session: &mut Session, sql: &str) -> Result<Vec<QueryResult>> {
-        self.execute_with(session, sql, None).await
+        self.execute_request(session, sql, &RequestOptions::default()).await
     }
 
-    /// Like [`Engine::execute`]; `protocol` overrides the session's
-    /// setting for the transactions these statements begin.
-    pub async fn execute_with(&self, session: &mut Session, sql: &str, protocol: Option<Protocol>) -> Result<Vec<QueryResult>> {
-        if let Some(result) = self.saga_admin(sql).await {
-            return result.map(|r| vec![r]);
+    /// Runs a request: the statements of `sql` in order, with its
+    /// parameters, protocol and idempotency key. Stops at the first error.
+    pub async fn execute_request(&self, session: &mut Session, sql: &str, options: &RequestOptions) -> Result<Vec<QueryResult>> {
+        self.check_length(sql)?;
+        let Some(key) = &options.idempotency_key else {
+            return self.run_each(session, sql, options, None).await.into_result();
+        };
+        let key = IdempotencyKey::new(key, sql, &options.params, options.protocol)?;
+        let _one_at_a_time = self.idempotency.lock(&key).await;
+        if let Some(stored) = self.idempotency.lookup(&key)? {
+            tracing::debug!(key = %key.key, "idempotency key seen before: answering with the first outcome");
+            return stored.into_response();
         }
-        let statements = saga::parse_with_compensations(sql)?;
-        let mut results = Vec::with_capacity(statements.len());
-        for (statement, compensation) in &statements {
-            let call = Call { protocol: protocol.unwrap_or(session.protocol), compensation: compensation.as_deref() };
-            results.push(self.execute_statement(session, statement, call).await?);
+        if let Some(saga) = self.sagas.by_idempotency_key(&key.key) {
+            // Started by an earlier request whose answer was lost (a restart
+            // resumed it): its outcome is the answer.
+            let saga = self.sagas.wait(&saga.id).await?;
+            if let Some(stored) = self.idempotency.lookup(&key)? {
+                return stored.into_response();
+            }
+            saga::saga_outcome(&saga)?;
+            return Err(CoordError::Internal(format!("saga {} committed without recording its idempotency key", saga.id)));
+        }
+        let results = self.run_each(session, sql, options, Some(&key)).await.into_result()?;
+        if self.idempotency.lookup(&key)?.is_none() {
+            // Nothing committed to carry the record (a read): store it now.
+            self.idempotency.store(&key, idempotency::Outcome::Results(results.clone())).await?;
         }
         Ok(results)
+    }
+
+    /// Runs statements one by one, as PostgreSQL's simple query protocol
+    /// does: the results of those that ran, each with whether a
+    /// transaction is open after it, and the error that stopped the rest.
+    pub async fn execute_each(&self, session: &mut Session, sql: &str) -> EachOutcome {
+        if let Err(e) = self.check_length(sql) {
+            return EachOutcome { results: Vec::new(), error: Some(e) };
+        }
+        self.run_each(session, sql, &RequestOptions::default(), None).await
+    }
+
+    async fn run_each(&self, session: &mut Session, sql: &str, options: &RequestOptions, key: Option<&IdempotencyKey>) -> EachOutcome {
+        let mut outcome = EachOutcome::default();
+        if let Some(result) = self.saga_admin(sql).await {
+            match result {
+                Ok(r) => outcome.results.push((r, session.in_transaction())),
+                Err(e) => outcome.error = Some(e),
+            }
+            return outcome;
+        }
+        let statements = match self.prepare_request(session, sql, options, key) {
+            Ok(statements) => statements,
+            Err(e) => {
+                outcome.error = Some(e);
+                return outcome;
+            }
+        };
+        let mut prior: Vec<QueryResult> = Vec::new();
+        for (i, (statement, compensation)) in statements.iter().enumerate() {
+            let idempotency = key.filter(|_| i + 1 == statements.len()).map(|key| KeyedCommit { key, prior: &prior });
+            let call = Call { protocol: options.protocol.unwrap_or(session.protocol), compensation: compensation.as_deref(), idempotency };
+            match self.execute_statement(session, statement, call).await {
+                Ok(r) => {
+                    prior.push(r.clone());
+                    outcome.results.push((r, session.in_transaction()))
+                }
+                Err(e) => {
+                    outcome.error = Some(e);
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Parses a request, binds its parameters and checks its shape.
+    fn prepare_request(
+        &self,
+        session: &Session,
+        sql: &str,
+        options: &RequestOptions,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Vec<(Statement, Option<String>)>> {
+        let mut statements = saga::parse_with_compensations(sql)?;
+        if !options.params.is_empty() || sql.contains('$') {
+            params::check_count(statements.iter().map(|(s, _)| s), options.params.len())?;
+            for (statement, _) in statements.iter_mut() {
+                params::bind(statement, &options.params)?;
+            }
+        }
+        if key.is_some() {
+            let parsed: Vec<Statement> = statements.iter().map(|(s, _)| s.clone()).collect();
+            idempotency::check_shape(&parsed, session.in_transaction())?;
+        }
+        Ok(statements)
     }
 
     #[tracing::instrument(skip_all, fields(statement = %first_word(statement)))]
@@ -179,9 +316,13 @@ impl Engine {
         if let Some(result) = self.protocol_statement(session, statement).await {
             return result;
         }
+        if let Some(result) = settings::statement(session, statement) {
+            return result;
+        }
         if session.saga.is_some() {
             return self.in_saga(session, statement, call).await;
         }
+        let timeout = session.statement_timeout;
         match statement {
             Statement::StartTransaction { .. } => {
                 if session.txn.is_none() {
@@ -199,7 +340,10 @@ impl Engine {
                     self.txns.rollback(txn).await;
                     Ok(QueryResult::command("ROLLBACK"))
                 }
-                Some(txn) => self.txns.commit(txn).await.map(|_| QueryResult::command("COMMIT")),
+                Some(txn) => {
+                    let done = QueryResult::command("COMMIT");
+                    self.txns.commit_with(txn, call.keyed_record(&done)).await.map(|_| done)
+                }
             },
             Statement::Rollback { chain: false, savepoint: None } => {
                 if let Some(txn) = session.txn.take() {
@@ -218,10 +362,10 @@ impl Engine {
                 "COMPENSATE WITH applies to statements of a saga; run SET transaction_protocol = 'saga' first (or BEGIN a saga)".into(),
             )),
             _ => match session.txn.as_mut() {
-                None => self.autocommit(statement).await,
+                None => self.autocommit(statement, call, timeout).await,
                 Some(txn) if txn.failed => Err(CoordError::InFailedTransaction),
                 Some(txn) => {
-                    let result = self.in_transaction(txn, statement).await;
+                    let result = bounded(timeout, self.in_transaction(txn, statement)).await;
                     if result.is_err() {
                         // As in PostgreSQL the transaction is now failed; its locks go at once.
                         txn.failed = true;
@@ -236,16 +380,20 @@ impl Engine {
     }
 
     /// A statement outside BEGIN: its own transaction, committed at once.
-    async fn autocommit(&self, statement: &Statement) -> Result<QueryResult> {
+    /// The statement may time out; its commit, once begun, runs to the end.
+    async fn autocommit(&self, statement: &Statement, call: Call<'_>, timeout: Option<Duration>) -> Result<QueryResult> {
         match statement {
             // A plain read needs no transaction: it reads committed data.
-            Statement::Query(q) if q.locks.is_empty() => select::execute(&self.shards, &select::plan(&self.catalog, q)?, None).await,
+            Statement::Query(q) if q.locks.is_empty() => bounded(timeout, self.select(q, None)).await,
             // Reads FOR UPDATE and writes: commit releases the locks of a
             // read (nothing written) and commits a write in one or two phases.
             Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 let mut txn = self.txns.begin(false);
-                match self.in_transaction(&mut txn, statement).await {
-                    Ok(result) => self.txns.commit(txn).await.map(|_| result),
+                match bounded(timeout, self.in_transaction(&mut txn, statement)).await {
+                    Ok(result) => {
+                        let extra = call.keyed_record(&result);
+                        self.txns.commit_with(txn, extra).await.map(|_| result)
+                    }
                     Err(e) => {
                         self.txns.rollback(txn).await;
                         Err(e)
@@ -256,10 +404,23 @@ impl Engine {
         }
     }
 
+    /// A SELECT, refused when it returns more than `limits.max_result_rows`.
+    async fn select(&self, query: &ast::Query, txn: Option<&mut Txn>) -> Result<QueryResult> {
+        let result = select::execute(&self.shards, &select::plan(&self.catalog, query)?, txn).await?;
+        let max = self.limits.max_result_rows;
+        if result.rows.len() as u64 > max {
+            return Err(CoordError::LimitExceeded(format!(
+                "the query returns {} rows, more than limits.max_result_rows ({max}); add a LIMIT or a narrower WHERE",
+                result.rows.len()
+            )));
+        }
+        Ok(result)
+    }
+
     /// A statement inside a transaction (BEGIN ... COMMIT, or its own).
     pub(crate) async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
         match statement {
-            Statement::Query(q) => select::execute(&self.shards, &select::plan(&self.catalog, q)?, Some(txn)).await,
+            Statement::Query(q) => self.select(q, Some(txn)).await,
             Statement::Insert(i) => {
                 let rows = write::insert(&self.txns, txn, write::plan_insert(&self.catalog, i)?).await?;
                 Ok(QueryResult::modified(format!("INSERT 0 {rows}"), rows))
@@ -365,6 +526,57 @@ pub struct Call<'a> {
     pub protocol: Protocol,
     /// Its `COMPENSATE WITH` clause.
     pub compensation: Option<&'a str>,
+    /// Set on the last statement of a keyed request: its commit records
+    /// the request's outcome.
+    pub idempotency: Option<KeyedCommit<'a>>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(protocol: Protocol, compensation: Option<&'a str>) -> Call<'a> {
+        Call { protocol, compensation, idempotency: None }
+    }
+
+    /// The idempotency record to write with this statement's commit, whose
+    /// result is `last`.
+    fn keyed_record(&self, last: &QueryResult) -> Vec<(String, Vec<u8>)> {
+        let Some(keyed) = self.idempotency else { return Vec::new() };
+        let mut results = keyed.prior.to_vec();
+        results.push(last.clone());
+        vec![idempotency::record(keyed.key, idempotency::Outcome::Results(results))]
+    }
+
+    /// What a saga run by this statement records when it ends.
+    pub(crate) fn saga_idempotency(&self, last: &str) -> Option<idempotency::SagaIdempotency> {
+        self.idempotency.map(|k| idempotency::SagaIdempotency { key: k.key.clone(), prior: k.prior.to_vec(), last: last.to_string() })
+    }
+}
+
+/// The idempotency key of a request and the results of its statements
+/// before the one that commits.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedCommit<'a> {
+    pub key: &'a IdempotencyKey,
+    pub prior: &'a [QueryResult],
+}
+
+impl EachOutcome {
+    /// The results, or the error that stopped the request.
+    pub fn into_result(self) -> Result<Vec<QueryResult>> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.results.into_iter().map(|(r, _)| r).collect()),
+        }
+    }
+}
+
+/// Runs `work` within the statement timeout, if there is one.
+async fn bounded<T>(timeout: Option<Duration>, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match timeout {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(CoordError::StatementTimeout(format!("canceling statement due to statement timeout ({} ms)", limit.as_millis())))),
+    }
 }
 
 pub fn first_word(statement: &Statement) -> String {

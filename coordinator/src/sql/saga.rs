@@ -15,6 +15,7 @@
 
 use super::{first_word, parse, Call, Engine, QueryResult};
 use crate::error::{CoordError, Result};
+use crate::idempotency::SagaIdempotency;
 use crate::saga::orchestrator::short;
 use crate::saga::plan::{self, StatementPlan};
 use crate::saga::{Protocol, SagaRecord, SagaState, SagaStatement};
@@ -112,7 +113,7 @@ impl Engine {
                 if draft.failed {
                     return Ok(QueryResult::command("ROLLBACK"));
                 }
-                self.run_saga(draft.statements, draft.plans).await?;
+                self.run_saga(draft.statements, draft.plans, call.saga_idempotency("COMMIT")).await?;
                 Ok(QueryResult::command("COMMIT"))
             }
             Statement::Rollback { chain: false, savepoint: None } => {
@@ -135,7 +136,7 @@ impl Engine {
                     }
                 }
             }
-            Statement::Query(q) if q.locks.is_empty() => self.autocommit(statement).await,
+            Statement::Query(q) if q.locks.is_empty() => self.autocommit(statement, Call::new(call.protocol, None), session.statement_timeout).await,
             Statement::Query(_) => Err(CoordError::Unsupported("SELECT ... FOR UPDATE in a saga (a saga holds no locks between its steps)".into())),
             Statement::Explain { statement: inner, analyze: false, .. } => {
                 let offset = draft.plans.iter().map(|p| p.write.groups().len()).sum();
@@ -151,25 +152,25 @@ impl Engine {
     pub(super) async fn autocommit_saga(&self, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
         let plan = plan::plan_parsed(&self.catalog, statement, call.compensation)?;
         let verb = plan.write.verb();
-        let rows = self.run_saga(vec![saga_statement(statement, &plan)], vec![plan]).await?;
+        let rows = self.run_saga(vec![saga_statement(statement, &plan)], vec![plan], call.saga_idempotency(verb)).await?;
         Ok(QueryResult::modified(if verb == "INSERT" { format!("INSERT 0 {rows}") } else { format!("{verb} {rows}") }, rows))
     }
 
     /// Runs saga statements: in one local transaction when they all land on
     /// one shard group, else as a saga. Returns the rows written.
-    async fn run_saga(&self, statements: Vec<SagaStatement>, plans: Vec<StatementPlan>) -> Result<u64> {
+    async fn run_saga(&self, statements: Vec<SagaStatement>, plans: Vec<StatementPlan>, idempotency: Option<SagaIdempotency>) -> Result<u64> {
         let groups: BTreeSet<_> = plans.iter().flat_map(|p| p.write.groups()).collect();
         if groups.len() <= 1 {
-            return self.run_locally(&statements, &plans).await;
+            return self.run_locally(&statements, &plans, idempotency).await;
         }
-        let record = self.sagas.run(statements, &plans).await?;
+        let record = self.sagas.run(statements, &plans, idempotency).await?;
         saga_outcome(&record)?;
         Ok(record.steps.iter().map(|s| s.rows).sum())
     }
 
     /// Saga statements on a single group: one ordinary transaction, with
     /// the saga rule that a row named by primary key must exist.
-    async fn run_locally(&self, statements: &[SagaStatement], plans: &[StatementPlan]) -> Result<u64> {
+    async fn run_locally(&self, statements: &[SagaStatement], plans: &[StatementPlan], idempotency: Option<SagaIdempotency>) -> Result<u64> {
         let mut txn = self.txns.begin(false);
         let mut rows = 0;
         for (statement, plan) in statements.iter().zip(plans) {
@@ -196,7 +197,8 @@ impl Engine {
             }
             rows += result.rows_affected;
         }
-        self.txns.commit(txn).await?;
+        let extra = idempotency.map(|i| crate::idempotency::record(&i.key, crate::idempotency::Outcome::Results(i.committed_response(rows))));
+        self.txns.commit_with(txn, extra.into_iter().collect()).await?;
         Ok(rows)
     }
 
@@ -285,6 +287,19 @@ impl Engine {
             rows,
         )
     }
+}
+
+/// The result columns of an admin text (`SHOW SAGAS`, `SHOW SAGA <id>`,
+/// `RESUME SAGA <id>`), for describing it before it runs.
+pub fn admin_columns(sql: &str) -> Vec<super::OutputColumn> {
+    let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
+    let columns: &[&str] = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["show", "sagas"] => &["saga_id", "state", "progress", "started", "finished", "reason"],
+        ["show", "saga"] | ["resume", "saga"] => &["step", "shard_group", "action", "state", "attempts", "started", "finished", "detail"],
+        _ => &[],
+    };
+    let int = |c: &str| matches!(c, "step" | "shard_group" | "attempts");
+    columns.iter().map(|c| super::OutputColumn { name: c.to_string(), data_type: if int(c) { DataType::BigInt } else { DataType::Text } }).collect()
 }
 
 fn saga_statement(statement: &Statement, plan: &StatementPlan) -> SagaStatement {

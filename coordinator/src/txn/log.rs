@@ -33,7 +33,7 @@ pub struct CommitRecord {
 /// One write to the journal: a synced put (answered once durable) or an
 /// unsynced delete that rides along with the next synced write.
 enum Request {
-    Put(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Put(Vec<(String, Vec<u8>)>, oneshot::Sender<Result<(), String>>),
     Delete(String),
 }
 
@@ -58,8 +58,14 @@ impl Journal {
 
     /// Durably stores `value` under `key`; returns once it is fsynced.
     pub async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.put_many(vec![(key, value)]).await
+    }
+
+    /// Durably stores every entry, atomically (all or none after a crash);
+    /// returns once they are fsynced.
+    pub async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Request::Put(key, value, done)).map_err(|_| "coordinator log writer stopped".to_string())?;
+        self.queue.send(Request::Put(entries, done)).map_err(|_| "coordinator log writer stopped".to_string())?;
         wait.await.map_err(|_| "coordinator log writer stopped".to_string())?
     }
 
@@ -109,9 +115,18 @@ impl DecisionLog {
         DecisionLog { journal }
     }
 
-    /// Durably records a COMMIT decision; returns once it is fsynced.
-    pub async fn log_commit(&self, record: CommitRecord) -> Result<(), String> {
-        self.journal.put(key(&record.txn_id), serde_json::to_vec(&record).expect("records serialize")).await
+    /// Durably records a COMMIT decision, with `extra` entries (an
+    /// idempotency record) in the same atomic batch; returns once it is
+    /// fsynced.
+    pub async fn log_commit(&self, record: CommitRecord, extra: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        let mut entries = vec![(key(&record.txn_id), serde_json::to_vec(&record).expect("records serialize"))];
+        entries.extend(extra);
+        self.journal.put_many(entries).await
+    }
+
+    /// The journal the log writes to.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
     }
 
     /// Drops a record whose commit every participant acknowledged.
@@ -149,8 +164,10 @@ async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syn
         let mut waiters = Vec::new();
         for request in batch {
             match request {
-                Request::Put(key, value, done) => {
-                    write.put(key, value);
+                Request::Put(entries, done) => {
+                    for (key, value) in entries {
+                        write.put(key, value);
+                    }
                     waiters.push(done);
                 }
                 Request::Delete(key) => write.delete(key),
@@ -189,7 +206,7 @@ mod tests {
         let log = Arc::new(DecisionLog::new(db.clone()));
         let commits = (0..200).map(|i| {
             let log = log.clone();
-            tokio::spawn(async move { log.log_commit(record(&format!("t{i}"))).await })
+            tokio::spawn(async move { log.log_commit(record(&format!("t{i}")), Vec::new()).await })
         });
         for c in futures::future::join_all(commits).await {
             c.unwrap().unwrap();
@@ -199,7 +216,8 @@ mod tests {
         assert!(syncs < 200, "group commit batches concurrent decisions ({syncs} fsyncs)");
         assert!(log.is_committed("t7").unwrap());
         log.forget("t7");
-        log.log_commit(record("after")).await.unwrap();
+        log.log_commit(record("after"), vec![("idem/k".into(), b"v".to_vec())]).await.unwrap();
+        assert_eq!(log.journal().get("idem/k").unwrap(), Some(b"v".to_vec()), "extra entries are written with the decision");
         assert!(!log.is_committed("t7").unwrap());
         assert!(!log.is_committed("never").unwrap());
         assert_eq!(log.pending().unwrap().len(), 200);

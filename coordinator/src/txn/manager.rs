@@ -147,16 +147,27 @@ impl TxnManager {
 
     /// Commits: nothing to do without writes, one phase on a single writing
     /// group, two-phase commit across several.
-    pub async fn commit(&self, mut txn: Txn) -> Result<()> {
+    pub async fn commit(&self, txn: Txn) -> Result<()> {
+        self.commit_with(txn, Vec::new()).await
+    }
+
+    /// Commits and durably records `extra` journal entries (an idempotency
+    /// record) if and only if the transaction commits: they are written in
+    /// the batch of the COMMIT decision, so a transaction with extras logs
+    /// a decision even when it wrote to one group.
+    pub async fn commit_with(&self, mut txn: Txn, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
         let writers = txn.writers();
         match writers.as_slice() {
             [] => {
                 abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
                 self.forget(&txn.id);
+                if !extra.is_empty() {
+                    self.log.journal().put_many(extra).await.map_err(|e| CoordError::Internal(format!("cannot write the commit record: {e}")))?;
+                }
                 Ok(())
             }
-            [group] => self.commit_one_phase(&mut txn, *group).await,
-            _ => self.commit_two_phase(txn, writers).await,
+            [group] if extra.is_empty() => self.commit_one_phase(&mut txn, *group).await,
+            _ => self.commit_two_phase(txn, writers, extra).await,
         }
     }
 
@@ -174,11 +185,11 @@ impl TxnManager {
     }
 
     #[tracing::instrument(skip_all, fields(txn = %txn.id, groups = ?writers))]
-    async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>) -> Result<()> {
+    async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
         self.set_state(&txn.id, "preparing", &writers, "preparing");
         let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, participants: writers.clone() };
         self.preparing.fetch_add(1, Ordering::Relaxed);
-        let decided = self.prepare_and_decide(&mut txn, &writers, &record).await;
+        let decided = self.prepare_and_decide(&mut txn, &writers, &record, extra).await;
         self.preparing.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = decided {
             self.rollback(txn).await;
@@ -196,10 +207,10 @@ impl TxnManager {
 
     /// Up to the commit point: PREPARE everywhere, then log the COMMIT
     /// decision. An error means the transaction must abort.
-    async fn prepare_and_decide(&self, txn: &mut Txn, writers: &[ShardGroupId], record: &CommitRecord) -> Result<()> {
+    async fn prepare_and_decide(&self, txn: &mut Txn, writers: &[ShardGroupId], record: &CommitRecord, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
         self.prepare_all(txn, writers).await.map_err(|e| e.context("transaction aborted during PREPARE"))?;
         failpoint::hit("coordinator.after_prepare").await;
-        self.log.log_commit(record.clone()).await.map_err(|e| CoordError::Internal(format!("transaction aborted: {e}")))
+        self.log.log_commit(record.clone(), extra).await.map_err(|e| CoordError::Internal(format!("transaction aborted: {e}")))
     }
 
     /// Sends buffered writes, then PREPARE, to every writer in parallel.

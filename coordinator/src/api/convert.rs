@@ -1,0 +1,96 @@
+//! Conversions between the public API's protobuf types and domain types.
+
+use crate::saga::{Protocol, SagaRecord};
+use crate::sql::QueryResult;
+use tessera_proto::v1 as pb;
+use tessera_shard::data::{DataType, Value};
+use tonic::Status;
+
+pub fn data_type_to_pb(t: DataType) -> pb::DataType {
+    match t {
+        DataType::Int => pb::DataType::Int,
+        DataType::BigInt => pb::DataType::Bigint,
+        DataType::Text => pb::DataType::Text,
+        DataType::Boolean => pb::DataType::Boolean,
+        DataType::Double => pb::DataType::Double,
+    }
+}
+
+pub fn value_to_pb(v: Value) -> pb::Value {
+    use pb::value::Kind;
+    pb::Value {
+        kind: Some(match v {
+            Value::Null => Kind::Null(true),
+            Value::Int(i) => Kind::Int(i),
+            Value::Text(s) => Kind::Text(s),
+            Value::Bool(b) => Kind::Boolean(b),
+            Value::Double(d) => Kind::Double(d),
+        }),
+    }
+}
+
+pub fn value_from_pb(v: pb::Value) -> Value {
+    use pb::value::Kind;
+    match v.kind {
+        None | Some(Kind::Null(_)) => Value::Null,
+        Some(Kind::Int(i)) => Value::Int(i),
+        Some(Kind::Text(s)) => Value::Text(s),
+        Some(Kind::Boolean(b)) => Value::Bool(b),
+        Some(Kind::Double(d)) => Value::Double(d),
+    }
+}
+
+pub fn columns_to_pb(columns: Vec<crate::sql::OutputColumn>) -> Vec<pb::Column> {
+    columns.into_iter().map(|c| pb::Column { name: c.name, r#type: data_type_to_pb(c.data_type) as i32 }).collect()
+}
+
+pub fn row_to_pb(row: Vec<Value>) -> pb::Row {
+    pb::Row { values: row.into_iter().map(value_to_pb).collect() }
+}
+
+pub fn result_to_pb(r: QueryResult) -> pb::StatementResult {
+    pb::StatementResult { tag: r.tag, columns: columns_to_pb(r.columns), rows: r.rows.into_iter().map(row_to_pb).collect(), rows_affected: r.rows_affected }
+}
+
+/// The protocol a request asks for; `None` keeps the session's.
+pub fn protocol_from_pb(protocol: i32) -> Result<Option<Protocol>, Status> {
+    match pb::Protocol::try_from(protocol) {
+        Ok(pb::Protocol::Unspecified) => Ok(None),
+        Ok(pb::Protocol::TwoPhaseCommit) => Ok(Some(Protocol::TwoPhase)),
+        Ok(pb::Protocol::Saga) => Ok(Some(Protocol::Saga)),
+        Err(_) => Err(Status::invalid_argument(format!("unknown transaction protocol {protocol}"))),
+    }
+}
+
+pub fn saga_to_pb(r: &SagaRecord) -> pb::Saga {
+    pb::Saga {
+        saga_id: r.id.clone(),
+        state: r.state.name().into(),
+        reason: r.reason.clone().unwrap_or_default(),
+        statements: r.statements.iter().map(|s| s.sql.clone()).collect(),
+        started_us: r.started_us,
+        finished_us: r.finished_us.unwrap_or(0),
+        steps: r
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(n, s)| pb::SagaStep {
+                number: n as u32 + 1,
+                statement: s.statement as u32 + 1,
+                shard_group: s.group,
+                state: s.state.name().into(),
+                rows: s.rows,
+                attempts: s.attempts,
+                started_us: s.started_us.unwrap_or(0),
+                finished_us: s.finished_us.unwrap_or(0),
+                error: s.error.clone().unwrap_or_default(),
+                compensation: s.compensation.clone(),
+                compensation_state: s.comp_state.name().into(),
+                compensation_attempts: s.comp_attempts,
+                compensation_started_us: s.comp_started_us.unwrap_or(0),
+                compensation_finished_us: s.comp_finished_us.unwrap_or(0),
+                compensation_error: s.comp_error.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}

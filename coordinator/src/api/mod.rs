@@ -1,0 +1,35 @@
+//! The coordinator's gRPC services and what they share.
+//!
+//! - [`tessera`]: `tessera.v1.Tessera`, the API applications use.
+//! - [`admin`]: `tessera.v1.Admin`, cluster status, shard map, transactions
+//!   and sagas.
+//! - [`resolver`]: the internal `tessera.shard.v1.Resolver` shards call.
+//! - [`convert`]: protobuf <-> domain conversions.
+//!
+//! The public services sit behind the bearer-token check
+//! ([`crate::auth`]), the resolver behind the cluster secret; health and
+//! reflection answer everyone.
+
+pub mod admin;
+pub mod convert;
+pub mod resolver;
+pub mod tessera;
+
+use crate::auth::{Authenticator, Principal};
+use std::sync::Arc;
+use tonic::{Request, Status};
+
+/// Who made an authenticated call (set by [`bearer_check`]).
+pub fn principal<T>(request: &Request<T>) -> String {
+    request.extensions().get::<Principal>().map(|p| p.0.clone()).unwrap_or_else(|| "trust".into())
+}
+
+/// A server interceptor that admits calls with a valid bearer token and
+/// records who made them.
+pub fn bearer_check(auth: Arc<Authenticator>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let principal = auth.check_bearer(&request)?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}

@@ -1,0 +1,172 @@
+//! The `tessera.v1.Tessera` service: sessions, statements with parameters,
+//! streamed results, explicit transactions and idempotency keys.
+
+use super::convert::{columns_to_pb, protocol_from_pb, result_to_pb, row_to_pb, value_from_pb};
+use super::principal;
+use crate::error::CoordError;
+use crate::session::Sessions;
+use crate::sql::{Engine, QueryResult, RequestOptions};
+use futures::Stream;
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tessera_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+/// Largest row batch of ExecuteStream, in encoded bytes.
+const STREAM_BATCH_BYTES: usize = 1024 * 1024;
+
+pub struct TesseraService {
+    engine: Arc<Engine>,
+    sessions: Arc<Sessions>,
+    max_message_bytes: usize,
+}
+
+impl TesseraService {
+    pub fn new(engine: Arc<Engine>, sessions: Arc<Sessions>, max_message_bytes: usize) -> TesseraService {
+        TesseraService { engine, sessions, max_message_bytes }
+    }
+
+    /// Runs a request in its session (or a session of its own). The
+    /// statements run in a task of their own: a client that goes away must
+    /// not cancel a commit protocol halfway (between PREPARE and the
+    /// decision, that would leave participants waiting on a transaction the
+    /// coordinator still lists as in progress).
+    async fn run(&self, owner: &str, session_id: &str, sql: String, options: RequestOptions) -> Result<Vec<QueryResult>, Status> {
+        let engine = self.engine.clone();
+        let shared = if session_id.is_empty() { None } else { Some(self.sessions.get(session_id, owner)?) };
+        let mut fresh = self.sessions.new_session();
+        let task = tokio::spawn(async move {
+            match shared {
+                Some(shared) => {
+                    let mut session = shared.lock_owned().await;
+                    engine.execute_request(&mut session, &sql, &options).await
+                }
+                None => {
+                    // No session: a transaction must end within this call.
+                    let results = engine.execute_request(&mut fresh, &sql, &options).await;
+                    if let Some(txn) = fresh.txn.take() {
+                        engine.txns().rollback(txn).await;
+                    }
+                    results
+                }
+            }
+        });
+        let results = task.await.map_err(|e| Status::internal(format!("statement task failed: {e}")))?;
+        results.map_err(|e| {
+            tracing::debug!(error = %e, "statement failed");
+            Status::from(e)
+        })
+    }
+
+    fn required_session(id: &str, call: &str) -> Result<(), Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument(format!("{call} needs a session_id (from OpenSession)")));
+        }
+        Ok(())
+    }
+}
+
+type ExecuteStream = Pin<Box<dyn Stream<Item = Result<pb::ExecuteStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::tessera_server::Tessera for TesseraService {
+    async fn open_session(&self, request: Request<pb::OpenSessionRequest>) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let session_id = self.sessions.open(&principal(&request))?;
+        Ok(Response::new(pb::OpenSessionResponse { session_id }))
+    }
+
+    async fn close_session(&self, request: Request<pb::CloseSessionRequest>) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let owner = principal(&request);
+        self.sessions.close(&request.into_inner().session_id, &owner, self.engine.txns()).await?;
+        Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let owner = principal(&request);
+        let req = request.into_inner();
+        let options = options(req.protocol, req.params, req.idempotency_key)?;
+        let results = self.run(&owner, &req.session_id, req.sql, options).await?;
+        let response = pb::ExecuteResponse { results: results.into_iter().map(result_to_pb).collect() };
+        let size = response.encoded_len();
+        if size > self.max_message_bytes {
+            return Err(CoordError::LimitExceeded(format!(
+                "the response is {size} bytes, more than limits.max_message_bytes ({}); read it with ExecuteStream, or add a LIMIT",
+                self.max_message_bytes
+            ))
+            .into());
+        }
+        Ok(Response::new(response))
+    }
+
+    type ExecuteStreamStream = ExecuteStream;
+
+    async fn execute_stream(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<ExecuteStream>, Status> {
+        let owner = principal(&request);
+        let req = request.into_inner();
+        let options = options(req.protocol, req.params, req.idempotency_key)?;
+        let results = self.run(&owner, &req.session_id, req.sql, options).await?;
+        // Batches stay well under the message limit.
+        let budget = STREAM_BATCH_BYTES.min(self.max_message_bytes / 4);
+        let items: Vec<Result<pb::ExecuteStreamResponse, Status>> = results.into_iter().flat_map(|r| stream_items(r, budget)).map(Ok).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(items))))
+    }
+
+    async fn begin(&self, request: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
+        let owner = principal(&request);
+        let req = request.into_inner();
+        Self::required_session(&req.session_id, "Begin")?;
+        let options = RequestOptions { protocol: protocol_from_pb(req.protocol)?, ..Default::default() };
+        self.run(&owner, &req.session_id, "BEGIN".into(), options).await?;
+        Ok(Response::new(pb::BeginResponse {}))
+    }
+
+    async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+        let owner = principal(&request);
+        let req = request.into_inner();
+        Self::required_session(&req.session_id, "Commit")?;
+        let options = RequestOptions { idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key), ..Default::default() };
+        let results = self.run(&owner, &req.session_id, "COMMIT".into(), options).await?;
+        let tag = results.into_iter().last().map(|r| r.tag).unwrap_or_else(|| "COMMIT".into());
+        Ok(Response::new(pb::CommitResponse { tag }))
+    }
+
+    async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::RollbackResponse>, Status> {
+        let owner = principal(&request);
+        let req = request.into_inner();
+        Self::required_session(&req.session_id, "Rollback")?;
+        self.run(&owner, &req.session_id, "ROLLBACK".into(), RequestOptions::default()).await?;
+        Ok(Response::new(pb::RollbackResponse {}))
+    }
+}
+
+fn options(protocol: i32, params: Vec<pb::Value>, key: String) -> Result<RequestOptions, Status> {
+    Ok(RequestOptions {
+        protocol: protocol_from_pb(protocol)?,
+        params: params.into_iter().map(value_from_pb).collect(),
+        idempotency_key: (!key.is_empty()).then_some(key),
+    })
+}
+
+/// One statement's result as stream items: header, row batches, end.
+fn stream_items(result: QueryResult, budget: usize) -> Vec<pb::ExecuteStreamResponse> {
+    use pb::execute_stream_response::Item;
+    let item = |i: Item| pb::ExecuteStreamResponse { item: Some(i) };
+    let mut items = vec![item(Item::Header(pb::ResultHeader { columns: columns_to_pb(result.columns) }))];
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for row in result.rows {
+        let row = row_to_pb(row);
+        bytes += row.encoded_len() + 4;
+        batch.push(row);
+        if bytes >= budget {
+            items.push(item(Item::Rows(pb::RowBatch { rows: std::mem::take(&mut batch) })));
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        items.push(item(Item::Rows(pb::RowBatch { rows: batch })));
+    }
+    items.push(item(Item::End(pb::StatementEnd { tag: result.tag, rows_affected: result.rows_affected })));
+    items
+}

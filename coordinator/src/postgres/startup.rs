@@ -1,0 +1,132 @@
+//! Connection startup: the session limit, then SCRAM-SHA-256 (users from
+//! `[[auth.users]]`) or, with `auth.trust`, no authentication.
+//!
+//! A wrong password and an unknown user get the same answer (SQLSTATE
+//! 28P01), so the error does not tell which users exist.
+
+use crate::auth::Authenticator;
+use crate::session::{ConnectionSlot, Sessions};
+use async_trait::async_trait;
+use pgwire::api::auth::sasl::scram::{ScramAuth, ScramSecret};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::{ClientInfo, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+/// The parameters a client learns at startup.
+fn parameters() -> DefaultServerParameterProvider {
+    let mut provider = DefaultServerParameterProvider::default();
+    provider.server_version = format!("15.0 (Tessera {})", env!("CARGO_PKG_VERSION"));
+    provider
+}
+
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".to_string(), code.to_string(), message)))
+}
+
+/// The users' SCRAM verifiers, as pgwire asks for them.
+#[derive(Debug)]
+struct Users(Arc<Authenticator>);
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        Err(refused(login.user()))
+    }
+
+    async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
+        let verifier = login.user().and_then(|user| self.0.scram_verifier(user)).ok_or_else(|| refused(login.user()))?;
+        let secret = ScramSecret::Verifier {
+            salt: verifier.salt.clone(),
+            iterations: verifier.iterations,
+            stored_key: verifier.stored_key.clone(),
+            server_key: verifier.server_key.clone(),
+        };
+        Ok((secret, None))
+    }
+}
+
+fn refused(user: Option<&str>) -> PgWireError {
+    fatal("28P01", format!("password authentication failed for user \"{}\"", user.unwrap_or("")))
+}
+
+enum Method {
+    Trust,
+    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+}
+
+/// The startup handler of one connection.
+pub struct Startup {
+    sessions: Arc<Sessions>,
+    method: Method,
+    /// With certificates configured, plain-text connections are refused.
+    require_tls: bool,
+    /// The connection's place in the session count, taken at startup.
+    slot: Mutex<Option<ConnectionSlot>>,
+}
+
+impl Startup {
+    pub fn new(sessions: Arc<Sessions>, auth: Arc<Authenticator>, require_tls: bool) -> Startup {
+        let method = if auth.trusts_everyone() {
+            Method::Trust
+        } else {
+            let scram = ScramAuth::new(Arc::new(Users(auth)));
+            Method::Scram(Box::new(SASLAuthStartupHandler::new(Arc::new(parameters())).with_scram(scram)))
+        };
+        Startup { sessions, method, require_tls, slot: Mutex::new(None) }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(_) = &message {
+            if self.require_tls && !client.is_secure() {
+                return Err(fatal("28000", "this server requires TLS: connect with sslmode=require (or verify-full)".into()));
+            }
+            let slot = self.sessions.connection().map_err(|e| fatal(e.sqlstate(), e.to_string()))?;
+            *self.slot.lock().unwrap() = Some(slot);
+        }
+        match &self.method {
+            Method::Scram(handler) => handler.on_startup(client, message).await,
+            Method::Trust => trust(client, message).await,
+        }
+    }
+}
+
+/// Startup without authentication.
+async fn trust<C>(client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+where
+    C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+{
+    let PgWireFrontendMessage::Startup(startup) = &message else { return Ok(()) };
+    pgwire::api::auth::protocol_negotiation(client, startup).await?;
+    pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
+    let (pid, key) = RandomPidSecretKeyGenerator::default().generate(client);
+    client.set_pid_and_secret_key(pid, key);
+    // Sends AuthenticationOk, the parameters, the key and ReadyForQuery.
+    pgwire::api::auth::finish_authentication(client, &parameters()).await
+}
+
+/// Names the user in a failed SCRAM exchange (the client's SCRAM messages
+/// leave the name out; the startup message has it), as PostgreSQL does.
+pub struct NameTheUser;
+
+impl pgwire::api::ErrorHandler for NameTheUser {
+    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
+        if let PgWireError::InvalidPassword(_) = error {
+            let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
+            *error = refused(user.as_deref());
+        }
+    }
+}
