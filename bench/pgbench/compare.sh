@@ -85,10 +85,12 @@ run_pgbench() {
 # ---- PostgreSQL ----
 echo "$PASSWORD" >"$WORK/pwfile"
 chmod 644 "$WORK/pwfile"
+mkdir -p "$WORK/pg" "$WORK/pg-socket"
+if [ "$(id -u)" -eq 0 ]; then chown postgres "$WORK/pg" "$WORK/pg-socket"; fi
 as_postgres "$PGBIN/initdb" -D "$WORK/pg" -U bench --pwfile="$WORK/pwfile" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
 PG_PORT="$(free_port)"
-as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w \
-    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=100" start >/dev/null
+as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w \
+    -o "-p $PG_PORT -k $WORK/pg-socket -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=100" start >/dev/null
 PG_CONN="host=127.0.0.1 port=$PG_PORT user=bench dbname=postgres"
 {
     echo "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL);"

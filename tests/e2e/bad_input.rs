@@ -78,7 +78,7 @@ async fn a_dead_shard_fails_fast_with_its_name_and_address() {
 fn bad_configs_and_busy_ports_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
+        let out = Command::new(BIN).args(args).env_remove("TESSERA_CLUSTER_SECRET").output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let missing = dir.path().join("missing.toml");
@@ -100,4 +100,11 @@ fn bad_configs_and_busy_ports_are_reported() {
     let data = dir.path().join("data");
     let (ok, err) = run(&["shard", "--listen", &port, "--data-dir", data.to_str().unwrap()]);
     assert!(!ok && err.contains(&format!("cannot listen on {port}")), "{err}");
+
+    // Without the cluster secret a shard does not start, and a coordinator
+    // without credentials for its clients does not either.
+    let (ok, err) = run(&["shard", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]);
+    assert!(!ok && err.contains("no cluster secret"), "{err}");
+    let (ok, err) = run(&["coordinator", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--shard", "1=127.0.0.1:1"]);
+    assert!(!ok && err.contains("clients must authenticate"), "{err}");
 }

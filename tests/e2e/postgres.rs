@@ -60,6 +60,16 @@ fn psql_runs_ddl_dml_and_a_transaction() {
     assert!(text(&out).contains("one phase (1PC) on shard group 2"), "{}", text(&out));
     let out = psql(&conninfo, &["-c", "SHOW TABLES"]);
     assert!(text(&out).contains("accounts"), "{}", text(&out));
+    // psql's own \d and \d table describe Tessera's tables.
+    let out = psql(&conninfo, &["-c", "\\d"]);
+    assert!(text(&out).contains("public | accounts | table"), "{}", text(&out));
+    let out = psql(&conninfo, &["-c", "\\d accounts"]);
+    let shown = text(&out);
+    for expected in
+        ["Table \"public.accounts\"", "balance | bigint", "character varying(20)", "\"accounts_pkey\" PRIMARY KEY, btree (id)", "CHECK (balance >= 0)"]
+    {
+        assert!(shown.contains(expected), "{expected:?} missing from:\n{shown}");
+    }
 }
 
 #[test]

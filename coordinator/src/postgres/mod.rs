@@ -8,6 +8,7 @@
 //!   first error ends the batch, as in PostgreSQL) and the responses.
 //! - [`extended`]: the extended query protocol (Parse, Bind, Describe,
 //!   Execute) with `$1`, `$2`, ... parameters.
+//! - [`catalog`]: answers to psql's `\d` queries from Tessera's catalog.
 //!
 //! Each connection is a [`Session`]: a transaction opened by BEGIN lives as
 //! long as the connection, and closing the connection rolls it back.
@@ -15,6 +16,7 @@
 //! disconnects does not cancel a commit halfway. Errors carry the SQLSTATE
 //! of [`CoordError::sqlstate`].
 
+mod catalog;
 mod extended;
 mod startup;
 
@@ -222,6 +224,10 @@ impl SimpleQueryHandler for Backend {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        let mut believed = believed_from(client.transaction_status());
+        if let Some(result) = catalog::answer(query, self.engine.catalog()) {
+            return Ok(vec![response(result, &Format::UnifiedText, &mut believed, false)?]);
+        }
         let (engine, session, sql) = (self.engine.clone(), self.session.clone(), query.to_string());
         let outcome = tokio::spawn(async move {
             let mut session = session.lock_owned().await;
@@ -229,7 +235,6 @@ impl SimpleQueryHandler for Backend {
         })
         .await
         .map_err(task_failed)?;
-        let mut believed = believed_from(client.transaction_status());
         let mut responses = Vec::new();
         for (result, in_txn) in outcome.results {
             responses.push(response(result, &Format::UnifiedText, &mut believed, in_txn)?);
