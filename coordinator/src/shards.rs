@@ -129,7 +129,7 @@ impl ShardClient {
     }
 
     pub async fn get_rows(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool) -> Result<RawRows> {
-        let request = pb::GetRequest { keys, txn: txn.map(wire::txn_to_pb), lock };
+        let request = pb::GetRequest { keys, txn: txn.map(wire::txn_to_pb), lock, replica_read: None };
         let response = self.client.clone().get(request).await.map_err(|s| self.error(s))?;
         Ok(response.into_inner().rows.into_iter().map(|kv| (kv.key, kv.value)).collect())
     }
@@ -142,7 +142,15 @@ impl ShardClient {
         let mut txn = txn.cloned();
         loop {
             let remaining = if limit == 0 { 0 } else { limit - rows.len() as u64 };
-            let request = pb::ScanRequest { start, end: end.clone(), limit: remaining, filter: filter.clone(), txn: txn.as_ref().map(wire::txn_to_pb), lock };
+            let request = pb::ScanRequest {
+                start,
+                end: end.clone(),
+                limit: remaining,
+                filter: filter.clone(),
+                txn: txn.as_ref().map(wire::txn_to_pb),
+                lock,
+                replica_read: None,
+            };
             let response = self.client.clone().scan(request).await.map_err(|s| self.error(s))?.into_inner();
             rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));
             if response.resume_key.is_empty() || (limit > 0 && rows.len() as u64 >= limit) {

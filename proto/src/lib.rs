@@ -30,5 +30,9 @@ pub const SAGA_METADATA_KEY: &str = "x-tessera-saga-id";
 /// coordinator and shard nodes (and between shard nodes).
 pub const CLUSTER_SECRET_METADATA_KEY: &str = "x-tessera-cluster-secret";
 
+/// Metadata key carrying the shard group's epoch on calls from the
+/// coordinator to shard nodes; a node refuses an older epoch.
+pub const EPOCH_METADATA_KEY: &str = "x-tessera-epoch";
+
 /// The `domain` of the `google.rpc.ErrorInfo` detail on failed calls.
 pub const ERROR_DOMAIN: &str = "tessera.v1";

@@ -27,6 +27,12 @@ pub struct ShardConfig {
     /// `cluster_secret_file`, else the `TESSERA_CLUSTER_SECRET` variable.
     pub cluster_secret: Option<String>,
     pub cluster_secret_file: Option<PathBuf>,
+    /// Replication log records kept for replicas that fall behind; a
+    /// replica that needs an older one gets a snapshot.
+    pub log_retention_records: u64,
+    /// Sync replication: how long a durable write waits for its replicas
+    /// before it fails.
+    pub sync_timeout_ms: u64,
 }
 
 impl Default for ShardConfig {
@@ -41,6 +47,8 @@ impl Default for ShardConfig {
             group_commit_window_us: 1_000,
             cluster_secret: None,
             cluster_secret_file: None,
+            log_retention_records: 100_000,
+            sync_timeout_ms: 5_000,
         }
     }
 }
@@ -61,8 +69,11 @@ impl ShardConfig {
         if !self.in_memory && self.data_dir.as_os_str().is_empty() {
             return Err("shard config: data_dir must be set unless in_memory = true".into());
         }
-        if self.lock_timeout_ms == 0 || self.idle_txn_timeout_ms == 0 {
-            return Err("shard config: lock_timeout_ms and idle_txn_timeout_ms must be positive".into());
+        if self.lock_timeout_ms == 0 || self.idle_txn_timeout_ms == 0 || self.sync_timeout_ms == 0 {
+            return Err("shard config: lock_timeout_ms, idle_txn_timeout_ms and sync_timeout_ms must be positive".into());
+        }
+        if self.log_retention_records == 0 {
+            return Err("shard config: log_retention_records must be at least 1".into());
         }
         Ok(())
     }

@@ -24,6 +24,14 @@ pub enum ShardError {
     Storage(#[from] StorageError),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The node may not serve this request now: an old epoch, a replica
+    /// asked to write, a primary without a lease. The coordinator routes
+    /// elsewhere.
+    #[error("{0}")]
+    Fenced(String),
+    /// A replica read found the replica staler than the request allows.
+    #[error("{0}")]
+    TooStale(String),
 }
 
 pub type Result<T> = std::result::Result<T, ShardError>;
@@ -43,6 +51,8 @@ impl ShardError {
             ShardError::Eval { sqlstate, .. } => sqlstate,
             ShardError::Storage(_) => "58030",
             ShardError::Corrupt(_) => "XX001",
+            ShardError::Fenced(_) => "08006",
+            ShardError::TooStale(_) => "TR001",
         }
     }
 }
@@ -55,6 +65,8 @@ impl From<ShardError> for tonic::Status {
             ShardError::TxnState(_) => tonic::Code::FailedPrecondition,
             ShardError::InvalidRequest(_) | ShardError::Eval { .. } => tonic::Code::InvalidArgument,
             ShardError::Storage(_) | ShardError::Corrupt(_) => tonic::Code::Internal,
+            ShardError::Fenced(_) => tonic::Code::Unavailable,
+            ShardError::TooStale(_) => tonic::Code::OutOfRange,
         };
         let details = match &e {
             ShardError::AlreadyExists { key } => key.clone(),

@@ -8,6 +8,8 @@
 //! - [`service`]: the gRPC service (`tessera.shard.v1.Shard`).
 //! - [`wire`]: protobuf <-> domain conversions for the shard protocol.
 //! - [`resolver`]: asks the coordinator about in-doubt prepared transactions.
+//! - [`replication`]: the replication log, shipping records to replicas,
+//!   following a primary, roles, epochs and leases (fencing).
 //! - [`secret`]: the cluster secret every internal call carries.
 //! - [`config`], [`server`]: configuration and running a node.
 //! - [`error`]: the shard's errors and their gRPC mapping.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod failpoint;
+pub mod replication;
 pub mod resolver;
 pub mod secret;
 pub mod server;

@@ -4,6 +4,7 @@
 //! and applies it. Presumed abort: a coordinator with no COMMIT record answers
 //! ABORTED. An unreachable coordinator or IN_PROGRESS means ask again later.
 
+use crate::replication::Node;
 use crate::secret::ClusterSecret;
 use crate::txn::{Participant, TxnContext};
 use std::sync::Arc;
@@ -18,12 +19,14 @@ pub const PATIENCE: Duration = Duration::from_secs(2);
 const ROUND: Duration = Duration::from_millis(500);
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn spawn(participant: Arc<Participant>, secret: ClusterSecret, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Resolves in-doubt transactions while this node is a primary (a replica
+/// holds no transactions in memory; it learns outcomes from the log).
+pub fn spawn(participant: Arc<Participant>, node: Arc<Node>, secret: ClusterSecret, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(ROUND);
         loop {
             tokio::select! {
-                _ = tick.tick() => resolve_round(&participant, &secret).await,
+                _ = tick.tick() => if node.is_primary() { resolve_round(&participant, &secret).await },
                 _ = stop.changed() => return,
             }
         }

@@ -1,13 +1,18 @@
-//! Running a shard node: open the engine, bind the port, serve gRPC, abort
-//! idle transactions, stop on a shutdown signal.
+//! Running a shard node: open the engine and its replication log, take up
+//! the persisted role, bind the port, serve gRPC (the shard API and the
+//! replication stream), abort idle transactions, truncate the log, stop on
+//! a shutdown signal.
 
 use crate::config::ShardConfig;
+use crate::replication::primary::ReplicationService;
+use crate::replication::{LoggedEngine, Node};
 use crate::service::ShardService;
 use crate::storage::{memory::MemoryEngine, rocks::RocksEngine, Engine};
 use crate::txn::{Participant, TxnLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_proto::shard::replication_server::ReplicationServer;
 use tessera_proto::shard::shard_server::ShardServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,6 +26,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct ShardHandle {
     pub address: SocketAddr,
     pub participant: Arc<Participant>,
+    pub node: Arc<Node>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
 }
@@ -53,24 +59,42 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         Arc::new(RocksEngine::open(&config.data_dir).map_err(|e| e.to_string())?)
     };
+    // Every durable batch the participant writes goes through the log.
+    let log = LoggedEngine::open(engine).map_err(|e| e.to_string())?;
     let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout(), group_commit_window: config.group_commit_window() };
-    let participant = Arc::new(Participant::open(engine, limits).map_err(|e| e.to_string())?);
+    let participant = Arc::new(Participant::open(log.clone(), limits).map_err(|e| e.to_string())?);
     participant.start_group_commit();
+    let sync_timeout = Duration::from_millis(config.sync_timeout_ms);
+    let node = Node::open(config.node_id.clone(), log.clone(), participant.clone(), secret.clone(), sync_timeout).map_err(|e| e.to_string())?;
+    let barrier = Arc::downgrade(&node);
+    participant.set_replication(Arc::new(move || {
+        let node = barrier.clone();
+        Box::pin(async move {
+            match node.upgrade() {
+                Some(node) => node.wait_replicated().await,
+                None => Ok(()),
+            }
+        })
+    }));
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let data_dir = if config.in_memory { "(in memory)".to_string() } else { config.data_dir.display().to_string() };
-    let service = ShardService::new(participant.clone(), config.node_id.clone(), data_dir);
+    let service = ShardService::new(participant.clone(), node.clone(), data_dir);
     let (shutdown, mut signal) = watch::channel(false);
     let reaper = spawn_idle_reaper(participant.clone(), shutdown.subscribe());
-    let resolver = crate::resolver::spawn(participant.clone(), secret.clone(), shutdown.subscribe());
+    let resolver = crate::resolver::spawn(participant.clone(), node.clone(), secret.clone(), shutdown.subscribe());
+    let truncator = spawn_log_truncation(log, config.log_retention_records, shutdown.subscribe());
     let node_id = config.node_id.clone();
+    let replication = ReplicationServer::new(ReplicationService::new(node.clone())).max_encoding_message_size(MAX_MESSAGE_BYTES);
     let task = tokio::spawn(async move {
         let server = ShardServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
-        // Only callers with the cluster secret get past this.
+        // Only callers with the cluster secret get past these.
         let server = InterceptedService::new(server, secret.server_check());
+        let replication = InterceptedService::new(replication, secret.server_check());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(server)
+            .add_service(replication)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             })
@@ -78,10 +102,30 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
             .map_err(|e| format!("shard {node_id} stopped: {e}"));
         reaper.abort();
         resolver.abort();
+        truncator.abort();
         result
     });
-    tracing::info!(node = %config.node_id, %address, "shard node serving");
-    Ok(ShardHandle { address, participant, shutdown, task })
+    tracing::info!(node = %config.node_id, %address, role = ?node.role(), epoch = node.epoch(), "shard node serving");
+    Ok(ShardHandle { address, participant, node, shutdown, task })
+}
+
+/// Keeps the last `retention` records of the replication log.
+fn spawn_log_truncation(log: Arc<LoggedEngine>, retention: u64, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let keep_from = log.last().0.saturating_sub(retention) + 1;
+                    let log = log.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || log.truncate_before(keep_from)).await {
+                        tracing::warn!(error = %e, "cannot truncate the replication log");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    })
 }
 
 fn spawn_idle_reaper(participant: Arc<Participant>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {

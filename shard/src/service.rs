@@ -1,22 +1,26 @@
-//! The shard's gRPC service: validates requests, converts them to domain
-//! types and calls the [`Participant`].
+//! The shard's gRPC service: checks each request against the node's role,
+//! epoch and lease ([`Node::admit`]), converts it to domain types and calls
+//! the [`Participant`]. A write is acknowledged only if the node is still
+//! the primary of the epoch it admitted the write in ([`Node::confirm`]).
 
 use crate::error::ShardError;
+use crate::replication::{Access, Node};
 use crate::txn::{Participant, ScanSpec, TxnContext};
 use crate::wire;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_proto::shard as pb;
 use tonic::{Request, Response, Status};
 
 pub struct ShardService {
     participant: Arc<Participant>,
-    node_id: String,
+    node: Arc<Node>,
     data_dir: String,
 }
 
 impl ShardService {
-    pub fn new(participant: Arc<Participant>, node_id: String, data_dir: String) -> ShardService {
-        ShardService { participant, node_id, data_dir }
+    pub fn new(participant: Arc<Participant>, node: Arc<Node>, data_dir: String) -> ShardService {
+        ShardService { participant, node, data_dir }
     }
 }
 
@@ -32,72 +36,124 @@ fn rows_to_pb(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<pb::KeyValue> {
     rows.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect()
 }
 
+/// The group epoch a request carries, if any.
+fn epoch<T>(request: &Request<T>) -> Result<Option<u64>, Status> {
+    match request.metadata().get(tessera_proto::EPOCH_METADATA_KEY) {
+        None => Ok(None),
+        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| invalid("the epoch metadata is not a number")),
+    }
+}
+
+/// What a read may be served from.
+fn read_access(txn: bool, replica: Option<&pb::ReplicaRead>) -> Access {
+    match (txn, replica) {
+        (false, Some(r)) => Access::ReplicaRead { max_staleness: (r.max_staleness_ms > 0).then(|| Duration::from_millis(r.max_staleness_ms)) },
+        (true, _) => Access::Write,
+        (false, None) => Access::Read,
+    }
+}
+
+impl ShardService {
+    /// Admits a transactional request, runs it, and confirms the node may
+    /// still acknowledge it.
+    async fn admitted<T, R>(&self, request: &Request<T>, work: impl std::future::Future<Output = Result<R, ShardError>>) -> Result<R, Status> {
+        let ticket = self.node.admit(epoch(request)?, Access::Write)?;
+        let result = work.await?;
+        self.node.confirm(ticket)?;
+        Ok(result)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::shard_server::Shard for ShardService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let access = read_access(request.get_ref().txn.is_some(), request.get_ref().replica_read.as_ref());
+        let ticket = self.node.admit(epoch(&request)?, access)?;
         let req = request.into_inner();
         let txn = req.txn.map(wire::txn_from_pb);
         let rows = self.participant.get(req.keys, txn.as_ref(), req.lock).await?;
-        Ok(Response::new(pb::GetResponse { rows: rows_to_pb(rows) }))
+        if txn.is_some() {
+            self.node.confirm(ticket)?;
+        }
+        Ok(Response::new(pb::GetResponse { rows: rows_to_pb(rows), staleness_ms: self.node.staleness_ms() }))
     }
 
     async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let access = read_access(request.get_ref().txn.is_some(), request.get_ref().replica_read.as_ref());
+        let ticket = self.node.admit(epoch(&request)?, access)?;
         let req = request.into_inner();
         let filter = req.filter.map(wire::expr_from_pb).transpose().map_err(invalid)?;
+        let in_txn = req.txn.is_some();
         let spec = ScanSpec { start: req.start, end: req.end, limit: req.limit, filter, txn: req.txn.map(wire::txn_from_pb), lock: req.lock };
         let result = self.participant.scan(spec).await?;
-        Ok(Response::new(pb::ScanResponse { rows: rows_to_pb(result.rows), resume_key: result.resume_key.unwrap_or_default() }))
+        if in_txn {
+            self.node.confirm(ticket)?;
+        }
+        Ok(Response::new(pb::ScanResponse {
+            rows: rows_to_pb(result.rows),
+            resume_key: result.resume_key.unwrap_or_default(),
+            staleness_ms: self.node.staleness_ms(),
+        }))
     }
 
     async fn write(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let ticket = self.node.admit(epoch(&request)?, Access::Write)?;
         let req = request.into_inner();
         let txn = required_txn(req.txn)?;
         let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
         self.participant.write(&txn, mutations).await?;
+        self.node.confirm(ticket)?;
         Ok(Response::new(pb::WriteResponse {}))
     }
 
     async fn prepare(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::PrepareResponse>, Status> {
-        let txn = required_txn(request.into_inner().txn)?;
-        self.participant.prepare(&txn).await?;
+        let txn = required_txn(request.get_ref().txn.clone())?;
+        self.admitted(&request, self.participant.prepare(&txn)).await?;
         Ok(Response::new(pb::PrepareResponse {}))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let req = request.into_inner();
+        let req = request.get_ref().clone();
         let txn = required_txn(req.txn)?;
         let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
-        self.participant.commit(&txn, req.one_phase, mutations, req.lazy).await?;
+        self.admitted(&request, self.participant.commit(&txn, req.one_phase, mutations, req.lazy)).await?;
         Ok(Response::new(pb::TxnResponse {}))
     }
 
     async fn abort(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let txn = required_txn(request.into_inner().txn)?;
-        self.participant.abort(&txn.id).await?;
+        let txn = required_txn(request.get_ref().txn.clone())?;
+        self.admitted(&request, self.participant.abort(&txn.id)).await?;
         Ok(Response::new(pb::TxnResponse {}))
     }
 
-    async fn sync_wal(&self, _request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {
-        self.participant.sync_wal().await?;
+    async fn sync_wal(&self, request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {
+        self.admitted(&request, self.participant.sync_wal()).await?;
         Ok(Response::new(pb::SyncWalResponse {}))
     }
 
     async fn delete_range(&self, request: Request<pb::DeleteRangeRequest>) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let req = request.into_inner();
-        self.participant.delete_range(req.start, req.end).await?;
+        let req = request.get_ref().clone();
+        self.admitted(&request, self.participant.delete_range(req.start, req.end)).await?;
         Ok(Response::new(pb::DeleteRangeResponse {}))
     }
 
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let (active, prepared) = self.participant.counts();
         Ok(Response::new(pb::StatusResponse {
-            node_id: self.node_id.clone(),
+            node_id: self.node.node_id.clone(),
             data_dir: self.data_dir.clone(),
             active_transactions: active as u64,
             prepared_transactions: prepared as u64,
             locks_held: self.participant.locks_held() as u64,
             wal_syncs: self.participant.engine().wal_syncs(),
             synced_writes: self.participant.synced_writes(),
+            role: self.node.role().to_pb() as i32,
+            epoch: self.node.epoch(),
+            applied_seq: self.node.log().last().0,
         }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Ok(Response::new(self.node.heartbeat(request.into_inner()).await?))
     }
 }

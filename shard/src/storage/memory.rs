@@ -1,19 +1,39 @@
 //! An in-memory engine: ordered maps behind a lock. Nothing survives a restart.
 
-use super::{Engine, Result, Space, SyncCounter, Write};
+use super::{Engine, Result, Snapshot, Space, SyncCounter, Write};
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
+type Spaces = [BTreeMap<Vec<u8>, Vec<u8>>; 4];
+
 #[derive(Default)]
 pub struct MemoryEngine {
-    spaces: RwLock<[BTreeMap<Vec<u8>, Vec<u8>>; 2]>,
+    spaces: RwLock<Spaces>,
     syncs: SyncCounter,
 }
 
 fn index(space: Space) -> usize {
-    match space {
-        Space::Data => 0,
-        Space::Txn => 1,
+    space.number() as usize
+}
+
+fn scan_map(map: &BTreeMap<Vec<u8>, Vec<u8>>, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+    if start >= end {
+        return;
+    }
+    for (k, v) in map.range(start.to_vec()..end.to_vec()) {
+        if !visit(k, v) {
+            break;
+        }
+    }
+}
+
+/// A copy of the maps: small engines only (tests, `--in-memory`).
+struct MemorySnapshot(Spaces);
+
+impl Snapshot for MemorySnapshot {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        scan_map(&self.0[index(space)], start, end, visit);
+        Ok(())
     }
 }
 
@@ -23,15 +43,7 @@ impl Engine for MemoryEngine {
     }
 
     fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        if start >= end {
-            return Ok(());
-        }
-        let spaces = self.spaces.read().unwrap();
-        for (k, v) in spaces[index(space)].range(start.to_vec()..end.to_vec()) {
-            if !visit(k, v) {
-                break;
-            }
-        }
+        scan_map(&self.spaces.read().unwrap()[index(space)], start, end, visit);
         Ok(())
     }
 
@@ -67,6 +79,16 @@ impl Engine for MemoryEngine {
         }
         self.syncs.bump();
         Ok(())
+    }
+
+    fn clear(&self, space: Space) -> Result<()> {
+        self.spaces.write().unwrap()[index(space)].clear();
+        self.syncs.bump();
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Box<dyn Snapshot + '_> {
+        Box::new(MemorySnapshot(self.spaces.read().unwrap().clone()))
     }
 
     fn syncs(&self) -> u64 {

@@ -2,12 +2,14 @@
 //! batches fsync the WAL before returning; RocksDB's write groups let
 //! concurrent synced batches share one fsync.
 
-use super::{Engine, Result, Space, StorageError, SyncCounter, Write};
+use super::{Engine, Result, Snapshot, Space, StorageError, SyncCounter, Write};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use std::path::{Path, PathBuf};
 
 const CF_DATA: &str = "default";
 const CF_TXN: &str = "txn";
+const CF_LOG: &str = "log";
+const CF_META: &str = "meta";
 
 pub struct RocksEngine {
     db: DB,
@@ -24,7 +26,7 @@ impl RocksEngine {
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.enable_statistics();
-        let cfs = [CF_DATA, CF_TXN].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs = [CF_DATA, CF_TXN, CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, cfs).map_err(|e| StorageError(format!("cannot open RocksDB at {}: {e}", path.display())))?;
         Ok(RocksEngine { db, options, path: path.to_path_buf(), syncs: SyncCounter::default() })
     }
@@ -33,6 +35,8 @@ impl RocksEngine {
         let name = match space {
             Space::Data => CF_DATA,
             Space::Txn => CF_TXN,
+            Space::Log => CF_LOG,
+            Space::Meta => CF_META,
         };
         self.db.cf_handle(name).expect("column family is created at open")
     }
@@ -40,18 +44,11 @@ impl RocksEngine {
     fn err(&self, op: &str, e: rocksdb::Error) -> StorageError {
         StorageError(format!("RocksDB {op} failed at {}: {e}", self.path.display()))
     }
-}
 
-impl Engine for RocksEngine {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get_cf(self.cf(space), key).map_err(|e| self.err("get", e))
-    }
-
-    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn scan_with(&self, space: Space, start: &[u8], end: &[u8], mut read: ReadOptions, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         if start >= end {
             return Ok(());
         }
-        let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(end.to_vec());
         let iter = self.db.iterator_cf_opt(self.cf(space), read, IteratorMode::From(start, Direction::Forward));
         for item in iter {
@@ -61,6 +58,30 @@ impl Engine for RocksEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// A RocksDB snapshot: reads see the database as it was when it was taken.
+struct RocksSnapshot<'a> {
+    engine: &'a RocksEngine,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl Snapshot for RocksSnapshot<'_> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let mut read = ReadOptions::default();
+        read.set_snapshot(&self.snapshot);
+        self.engine.scan_with(space, start, end, read, visit)
+    }
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(space), key).map_err(|e| self.err("get", e))
+    }
+
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.scan_with(space, start, end, ReadOptions::default(), visit)
     }
 
     fn apply(&self, writes: Vec<Write>, sync: bool) -> Result<()> {
@@ -98,6 +119,26 @@ impl Engine for RocksEngine {
         self.db.write_opt(batch, &options).map_err(|e| self.err("delete range", e))?;
         self.syncs.bump();
         Ok(())
+    }
+
+    fn clear(&self, space: Space) -> Result<()> {
+        let cf = self.cf(space);
+        let first = self.db.iterator_cf(cf, IteratorMode::Start).next().transpose().map_err(|e| self.err("clear", e))?;
+        let last = self.db.iterator_cf(cf, IteratorMode::End).next().transpose().map_err(|e| self.err("clear", e))?;
+        let (Some((first, _)), Some((last, _))) = (first, last) else { return Ok(()) };
+        let mut end = last.to_vec();
+        end.push(0);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, &first[..], &end[..]);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(|e| self.err("clear", e))?;
+        self.syncs.bump();
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Box<dyn Snapshot + '_> {
+        Box::new(RocksSnapshot { engine: self, snapshot: self.db.snapshot() })
     }
 
     fn syncs(&self) -> u64 {

@@ -82,6 +82,13 @@ impl LockTable {
         self.released.notify_waiters();
     }
 
+    /// Drops every lock and wakes every waiter (a primary that becomes a
+    /// replica: its transactions are gone).
+    pub fn clear(&self) {
+        self.owners.lock().unwrap().clear();
+        self.released.notify_waiters();
+    }
+
     /// Number of keys currently locked.
     pub fn len(&self) -> usize {
         self.owners.lock().unwrap().len()

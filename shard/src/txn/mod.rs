@@ -74,8 +74,14 @@ pub struct ScanResult {
     pub resume_key: Option<Vec<u8>>,
 }
 
+/// Waits until a durable write is durable on enough replicas too (sync
+/// replication); set by the node once it runs.
+pub type ReplicationBarrier = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> + Send + Sync>;
+
 pub struct Participant {
     engine: Arc<dyn Engine>,
+    /// Sync replication: waited for after every durable write.
+    replication: std::sync::OnceLock<ReplicationBarrier>,
     /// Set once the participant is shared (see [`Participant::start_group_commit`]).
     group: std::sync::OnceLock<GroupCommit>,
     locks: LockTable,
@@ -93,6 +99,7 @@ impl Participant {
     pub fn open(engine: Arc<dyn Engine>, limits: TxnLimits) -> Result<Participant> {
         let participant = Participant {
             engine,
+            replication: std::sync::OnceLock::new(),
             group: std::sync::OnceLock::new(),
             locks: LockTable::default(),
             txns: Mutex::default(),
@@ -102,6 +109,31 @@ impl Participant {
         };
         participant.recover()?;
         Ok(participant)
+    }
+
+    /// Reloads the prepared transactions not yet held here, with their
+    /// locks (a replica promoted to primary).
+    pub fn reload_prepared(&self) -> Result<()> {
+        self.recover()
+    }
+
+    /// Forgets every transaction and lock held in memory (a primary that
+    /// becomes a replica; its prepared records stay on disk, replicated).
+    pub fn demote(&self) {
+        self.txns.lock().unwrap().clear();
+        self.locks.clear();
+    }
+
+    /// Makes durable writes wait for replicas (sync replication).
+    pub fn set_replication(&self, barrier: ReplicationBarrier) {
+        let _ = self.replication.set(barrier);
+    }
+
+    async fn replicated(&self) -> Result<()> {
+        match self.replication.get() {
+            Some(barrier) => barrier().await,
+            None => Ok(()),
+        }
     }
 
     fn recover(&self) -> Result<()> {
@@ -114,6 +146,9 @@ impl Participant {
         for (key, value) in records {
             let state =
                 TxnState::decode_prepared(&value).map_err(|e| ShardError::Corrupt(format!("prepared record {}: {e}", String::from_utf8_lossy(&key))))?;
+            if txns.contains_key(&state.id) {
+                continue;
+            }
             for k in state.writes.keys() {
                 self.locks.acquire_now(k, &state.id, state.timestamp);
             }
@@ -368,7 +403,7 @@ impl Participant {
     pub async fn delete_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.delete_range(&start, &end)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
-        Ok(())
+        self.replicated().await
     }
 
     async fn apply_unsynced(&self, writes: Vec<Write>) -> Result<()> {
@@ -377,11 +412,11 @@ impl Participant {
         Ok(())
     }
 
-    /// Makes every write applied so far durable.
+    /// Makes every write applied so far durable (on sync replicas too).
     pub async fn sync_wal(&self) -> Result<()> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.sync_wal()).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
-        Ok(())
+        self.replicated().await
     }
 
     /// Synced writes requested since the participant opened.
@@ -389,14 +424,17 @@ impl Participant {
         self.synced_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A durable write: fsynced here (with others, by group commit) and,
+    /// in sync mode, applied by enough replicas.
     async fn apply(&self, writes: Vec<Write>) -> Result<()> {
         self.synced_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(group) = self.group.get() {
-            return Ok(group.apply(writes).await?);
+            group.apply(writes).await?;
+        } else {
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || engine.apply(writes, true)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
         }
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.apply(writes, true)).await.map_err(|e| ShardError::InvalidRequest(e.to_string()))??;
-        Ok(())
+        self.replicated().await
     }
 
     /// Registers activity, creating the transaction when the request begins it.

@@ -113,6 +113,14 @@ impl Engine for PowerLossEngine {
         self.visible.delete_range(start, end)?;
         self.durable.delete_range(start, end)
     }
+    fn clear(&self, space: Space) -> StorageResult<()> {
+        self.flush();
+        self.visible.clear(space)?;
+        self.durable.clear(space)
+    }
+    fn snapshot(&self) -> Box<dyn crate::storage::Snapshot + '_> {
+        self.visible.snapshot()
+    }
     fn syncs(&self) -> u64 {
         self.durable.syncs()
     }

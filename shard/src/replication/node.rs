@@ -1,0 +1,343 @@
+//! A node's place in its shard group: role (primary or replica), epoch,
+//! lease, and the transitions the coordinator's heartbeats ask for.
+//!
+//! Persisted in the `meta` keyspace before the node acts on them, so a
+//! restarted node comes back in the role and epoch it had: a replica goes
+//! on following its primary, a primary of a replicated group waits for the
+//! coordinator's lease before it takes writes.
+//!
+//! Fencing: every request carries the group's epoch. A node refuses an
+//! older epoch, a replica refuses writes, and a primary refuses writes once
+//! its lease (renewed by each heartbeat) has run out: a primary cut off
+//! from the coordinator (or paused) stops acknowledging writes before the
+//! coordinator, which waits longer than the lease, promotes a replica.
+
+use super::log::LoggedEngine;
+use super::primary::Tracker;
+use super::replica::{self, Staleness};
+use crate::error::ShardError;
+use crate::secret::ClusterSecret;
+use crate::txn::Participant;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_proto::shard as pb;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const META_EPOCH: &[u8] = b"epoch";
+const META_ROLE: &[u8] = b"role";
+const META_LEASED: &[u8] = b"lease_required";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica { primary: String },
+}
+
+impl Role {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Role::Primary => b"primary".to_vec(),
+            Role::Replica { primary } => format!("replica {primary}").into_bytes(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Role> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        match text.split_once(' ') {
+            None if text == "primary" => Some(Role::Primary),
+            Some(("replica", primary)) => Some(Role::Replica { primary: primary.to_string() }),
+            _ => None,
+        }
+    }
+
+    pub fn to_pb(&self) -> pb::Role {
+        match self {
+            Role::Primary => pb::Role::Primary,
+            Role::Replica { .. } => pb::Role::Replica,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    None,
+    Async,
+    Sync { replicas: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    epoch: u64,
+    role: Role,
+    mode: Mode,
+    accept_writes: bool,
+    /// Primaries of replicated groups accept writes until then.
+    lease_required: bool,
+    lease_until: Option<Instant>,
+}
+
+/// What a request is allowed to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// Transactions: reads with locks, writes, prepare, commit, abort.
+    Write,
+    /// A committed read on the primary.
+    Read,
+    /// A committed read a replica may serve, if not staler than this.
+    ReplicaRead { max_staleness: Option<Duration> },
+}
+
+/// Proof of admission: the epoch a write was admitted in.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    epoch: u64,
+}
+
+pub struct Node {
+    pub node_id: String,
+    log: Arc<LoggedEngine>,
+    participant: Arc<Participant>,
+    secret: ClusterSecret,
+    state: Mutex<State>,
+    /// Serializes transitions (promotion, demotion, following).
+    transition: tokio::sync::Mutex<()>,
+    /// Primary side: the replicas' progress.
+    pub tracker: Arc<Tracker>,
+    /// Replica side: how stale this node's data may be.
+    pub staleness: Arc<Staleness>,
+    follower: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    sync_timeout: Duration,
+}
+
+impl Node {
+    /// Reads the persisted role; a replica starts following its primary.
+    pub fn open(
+        node_id: String,
+        log: Arc<LoggedEngine>,
+        participant: Arc<Participant>,
+        secret: ClusterSecret,
+        sync_timeout: Duration,
+    ) -> Result<Arc<Node>, ShardError> {
+        let epoch = log.meta(META_EPOCH)?.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+        let role = log.meta(META_ROLE)?.and_then(|v| Role::decode(&v)).unwrap_or(Role::Primary);
+        let lease_required = log.meta(META_LEASED)?.is_some_and(|v| v == [1]);
+        log.set_epoch(epoch);
+        let state = State { epoch, role: role.clone(), mode: Mode::None, accept_writes: true, lease_required, lease_until: None };
+        let node = Arc::new(Node {
+            node_id,
+            log,
+            participant,
+            secret,
+            state: Mutex::new(state),
+            transition: tokio::sync::Mutex::new(()),
+            tracker: Arc::new(Tracker::default()),
+            staleness: Arc::new(Staleness::default()),
+            follower: Mutex::new(None),
+            sync_timeout,
+        });
+        if let Role::Replica { primary } = role {
+            tracing::info!(node = %node.node_id, %primary, epoch, "restarting as a replica");
+            node.participant.demote();
+            node.start_following(primary);
+        }
+        Ok(node)
+    }
+
+    pub fn log(&self) -> &Arc<LoggedEngine> {
+        &self.log
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.state.lock().unwrap().epoch
+    }
+
+    pub fn role(&self) -> Role {
+        self.state.lock().unwrap().role.clone()
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.state.lock().unwrap().role == Role::Primary
+    }
+
+    /// Checks a request before it runs. `epoch` is the group epoch the
+    /// request carries (none: an operator's tool; not checked).
+    pub fn admit(&self, epoch: Option<u64>, access: Access) -> Result<Ticket, ShardError> {
+        let state = self.state.lock().unwrap();
+        if let Some(requested) = epoch {
+            if requested < state.epoch {
+                return Err(ShardError::Fenced(format!(
+                    "node {} is at epoch {}; a request from epoch {requested} is stale (the group failed over)",
+                    self.node_id, state.epoch
+                )));
+            }
+            if requested > state.epoch {
+                return Err(ShardError::Fenced(format!("node {} is at epoch {} and has not yet been told of epoch {requested}", self.node_id, state.epoch)));
+            }
+        }
+        match (&state.role, access) {
+            (Role::Replica { primary }, Access::Write | Access::Read) => {
+                return Err(ShardError::Fenced(format!("node {} is a replica (its primary is {primary}); it takes no writes", self.node_id)))
+            }
+            (Role::Replica { .. }, Access::ReplicaRead { max_staleness }) => {
+                let staleness = self.staleness.current();
+                if let (Some(max), Some(now)) = (max_staleness, staleness) {
+                    if now > max {
+                        return Err(ShardError::TooStale(format!(
+                            "replica {} may be {} ms behind its primary, more than the {} ms allowed",
+                            self.node_id,
+                            now.as_millis(),
+                            max.as_millis()
+                        )));
+                    }
+                }
+                if staleness.is_none() && max_staleness.is_some() {
+                    return Err(ShardError::TooStale(format!("replica {} has not caught up with its primary yet", self.node_id)));
+                }
+            }
+            (Role::Primary, Access::Write) if !state.accept_writes => {
+                return Err(ShardError::Fenced(format!("node {} is handing over to a new primary and takes no writes", self.node_id)))
+            }
+            (Role::Primary, _) => lease_valid(&state, &self.node_id)?,
+        }
+        Ok(Ticket { epoch: state.epoch })
+    }
+
+    /// Checks, before a write is acknowledged, that the node is still the
+    /// primary of the epoch it admitted the write in, with a valid lease.
+    pub fn confirm(&self, ticket: Ticket) -> Result<(), ShardError> {
+        let state = self.state.lock().unwrap();
+        if state.epoch != ticket.epoch || state.role != Role::Primary {
+            return Err(ShardError::Fenced(format!("node {} left epoch {} while the request ran; it is not acknowledged", self.node_id, ticket.epoch)));
+        }
+        lease_valid(&state, &self.node_id)
+    }
+
+    /// Staleness of this node's data (zero on a primary).
+    pub fn staleness_ms(&self) -> u64 {
+        match self.role() {
+            Role::Primary => 0,
+            Role::Replica { .. } => self.staleness.current().map(|d| d.as_millis() as u64).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Sync mode: waits until enough replicas have every record written so far.
+    pub async fn wait_replicated(&self) -> Result<(), ShardError> {
+        let (mode, role) = {
+            let state = self.state.lock().unwrap();
+            (state.mode, state.role.clone())
+        };
+        let Mode::Sync { replicas } = mode else { return Ok(()) };
+        if role != Role::Primary || replicas == 0 {
+            return Ok(());
+        }
+        let seq = self.log.last().0;
+        self.tracker.wait(seq, replicas as usize, self.sync_timeout).await.map_err(|e| ShardError::Fenced(format!("node {}: {e}", self.node_id)))
+    }
+
+    /// Applies the coordinator's heartbeat: role, epoch, lease and mode.
+    pub async fn heartbeat(self: &Arc<Self>, request: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, ShardError> {
+        let _one_at_a_time = self.transition.lock().await;
+        let current = self.state.lock().unwrap().clone();
+        if request.epoch < current.epoch {
+            return Err(ShardError::Fenced(format!("node {} is at epoch {}; the heartbeat is from epoch {}", self.node_id, current.epoch, request.epoch)));
+        }
+        let wanted = match pb::Role::try_from(request.role) {
+            Ok(pb::Role::Replica) if !request.primary.is_empty() => Role::Replica { primary: request.primary.clone() },
+            Ok(pb::Role::Primary) => Role::Primary,
+            _ => return Err(ShardError::InvalidRequest("a heartbeat needs a role (and a primary for a replica)".into())),
+        };
+        if wanted != current.role || request.epoch != current.epoch {
+            self.become_(wanted, request.epoch).await?;
+        }
+        let lease_required = request.lease_ms > 0;
+        if lease_required != current.lease_required {
+            self.log.set_meta(META_LEASED, vec![lease_required as u8])?;
+        }
+        let mode = match pb::ReplicationMode::try_from(request.mode) {
+            Ok(pb::ReplicationMode::Sync) => Mode::Sync { replicas: request.sync_replicas.max(1) },
+            Ok(pb::ReplicationMode::Async) => Mode::Async,
+            _ => Mode::None,
+        };
+        {
+            let mut state = self.state.lock().unwrap();
+            state.lease_required = lease_required;
+            state.lease_until = lease_required.then(|| Instant::now() + Duration::from_millis(request.lease_ms));
+            state.mode = mode;
+            state.accept_writes = request.accept_writes;
+        }
+        Ok(self.report())
+    }
+
+    /// This node's replication state, as a heartbeat answer.
+    pub fn report(&self) -> pb::HeartbeatResponse {
+        let state = self.state.lock().unwrap().clone();
+        let (applied_seq, applied_epoch) = self.log.last();
+        pb::HeartbeatResponse {
+            node_id: self.node_id.clone(),
+            epoch: state.epoch,
+            role: state.role.to_pb() as i32,
+            applied_seq,
+            applied_epoch,
+            staleness_ms: self.staleness_ms(),
+            replicas: if state.role == Role::Primary { self.tracker.progress(applied_seq) } else { Vec::new() },
+            log_start: self.log.first(),
+        }
+    }
+
+    /// Changes role and epoch, durably first.
+    async fn become_(self: &Arc<Self>, role: Role, epoch: u64) -> Result<(), ShardError> {
+        let was = self.role();
+        tracing::info!(node = %self.node_id, from = ?was, to = ?role, epoch, "changing role");
+        // Stop following before anything else writes here.
+        self.stop_following().await;
+        self.log.set_meta(META_EPOCH, epoch.to_be_bytes().to_vec())?;
+        self.log.set_meta(META_ROLE, role.encode())?;
+        self.log.set_epoch(epoch);
+        match &role {
+            Role::Primary => {
+                // The prepared transactions replicated here come back with their locks.
+                self.participant.reload_prepared()?;
+                self.tracker.reset();
+            }
+            Role::Replica { .. } => self.participant.demote(),
+        }
+        {
+            let mut state = self.state.lock().unwrap();
+            state.epoch = epoch;
+            state.role = role.clone();
+        }
+        if let Role::Replica { primary } = role {
+            self.start_following(primary);
+        }
+        Ok(())
+    }
+
+    fn start_following(self: &Arc<Self>, primary: String) {
+        let (stop, stopped) = watch::channel(false);
+        let task = replica::spawn(self.clone(), primary, self.secret.clone(), stopped);
+        if let Some((old, _)) = self.follower.lock().unwrap().replace((stop, task)) {
+            let _ = old.send(true);
+        }
+    }
+
+    async fn stop_following(&self) {
+        let follower = self.follower.lock().unwrap().take();
+        if let Some((stop, task)) = follower {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+fn lease_valid(state: &State, node: &str) -> Result<(), ShardError> {
+    if !state.lease_required {
+        return Ok(());
+    }
+    match state.lease_until {
+        Some(until) if Instant::now() < until => Ok(()),
+        Some(_) => Err(ShardError::Fenced(format!("node {node}'s lease from the coordinator ran out; it takes no writes until the coordinator renews it"))),
+        None => Err(ShardError::Fenced(format!("node {node} has no lease from the coordinator yet; it takes no writes until it gets one"))),
+    }
+}

@@ -1,0 +1,264 @@
+//! The primary's side: serving each replica's stream (log records in order,
+//! a snapshot first when the replica cannot continue from the log, and
+//! heartbeats that bound its staleness), tracking every replica's
+//! acknowledged record, and waiting for acknowledgements in sync mode.
+//!
+//! Where a replica continues: from its last record if the log still holds
+//! that record with the same epoch (or the replica is new and the log is
+//! whole); otherwise, because the log was truncated or the replica holds
+//! records the primary never had (an old primary after an async failover),
+//! it gets a snapshot, which replaces everything it had.
+
+use super::log::{logged_write, LoggedEngine};
+use super::node::Node;
+use crate::storage::{Space, Write};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_proto::shard as pb;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest batch of records or snapshot rows in one message.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// How often a primary tells an idle replica where the log stands.
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
+
+struct Progress {
+    acked: u64,
+    staleness_ms: u64,
+    connected: bool,
+}
+
+/// Every replica's acknowledged record.
+#[derive(Default)]
+pub struct Tracker {
+    replicas: Mutex<BTreeMap<String, Progress>>,
+    changed: Notify,
+}
+
+impl Tracker {
+    fn ack(&self, replica: &str, seq: u64, staleness_ms: u64) {
+        let mut replicas = self.replicas.lock().unwrap();
+        let p = replicas.entry(replica.to_string()).or_insert(Progress { acked: 0, staleness_ms, connected: true });
+        p.acked = p.acked.max(seq);
+        p.staleness_ms = staleness_ms;
+        p.connected = true;
+        drop(replicas);
+        self.changed.notify_waiters();
+    }
+
+    fn connected(&self, replica: &str, connected: bool, applied: u64) {
+        let mut replicas = self.replicas.lock().unwrap();
+        let p = replicas.entry(replica.to_string()).or_insert(Progress { acked: applied, staleness_ms: u64::MAX, connected });
+        p.connected = connected;
+        if connected {
+            p.acked = applied;
+        }
+    }
+
+    /// Forgets everything (a node that becomes primary starts afresh).
+    pub fn reset(&self) {
+        self.replicas.lock().unwrap().clear();
+    }
+
+    /// Waits until `needed` connected replicas acknowledged `seq`.
+    pub async fn wait(&self, seq: u64, needed: usize, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let have = self.replicas.lock().unwrap().values().filter(|p| p.connected && p.acked >= seq).count();
+            if have >= needed {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(format!(
+                    "sync replication: {have} of the {needed} required replica(s) acknowledged record {seq} within {} ms; the write is durable here but not acknowledged",
+                    timeout.as_millis()
+                ));
+            }
+        }
+    }
+
+    /// Each replica's progress against the primary's last record.
+    pub fn progress(&self, last: u64) -> Vec<pb::ReplicaProgress> {
+        self.replicas
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, p)| pb::ReplicaProgress {
+                replica: id.clone(),
+                acked_seq: p.acked,
+                connected: p.connected,
+                lag_records: last.saturating_sub(p.acked),
+                staleness_ms: p.staleness_ms,
+            })
+            .collect()
+    }
+}
+
+/// The `Replication` service every node serves (only a primary ships).
+pub struct ReplicationService {
+    node: Arc<Node>,
+}
+
+impl ReplicationService {
+    pub fn new(node: Arc<Node>) -> ReplicationService {
+        ReplicationService { node }
+    }
+}
+
+type Outgoing = Pin<Box<dyn Stream<Item = Result<pb::PrimaryMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::replication_server::Replication for ReplicationService {
+    type ReplicateStream = Outgoing;
+
+    async fn replicate(&self, request: Request<Streaming<pb::ReplicaMessage>>) -> Result<Response<Outgoing>, Status> {
+        let mut incoming = request.into_inner();
+        let hello = match incoming.next().await {
+            Some(Ok(pb::ReplicaMessage { kind: Some(pb::replica_message::Kind::Hello(h)) })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("a replication stream starts with Hello")),
+        };
+        let node = self.node.clone();
+        if !node.is_primary() {
+            return Err(Status::unavailable(format!("node {} is not a primary", node.node_id)));
+        }
+        if hello.epoch > node.epoch() {
+            return Err(Status::failed_precondition(format!(
+                "replica {} is at epoch {}, this primary at {}: it is stale",
+                hello.replica,
+                hello.epoch,
+                node.epoch()
+            )));
+        }
+        tracing::info!(node = %node.node_id, replica = %hello.replica, applied = hello.applied_seq, "replica connected");
+        node.tracker.connected(&hello.replica, true, hello.applied_seq);
+        let (out, stream) = mpsc::channel(8);
+        let epoch = node.epoch();
+        tokio::spawn(read_acks(node.clone(), hello.replica.clone(), incoming));
+        tokio::spawn(async move {
+            let replica = hello.replica.clone();
+            if let Err(e) = ship(node.clone(), hello, epoch, out.clone()).await {
+                tracing::info!(node = %node.node_id, %replica, error = %e, "replication stream ended");
+                let _ = out.send(Err(Status::unavailable(e))).await;
+            }
+            node.tracker.connected(&replica, false, 0);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+}
+
+async fn read_acks(node: Arc<Node>, replica: String, mut incoming: Streaming<pb::ReplicaMessage>) {
+    while let Some(Ok(message)) = incoming.next().await {
+        if let Some(pb::replica_message::Kind::Ack(ack)) = message.kind {
+            node.tracker.ack(&replica, ack.applied_seq, ack.staleness_ms);
+        }
+    }
+}
+
+type Sender = mpsc::Sender<Result<pb::PrimaryMessage, Status>>;
+
+async fn send(out: &Sender, kind: pb::primary_message::Kind) -> Result<(), String> {
+    out.send(Ok(pb::PrimaryMessage { kind: Some(kind) })).await.map_err(|_| "the replica went away".to_string())
+}
+
+/// True when a replica at (`seq`, `epoch`) can continue from the log.
+fn continues(log: &LoggedEngine, seq: u64, epoch: u64) -> Result<bool, String> {
+    let (last, last_epoch) = log.last();
+    if seq == 0 {
+        return Ok(log.first() == 1);
+    }
+    if seq > last {
+        return Ok(false);
+    }
+    if seq == last {
+        return Ok(epoch == last_epoch);
+    }
+    Ok(log.epoch_of(seq).map_err(|e| e.to_string())? == Some(epoch))
+}
+
+/// Ships records (and snapshots when needed) until the replica leaves or
+/// this node stops being the primary of `epoch`.
+async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, out: Sender) -> Result<(), String> {
+    let log = node.log().clone();
+    let mut next = hello.applied_seq + 1;
+    if hello.needs_snapshot || !continues(&log, hello.applied_seq, hello.applied_epoch)? {
+        next = send_snapshot(&log, &out, &hello.replica).await? + 1;
+    }
+    let mut written = log.subscribe();
+    let mut last_heartbeat = Instant::now() - HEARTBEAT;
+    loop {
+        if !node.is_primary() || node.epoch() != epoch {
+            return Err(format!("node {} is no longer the primary of epoch {epoch}", node.node_id));
+        }
+        if next < log.first() {
+            next = send_snapshot(&log, &out, &hello.replica).await? + 1;
+        }
+        let reader = log.clone();
+        let records = tokio::task::spawn_blocking(move || reader.records(next, BATCH_BYTES)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        if let Some(last) = records.last() {
+            next = last.seq + 1;
+            send(&out, pb::primary_message::Kind::Entries(pb::LogEntries { entries: records })).await?;
+        }
+        if last_heartbeat.elapsed() >= HEARTBEAT {
+            let time_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+            send(&out, pb::primary_message::Kind::Heartbeat(pb::PrimaryHeartbeat { seq: log.last().0, time_us })).await?;
+            last_heartbeat = Instant::now();
+        }
+        if next > log.last().0 {
+            let _ = tokio::time::timeout(HEARTBEAT, written.changed()).await;
+        }
+    }
+}
+
+/// Sends a snapshot of the data and prepared records; returns the record it
+/// holds everything up to.
+async fn send_snapshot(log: &Arc<LoggedEngine>, out: &Sender, replica: &str) -> Result<u64, String> {
+    tracing::info!(replica, "sending a snapshot");
+    let log = log.clone();
+    let out = out.clone();
+    tokio::task::spawn_blocking(move || {
+        let (seq, epoch, snapshot) = log.snapshot();
+        for space in [Space::Data, Space::Txn] {
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            let mut failed = None;
+            snapshot
+                .scan(space, b"", &[0xFF; 64], &mut |k, v| {
+                    bytes += k.len() + v.len();
+                    chunk.push(logged_write(&Write { space, key: k.to_vec(), value: Some(v.to_vec()) }));
+                    if bytes >= BATCH_BYTES {
+                        let writes = std::mem::take(&mut chunk);
+                        bytes = 0;
+                        if out.blocking_send(Ok(pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::Snapshot(pb::SnapshotChunk { writes })) })).is_err()
+                        {
+                            failed = Some("the replica went away".to_string());
+                            return false;
+                        }
+                    }
+                    true
+                })
+                .map_err(|e| e.to_string())?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if !chunk.is_empty() {
+                let message = pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::Snapshot(pb::SnapshotChunk { writes: chunk })) };
+                out.blocking_send(Ok(message)).map_err(|_| "the replica went away".to_string())?;
+            }
+        }
+        let done = pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::SnapshotDone(pb::SnapshotDone { seq, epoch })) };
+        out.blocking_send(Ok(done)).map_err(|_| "the replica went away".to_string())?;
+        Ok(seq)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

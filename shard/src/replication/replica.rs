@@ -1,0 +1,198 @@
+//! The replica's side: follow the primary's stream, apply each batch of
+//! records durably and in order (with the number of the last one, in the
+//! same batch), acknowledge it, and install snapshots. A replica that
+//! restarts or loses its primary reconnects with backoff and continues
+//! from its last applied record.
+//!
+//! Staleness: the primary's heartbeats carry its last record number. Once
+//! this replica has applied that record, everything the primary had
+//! committed when it sent the heartbeat is visible here, so reads are at
+//! most "now - that heartbeat's arrival" stale.
+
+use super::node::Node;
+use crate::secret::ClusterSecret;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_proto::shard as pb;
+use tessera_proto::shard::replication_client::ReplicationClient;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+#[derive(Default)]
+struct StalenessState {
+    /// When this replica was last known to have everything the primary had.
+    caught_up_at: Option<Instant>,
+    /// Heartbeats (primary's record, arrival) not yet caught up with.
+    pending: VecDeque<(u64, Instant)>,
+    applied: u64,
+}
+
+/// How far behind its primary a replica may be.
+#[derive(Default)]
+pub struct Staleness(Mutex<StalenessState>);
+
+impl Staleness {
+    /// A heartbeat said the primary's last record was `seq`.
+    pub fn heartbeat(&self, seq: u64) {
+        let mut s = self.0.lock().unwrap();
+        let now = Instant::now();
+        if s.applied >= seq {
+            s.caught_up_at = Some(now);
+            s.pending.clear();
+        } else {
+            s.pending.push_back((seq, now));
+            while s.pending.len() > 64 {
+                s.pending.pop_front();
+            }
+        }
+    }
+
+    /// Records up to `seq` are applied here.
+    pub fn applied(&self, seq: u64) {
+        let mut s = self.0.lock().unwrap();
+        s.applied = seq;
+        while let Some(&(wanted, at)) = s.pending.front() {
+            if wanted > seq {
+                break;
+            }
+            s.caught_up_at = Some(at);
+            s.pending.pop_front();
+        }
+    }
+
+    /// The replica lost its primary: it can no longer vouch for anything.
+    pub fn disconnected(&self) {
+        let mut s = self.0.lock().unwrap();
+        s.pending.clear();
+    }
+
+    /// How stale reads here may be; `None` before the first catch-up.
+    pub fn current(&self) -> Option<Duration> {
+        self.0.lock().unwrap().caught_up_at.map(|at| at.elapsed())
+    }
+}
+
+/// Follows `primary` until `stop` turns true.
+pub fn spawn(node: Arc<Node>, primary: String, secret: ClusterSecret, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let outcome = tokio::select! {
+                outcome = follow(&node, &primary, &secret) => outcome,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            node.staleness.disconnected();
+            match outcome {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::info!(node = %node.node_id, %primary, error = %e, "replication from the primary interrupted; reconnecting");
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}
+
+/// One connection to the primary, until it breaks.
+async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret) -> Result<(), String> {
+    let url = if primary.contains("://") { primary.to_string() } else { format!("http://{primary}") };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut client = ReplicationClient::with_interceptor(channel, secret.client_attach()).max_decoding_message_size(64 * 1024 * 1024);
+    let log = node.log().clone();
+    let (applied, applied_epoch) = log.last();
+    let needs_snapshot = log.snapshot_interrupted().map_err(|e| e.to_string())?;
+    let (acks, outgoing) = mpsc::channel(64);
+    let hello = pb::Hello { replica: node.node_id.clone(), epoch: node.epoch(), applied_seq: applied, applied_epoch, needs_snapshot };
+    acks.send(message(pb::replica_message::Kind::Hello(hello))).await.map_err(|e| e.to_string())?;
+    let mut stream = client.replicate(ReceiverStream::new(outgoing)).await.map_err(|e| e.message().to_string())?.into_inner();
+    node.staleness.applied(applied);
+    let mut in_snapshot = false;
+    while let Some(incoming) = stream.message().await.map_err(|e| e.message().to_string())? {
+        let Some(kind) = incoming.kind else { continue };
+        let ack = match kind {
+            pb::primary_message::Kind::Entries(batch) => {
+                let writer = log.clone();
+                let last = batch.entries.last().map(|e| e.seq);
+                tokio::task::spawn_blocking(move || writer.apply_records(&batch.entries)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                last
+            }
+            pb::primary_message::Kind::Snapshot(chunk) => {
+                let writer = log.clone();
+                let begin = !in_snapshot;
+                in_snapshot = true;
+                tokio::task::spawn_blocking(move || {
+                    if begin {
+                        writer.begin_snapshot()?;
+                    }
+                    writer.snapshot_chunk(&chunk.writes)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                None
+            }
+            pb::primary_message::Kind::SnapshotDone(done) => {
+                let writer = log.clone();
+                let begin = !in_snapshot;
+                in_snapshot = false;
+                tokio::task::spawn_blocking(move || {
+                    if begin {
+                        writer.begin_snapshot()?;
+                    }
+                    writer.finish_snapshot(done.seq, done.epoch)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                tracing::info!(node = %node.node_id, seq = done.seq, "snapshot installed");
+                Some(done.seq)
+            }
+            pb::primary_message::Kind::Heartbeat(heartbeat) => {
+                node.staleness.heartbeat(heartbeat.seq);
+                Some(log.last().0)
+            }
+        };
+        if let Some(seq) = ack {
+            node.staleness.applied(seq);
+            let staleness_ms = node.staleness.current().map(|d| d.as_millis() as u64).unwrap_or(u64::MAX);
+            acks.send(message(pb::replica_message::Kind::Ack(pb::Ack { applied_seq: seq, staleness_ms }))).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn message(kind: pb::replica_message::Kind) -> pb::ReplicaMessage {
+    pb::ReplicaMessage { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_counts_from_the_heartbeat_a_replica_caught_up_with() {
+        let s = Staleness::default();
+        assert_eq!(s.current(), None, "never caught up: unknown");
+        s.heartbeat(5);
+        assert_eq!(s.current(), None, "behind the first heartbeat");
+        s.applied(4);
+        assert_eq!(s.current(), None);
+        s.applied(5);
+        assert!(s.current().unwrap() < Duration::from_secs(1));
+        s.heartbeat(3);
+        assert!(s.current().is_some());
+    }
+}
