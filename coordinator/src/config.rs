@@ -30,8 +30,13 @@ pub struct CoordinatorConfig {
     /// Deadline to establish a connection to a shard.
     pub connect_timeout_ms: u64,
     /// Address shards use to ask this coordinator about transaction
-    /// outcomes; defaults to the address it listens on.
+    /// outcomes; defaults to the address the internal service listens on.
     pub advertise: Option<String>,
+    /// Where the internal service for shard nodes listens (plain gRPC,
+    /// guarded by the cluster secret). Needed when `[tls]` is set, since
+    /// the public port then speaks TLS only; without TLS it defaults to the
+    /// public port.
+    pub internal_listen: Option<SocketAddr>,
     /// How long a COMMIT decision may wait for concurrent decisions to share
     /// one fsync of the decision log (only while others are preparing).
     pub decision_log_window_us: u64,
@@ -144,6 +149,7 @@ impl Default for CoordinatorConfig {
             rpc_timeout_ms: 5_000,
             connect_timeout_ms: 1_000,
             advertise: None,
+            internal_listen: None,
             decision_log_window_us: 1_000,
             saga_step_attempts: 5,
             saga_compensation_attempts: 8,
@@ -201,6 +207,12 @@ impl CoordinatorConfig {
             if token.token.is_some() == token.sha256.is_some() {
                 return Err(format!("coordinator config: token \"{}\" needs exactly one of token and sha256", token.name));
             }
+        }
+        if self.tls.is_some() && self.internal_listen.is_none() {
+            return Err(
+                "coordinator config: with [tls], set internal_listen: the plain port shard nodes reach the coordinator on (guarded by the cluster secret)"
+                    .into(),
+            );
         }
         let l = &self.limits;
         if l.max_message_bytes < 1024 || l.max_statement_bytes == 0 || l.max_result_rows == 0 || l.max_sessions == 0 {

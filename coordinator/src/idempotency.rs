@@ -38,16 +38,22 @@ const PREFIX: &str = "idem/";
 /// Longest key accepted.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// Largest response a keyed request may return: it is stored.
+pub const MAX_STORED_RESPONSE: usize = 1024 * 1024;
+
 /// A request's key and what it was used for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyKey {
+    /// Whose key it is (the token's name): keys of different clients never meet.
+    #[serde(default)]
+    pub owner: String,
     pub key: String,
     /// Hash of the SQL, the parameters and the protocol.
     pub fingerprint: String,
 }
 
 impl IdempotencyKey {
-    pub fn new(key: &str, sql: &str, params: &[Value], protocol: Option<Protocol>) -> Result<IdempotencyKey> {
+    pub fn new(owner: &str, key: &str, sql: &str, params: &[Value], protocol: Option<Protocol>) -> Result<IdempotencyKey> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
             return Err(CoordError::invalid_value(format!("an idempotency key must be 1 to {MAX_KEY_BYTES} bytes without control characters"), "22023"));
         }
@@ -57,11 +63,16 @@ impl IdempotencyKey {
         text.push('\0');
         text.push_str(protocol.map(Protocol::name).unwrap_or("session"));
         let fingerprint = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
-        Ok(IdempotencyKey { key: key.to_string(), fingerprint })
+        Ok(IdempotencyKey { owner: owner.to_string(), key: key.to_string(), fingerprint })
+    }
+
+    /// The owner and the key, as one string (the journal key's suffix).
+    fn scoped(&self) -> String {
+        format!("{}\u{0}{}", self.owner, self.key)
     }
 
     fn journal_key(&self) -> String {
-        format!("{PREFIX}{}", self.key)
+        format!("{PREFIX}{}", self.scoped())
     }
 }
 
@@ -127,6 +138,13 @@ impl SagaIdempotency {
     }
 }
 
+/// The response a finished keyed saga gave (what its journal entry holds).
+pub fn saga_response(saga: &SagaRecord) -> Option<Result<Vec<QueryResult>>> {
+    let (_, bytes) = for_finished_saga(saga)?;
+    let stored: StoredOutcome = serde_json::from_slice(&bytes).ok()?;
+    Some(stored.into_response())
+}
+
 /// The journal entry a finished keyed saga writes with its final state.
 pub fn for_finished_saga(saga: &SagaRecord) -> Option<(String, Vec<u8>)> {
     let idem = saga.idempotency.as_ref()?;
@@ -157,19 +175,27 @@ impl Idempotency {
 
     /// Waits until no other request with this key runs here.
     pub async fn lock(&self, key: &IdempotencyKey) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_scoped(&key.scoped()).await
+    }
+
+    async fn lock_scoped(&self, scoped: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.locks.lock().unwrap();
             locks.retain(|_, weak| weak.strong_count() > 0);
-            match locks.get(&key.key).and_then(Weak::upgrade) {
+            match locks.get(scoped).and_then(Weak::upgrade) {
                 Some(lock) => lock,
                 None => {
                     let lock = Arc::new(tokio::sync::Mutex::new(()));
-                    locks.insert(key.key.clone(), Arc::downgrade(&lock));
+                    locks.insert(scoped.to_string(), Arc::downgrade(&lock));
                     lock
                 }
             }
         };
         lock.lock_owned().await
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The stored outcome of `key`, if it has one that has not expired. The
@@ -200,17 +226,25 @@ impl Idempotency {
         now_micros().saturating_sub(stored.created_us) > self.ttl.as_micros() as u64
     }
 
-    /// Deletes expired outcomes; returns how many.
-    pub fn collect_garbage(&self) -> usize {
-        let Ok(entries) = self.journal.scan_prefix(PREFIX) else { return 0 };
+    fn expired_bytes(&self, bytes: &[u8]) -> bool {
+        serde_json::from_slice::<StoredOutcome>(bytes).map(|s| self.expired(&s)).unwrap_or(true)
+    }
+
+    /// Deletes expired outcomes; returns how many. Each is re-read under
+    /// its key's lock first, so a request that just stored a new outcome
+    /// under the key keeps it.
+    pub async fn collect_garbage(&self) -> usize {
+        let journal = self.journal.clone();
+        let Ok(Ok(entries)) = tokio::task::spawn_blocking(move || journal.scan_prefix(PREFIX)).await else { return 0 };
         let mut removed = 0;
         for (k, v) in entries {
-            match serde_json::from_slice::<StoredOutcome>(&v) {
-                Ok(stored) if !self.expired(&stored) => {}
-                _ => {
-                    self.journal.delete(k);
-                    removed += 1;
-                }
+            if !self.expired_bytes(&v) {
+                continue;
+            }
+            let _one_at_a_time = self.lock_scoped(&k[PREFIX.len()..]).await;
+            if self.journal.get(&k).ok().flatten().is_some_and(|v| self.expired_bytes(&v)) {
+                self.journal.delete(k);
+                removed += 1;
             }
         }
         removed
@@ -224,7 +258,7 @@ impl Idempotency {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let removed = this.collect_garbage();
+                        let removed = this.collect_garbage().await;
                         if removed > 0 {
                             tracing::info!(removed, "expired idempotency records deleted");
                         }
@@ -241,9 +275,13 @@ impl Idempotency {
 pub fn check_shape(statements: &[sqlparser::ast::Statement], open: bool) -> Result<()> {
     use sqlparser::ast::Statement as S;
     let control = |s: &S| matches!(s, S::StartTransaction { .. } | S::Commit { .. } | S::Rollback { .. });
+    // DDL takes effect outside the commit that records the outcome.
+    if statements.iter().any(|s| matches!(s, S::CreateTable(_) | S::Drop { .. } | S::Set(_))) {
+        return Err(CoordError::Invalid("CREATE, DROP and SET take no idempotency key (their effect is not recorded with a commit)".into()));
+    }
     let ok = match statements {
         [] => false,
-        [single] if !open => !control(single) && !matches!(single, S::Set(_)),
+        [single] if !open => !control(single),
         [first, middle @ .., S::Commit { .. }] if !open => matches!(first, S::StartTransaction { .. }) && !middle.iter().any(control),
         [before @ .., S::Commit { .. }] => open && !before.iter().any(control),
         _ => false,
@@ -279,17 +317,20 @@ mod tests {
         assert!(!shape("UPDATE t SET a = 1 WHERE id = 1; UPDATE t SET a = 1 WHERE id = 2", false));
         assert!(!shape("BEGIN; ROLLBACK; BEGIN; COMMIT", false));
         assert!(!shape("COMMIT", false), "nothing to commit");
+        assert!(!shape("DROP TABLE t", false), "DDL is not recorded with a commit");
     }
 
     #[test]
     fn fingerprints_tell_requests_apart() {
-        let a = IdempotencyKey::new("k", "UPDATE t SET a = $1", &[Value::Int(1)], None).unwrap();
-        let b = IdempotencyKey::new("k", "UPDATE t SET a = $1", &[Value::Int(2)], None).unwrap();
-        let c = IdempotencyKey::new("k", "UPDATE t SET a = $1", &[Value::Int(1)], Some(Protocol::Saga)).unwrap();
+        let a = IdempotencyKey::new("app", "k", "UPDATE t SET a = $1", &[Value::Int(1)], None).unwrap();
+        let b = IdempotencyKey::new("app", "k", "UPDATE t SET a = $1", &[Value::Int(2)], None).unwrap();
+        let c = IdempotencyKey::new("app", "k", "UPDATE t SET a = $1", &[Value::Int(1)], Some(Protocol::Saga)).unwrap();
         assert_ne!(a.fingerprint, b.fingerprint);
         assert_ne!(a.fingerprint, c.fingerprint);
-        assert_eq!(a, IdempotencyKey::new("k", "UPDATE t SET a = $1", &[Value::Int(1)], None).unwrap());
-        assert!(IdempotencyKey::new("", "x", &[], None).is_err());
-        assert!(IdempotencyKey::new(&"k".repeat(300), "x", &[], None).is_err());
+        assert_eq!(a, IdempotencyKey::new("app", "k", "UPDATE t SET a = $1", &[Value::Int(1)], None).unwrap());
+        let other_owner = IdempotencyKey::new("ops", "k", "UPDATE t SET a = $1", &[Value::Int(1)], None).unwrap();
+        assert_ne!(a.journal_key(), other_owner.journal_key(), "keys are scoped to their owner");
+        assert!(IdempotencyKey::new("app", "", "x", &[], None).is_err());
+        assert!(IdempotencyKey::new("app", &"k".repeat(300), "x", &[], None).is_err());
     }
 }

@@ -70,7 +70,14 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     }
     let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout(), secret.clone()).map_err(|e| e.to_string())?);
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
+    // Shard nodes call the resolver: on the public port, or (with TLS
+    // there) on a plain internal port of its own.
+    let internal = match config.internal_listen {
+        Some(internal) => Some(bind(internal).await?),
+        None => None,
+    };
+    let internal_address = internal.as_ref().map(|l| l.local_addr().map_err(|e| e.to_string())).transpose()?.unwrap_or(address);
+    let advertise = config.advertise.clone().unwrap_or_else(|| internal_address.to_string());
     // One journal for 2PC decisions, the saga log and idempotency records;
     // its group commit waits for callers counted in `in_flight` (preparing
     // transactions and running sagas).
@@ -119,13 +126,31 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc()).map_err(|e| format!("tls: {e}"))?;
     }
-    let router = builder
+    let resolver = InterceptedService::new(resolver, secret.server_check());
+    let mut router = builder
         .add_service(InterceptedService::new(tessera, crate::api::bearer_check(auth.clone())))
         .add_service(InterceptedService::new(admin, crate::api::bearer_check(auth)))
-        .add_service(InterceptedService::new(resolver, secret.server_check()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    match internal {
+        None => router = router.add_service(resolver),
+        Some(internal) => {
+            let mut stop = shutdown.subscribe();
+            let internal_server = tonic::transport::Server::builder().tcp_nodelay(true).add_service(resolver).serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(internal),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            );
+            tokio::spawn(async move {
+                if let Err(e) = internal_server.await {
+                    tracing::error!(error = %e, "the internal service stopped");
+                }
+            });
+            tracing::info!(address = %internal_address, "internal service for shard nodes");
+        }
+    }
     let task = tokio::spawn(async move {
         let result = router
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {

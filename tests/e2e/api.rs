@@ -95,6 +95,9 @@ async fn a_retried_commit_with_the_same_idempotency_key_applies_once() {
     // The key belongs to its request.
     let e = c.execute_idempotent(transfer, &[Value::Int(5)], "transfer-1").await.unwrap_err();
     assert!(e.message.contains("different request") && e.sqlstate.as_deref() == Some("22023"), "{e}");
+    // DDL and saga admin statements take no key.
+    let e = c.execute_idempotent("DROP TABLE bank", &[], "ddl").await.unwrap_err();
+    assert!(e.message.contains("take no idempotency key"), "{e}");
     // A keyed request must end with its own commit.
     let e = c.execute_idempotent("BEGIN; UPDATE bank SET balance = 0 WHERE id = 3", &[], "half").await.unwrap_err();
     assert!(e.message.contains("must end with its own commit"), "{e}");

@@ -141,7 +141,7 @@ pub fn test_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::pat
 async fn tls_serves_grpc_and_postgres_when_certificates_are_configured() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca) = test_certificates(dir.path());
-    let toml = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+    let toml = format!("internal_listen = \"127.0.0.1:0\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
     let cluster = TestCluster::start_configured(1, None, None, Some(&toml));
     let address = cluster.coordinator.address.clone();
     let mut c = tessera::Client::builder(&address).token(TOKEN).tls_ca_pem(ca.clone()).tls_domain("localhost").connect().await.expect("a TLS client");
@@ -163,4 +163,32 @@ async fn tls_serves_grpc_and_postgres_when_certificates_are_configured() {
     let out = psql(&cluster.pg_conninfo(), &["-c", "SHOW TABLES"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("requires TLS"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_on_the_public_port_shards_still_resolve_in_doubt_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = test_certificates(dir.path());
+    // A fixed internal port: prepared records name it, and the restarted
+    // coordinator must answer there.
+    let internal = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let toml = format!("internal_listen = \"{internal}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+    let mut cluster = TestCluster::start_configured(3, Some("coordinator.after_prepare"), None, Some(&toml));
+    let address = cluster.coordinator.address.clone();
+    let connect = || tessera::Client::builder(&address).token(TOKEN).tls_ca_pem(ca.clone()).tls_domain("localhost").connect();
+    let mut c = connect().await.unwrap();
+    seed_bank(&mut c).await;
+    let mut stuck = connect().await.unwrap();
+    let transfer = tokio::spawn(async move { stuck.execute(&transfer_sql(1, 100, 10)).await });
+    cluster.coordinator.wait_for_log("failpoint coordinator.after_prepare reached", Duration::from_secs(30));
+    // The coordinator dies between PREPARE and its decision.
+    cluster.coordinator.env.clear();
+    cluster.coordinator.restart();
+    assert!(transfer.await.unwrap().is_err());
+    // The participants ask the restarted coordinator, on its internal port,
+    // learn ABORTED (nothing was logged) and release their locks.
+    let mut c = connect().await.unwrap();
+    wait_quiet(&mut c, Duration::from_secs(30)).await;
+    assert_bank_invariant(&mut c).await;
+    assert_eq!(balance(&mut c, 1).await, 1000);
 }

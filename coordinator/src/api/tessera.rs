@@ -85,7 +85,10 @@ impl pb::tessera_server::Tessera for TesseraService {
     async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let owner = principal(&request);
         let req = request.into_inner();
-        let options = options(req.protocol, req.params, req.idempotency_key)?;
+        let mut options = options(&owner, req.protocol, req.params, req.idempotency_key)?;
+        // The results must fit in one message: checked as they are made,
+        // so a request that could not be answered fails before its commit.
+        options.response_budget = Some(self.max_message_bytes * 9 / 10);
         let results = self.run(&owner, &req.session_id, req.sql, options).await?;
         let response = pb::ExecuteResponse { results: results.into_iter().map(result_to_pb).collect() };
         let size = response.encoded_len();
@@ -104,7 +107,7 @@ impl pb::tessera_server::Tessera for TesseraService {
     async fn execute_stream(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<ExecuteStream>, Status> {
         let owner = principal(&request);
         let req = request.into_inner();
-        let options = options(req.protocol, req.params, req.idempotency_key)?;
+        let options = options(&owner, req.protocol, req.params, req.idempotency_key)?;
         let results = self.run(&owner, &req.session_id, req.sql, options).await?;
         // Batches stay well under the message limit.
         let budget = STREAM_BATCH_BYTES.min(self.max_message_bytes / 4);
@@ -116,7 +119,7 @@ impl pb::tessera_server::Tessera for TesseraService {
         let owner = principal(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Begin")?;
-        let options = RequestOptions { protocol: protocol_from_pb(req.protocol)?, ..Default::default() };
+        let options = RequestOptions { protocol: protocol_from_pb(req.protocol)?, principal: owner.clone(), ..Default::default() };
         self.run(&owner, &req.session_id, "BEGIN".into(), options).await?;
         Ok(Response::new(pb::BeginResponse {}))
     }
@@ -125,7 +128,11 @@ impl pb::tessera_server::Tessera for TesseraService {
         let owner = principal(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Commit")?;
-        let options = RequestOptions { idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key), ..Default::default() };
+        let options = RequestOptions {
+            idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+            principal: owner.clone(),
+            ..Default::default()
+        };
         let results = self.run(&owner, &req.session_id, "COMMIT".into(), options).await?;
         let tag = results.into_iter().last().map(|r| r.tag).unwrap_or_else(|| "COMMIT".into());
         Ok(Response::new(pb::CommitResponse { tag }))
@@ -140,11 +147,13 @@ impl pb::tessera_server::Tessera for TesseraService {
     }
 }
 
-fn options(protocol: i32, params: Vec<pb::Value>, key: String) -> Result<RequestOptions, Status> {
+fn options(owner: &str, protocol: i32, params: Vec<pb::Value>, key: String) -> Result<RequestOptions, Status> {
     Ok(RequestOptions {
         protocol: protocol_from_pb(protocol)?,
         params: params.into_iter().map(value_from_pb).collect(),
         idempotency_key: (!key.is_empty()).then_some(key),
+        principal: owner.to_string(),
+        response_budget: None,
     })
 }
 

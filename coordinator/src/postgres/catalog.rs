@@ -14,10 +14,11 @@ use tessera_shard::data::{DataType, Value};
 
 const OID_BASE: u32 = 16384;
 
-/// psql's answer for `sql`, if it is a catalog query; `None` otherwise.
+/// psql's answer for `sql`, if it is a read of `pg_catalog` tables;
+/// `None` for anything else (which the engine runs).
 pub fn answer(sql: &str, catalog: &Catalog) -> Option<QueryResult> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("pg_catalog.") {
+    let lower = sql.trim_start().to_ascii_lowercase();
+    if !lower.starts_with("select") || !lower.contains("from pg_catalog.") {
         return None;
     }
     let tables = catalog.tables();
@@ -65,21 +66,59 @@ fn pattern(sql: &str) -> Option<String> {
     Some(sql[start..end].to_string())
 }
 
+/// One element of a psql name pattern.
+#[derive(Clone, Copy, PartialEq)]
+enum Token {
+    Char(char),
+    Any,
+    AnyRun,
+}
+
 /// Matches psql's regular expressions for names: literal characters, `.`
-/// for any character, `.*` for any run, `\` escapes.
+/// for any character, `.*` for any run, `\` escapes. Linear backtracking
+/// over the last `.*` only, so no pattern is expensive.
 fn matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p {
-            [] => n.is_empty(),
-            ['.', '*', rest @ ..] => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            ['\\', c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
-            ['.', rest @ ..] => !n.is_empty() && go(rest, &n[1..]),
-            [c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '\\' => Token::Char(chars.next().unwrap_or('\\')),
+            '.' if chars.peek() == Some(&'*') => {
+                chars.next();
+                Token::AnyRun
+            }
+            '.' => Token::Any,
+            c => Token::Char(c),
+        });
+    }
+    let name: Vec<char> = name.chars().collect();
+    let (mut p, mut n) = (0, 0);
+    let mut resume: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match tokens.get(p) {
+            Some(Token::AnyRun) => {
+                resume = Some((p, n));
+                p += 1;
+            }
+            Some(Token::Any) => {
+                p += 1;
+                n += 1;
+            }
+            Some(Token::Char(c)) if *c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match resume {
+                Some((rp, rn)) => {
+                    p = rp + 1;
+                    n = rn + 1;
+                    resume = Some((rp, rn + 1));
+                }
+                None => return false,
+            },
         }
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    go(&p, &n)
+    tokens[p..].iter().all(|t| *t == Token::AnyRun)
 }
 
 fn selected<'a>(tables: &'a [Arc<Table>], pattern: Option<&str>) -> impl Iterator<Item = &'a Arc<Table>> {
@@ -231,6 +270,9 @@ mod tests {
         assert!(matches("acc.*", "accounts"));
         assert!(!matches("acc.*", "bank"));
         assert!(matches("a.c", "abc"));
+        assert!(matches(".*count.*", "accounts"));
+        let nasty = format!("{}x", ".*".repeat(40));
+        assert!(!matches(&nasty, &"a".repeat(200)), "no exponential backtracking");
         assert!(!matches("accounts", "accounts2"));
         assert_eq!(pattern("WHERE c.relname OPERATOR(pg_catalog.~) '^(accounts)$' COLLATE"), Some("accounts".into()));
     }

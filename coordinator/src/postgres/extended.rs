@@ -64,8 +64,9 @@ impl QueryParser for Parser {
             return Err(user_error(&CoordError::Syntax("cannot insert multiple commands into a prepared statement".into())));
         }
         let Some(statement) = statements.pop() else { return Ok(None) };
+        crate::sql::params::check_placeholders(&statement.0).map_err(|e| user_error(&e))?;
         let mut parameters = infer_parameters(self.engine.catalog(), &statement.0);
-        for (i, t) in types.iter().enumerate() {
+        for (i, t) in types.iter().enumerate().take(crate::sql::params::MAX_PARAMETERS) {
             if let Some(t) = t.as_ref().filter(|t| **t != Type::UNKNOWN) {
                 if i >= parameters.len() {
                     parameters.resize(i + 1, Type::TEXT);

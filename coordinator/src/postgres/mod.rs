@@ -225,6 +225,9 @@ impl SimpleQueryHandler for Backend {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         let mut believed = believed_from(client.transaction_status());
+        if let Err(e) = self.engine.check_length(query) {
+            return Ok(vec![Response::Error(Box::new(error_info(&e)))]);
+        }
         if let Some(result) = catalog::answer(query, self.engine.catalog()) {
             return Ok(vec![response(result, &Format::UnifiedText, &mut believed, false)?]);
         }

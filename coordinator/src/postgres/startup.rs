@@ -27,9 +27,19 @@ fn fatal(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".to_string(), code.to_string(), message)))
 }
 
-/// The users' SCRAM verifiers, as pgwire asks for them.
+/// The users' SCRAM verifiers, as pgwire asks for them. An unknown user
+/// gets a made-up verifier (stable per user, matching no password), so the
+/// exchange fails at the same step, with the same error, as a wrong password.
 #[derive(Debug)]
-struct Users(Arc<Authenticator>);
+struct Users {
+    auth: Arc<Authenticator>,
+}
+
+/// Random per process: the made-up verifiers' salts and keys.
+fn decoy() -> &'static [u8; 32] {
+    static DECOY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    DECOY.get_or_init(rand::random)
+}
 
 #[async_trait]
 impl AuthSource for Users {
@@ -38,12 +48,20 @@ impl AuthSource for Users {
     }
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
-        let verifier = login.user().and_then(|user| self.0.scram_verifier(user)).ok_or_else(|| refused(login.user()))?;
-        let secret = ScramSecret::Verifier {
-            salt: verifier.salt.clone(),
-            iterations: verifier.iterations,
-            stored_key: verifier.stored_key.clone(),
-            server_key: verifier.server_key.clone(),
+        let user = login.user().unwrap_or("");
+        let secret = match self.auth.scram_verifier(user) {
+            Some(v) => {
+                ScramSecret::Verifier { salt: v.salt.clone(), iterations: v.iterations, stored_key: v.stored_key.clone(), server_key: v.server_key.clone() }
+            }
+            None => {
+                let made_up = |what: &[u8]| ring::digest::digest(&ring::digest::SHA256, &[&decoy()[..], what, user.as_bytes()].concat()).as_ref().to_vec();
+                ScramSecret::Verifier {
+                    salt: made_up(b"salt")[..16].to_vec(),
+                    iterations: crate::auth::SCRAM_ITERATIONS,
+                    stored_key: made_up(b"stored"),
+                    server_key: made_up(b"server"),
+                }
+            }
         };
         Ok((secret, None))
     }
@@ -73,7 +91,7 @@ impl Startup {
         let method = if auth.trusts_everyone() {
             Method::Trust
         } else {
-            let scram = ScramAuth::new(Arc::new(Users(auth)));
+            let scram = ScramAuth::new(Arc::new(Users { auth }));
             Method::Scram(Box::new(SASLAuthStartupHandler::new(Arc::new(parameters())).with_scram(scram)))
         };
         Startup { sessions, method, require_tls, slot: Mutex::new(None) }

@@ -239,17 +239,32 @@ impl Sagas {
         tokio::spawn(async move { sagas.drive(slot, true).await }).await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
     }
 
-    /// The remembered saga started by a request with this idempotency key.
-    pub fn by_idempotency_key(&self, key: &str) -> Option<SagaRecord> {
-        self.records.lock().unwrap().values().find(|r| r.idempotency.as_ref().is_some_and(|i| i.key.key == key)).cloned()
+    /// The unfinished saga (running, compensating or parked) started by a
+    /// request with this idempotency key; the same key with another
+    /// request is refused.
+    pub fn unfinished_with_key(&self, key: &crate::idempotency::IdempotencyKey) -> Result<Option<SagaRecord>> {
+        let records = self.records.lock().unwrap();
+        let found =
+            records.values().find(|r| !r.state.is_finished() && r.idempotency.as_ref().is_some_and(|i| i.key.key == key.key && i.key.owner == key.owner));
+        match found {
+            Some(r) if r.idempotency.as_ref().is_some_and(|i| i.key.fingerprint != key.fingerprint) => Err(CoordError::invalid_value(
+                format!("idempotency key \"{}\" was already used for a different request (other SQL, parameters or protocol)", key.key),
+                "22023",
+            )),
+            other => Ok(other.cloned()),
+        }
     }
 
-    /// Waits until the saga has finished or parked; its record then.
+    /// Waits until the saga has finished or parked; its record then. A
+    /// saga that nothing drives any more fails the wait.
     pub async fn wait(&self, id: &str) -> Result<SagaRecord> {
         loop {
             let record = self.get(id)?;
             if !matches!(record.state, SagaState::Running | SagaState::Compensating) {
                 return Ok(record);
+            }
+            if !self.driving.lock().unwrap().contains(id) {
+                return Err(CoordError::Internal(format!("saga {id} is {} but nothing drives it; RESUME SAGA {id}", record.state.name())));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -491,16 +506,18 @@ impl Sagas {
     }
 
     async fn finish(&self, id: &str, state: SagaState) -> Result<SagaRecord> {
-        let record = self.update(id, |r| {
-            r.state = state;
-            if state.is_finished() {
-                r.finished_us = Some(now_micros());
-            }
-        });
+        // Durable first, then visible: whoever sees the final state may
+        // answer from it.
+        let mut record = self.get(id)?;
+        record.state = state;
+        if state.is_finished() {
+            record.finished_us = Some(now_micros());
+        }
         // A keyed saga's outcome is written with its final state.
         let mut entries = vec![(key(&record.id), serde_json::to_vec(&record).expect("saga records serialize"))];
         entries.extend(crate::idempotency::for_finished_saga(&record));
         self.journal.put_many(entries).await.map_err(|e| CoordError::Internal(format!("saga {}: cannot write the saga log: {e}", record.id)))?;
+        self.update(id, |r| *r = record.clone());
         let counter = match state {
             SagaState::Committed => &self.counters.committed,
             SagaState::RolledBack => &self.counters.rolled_back,

@@ -66,6 +66,12 @@ pub struct RequestOptions {
     pub params: Vec<Value>,
     /// See [`crate::idempotency`].
     pub idempotency_key: Option<String>,
+    /// Who sends the request (scopes its idempotency keys).
+    pub principal: String,
+    /// The most bytes of results the request may return (one gRPC
+    /// message); checked after each statement, so a request whose response
+    /// cannot be sent fails before its commit.
+    pub response_budget: Option<usize>,
 }
 
 /// The limits the engine enforces per statement.
@@ -91,6 +97,16 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
+    /// About how many bytes the result takes on the wire.
+    pub fn approximate_bytes(&self) -> usize {
+        let value = |v: &Value| match v {
+            Value::Text(s) => s.len() + 4,
+            _ => 10,
+        };
+        let rows: usize = self.rows.iter().map(|r| r.iter().map(value).sum::<usize>() + 4).sum();
+        self.tag.len() + self.columns.iter().map(|c| c.name.len() + 4).sum::<usize>() + rows + 8
+    }
+
     pub fn command(tag: &str) -> QueryResult {
         QueryResult { tag: tag.into(), columns: Vec::new(), rows: Vec::new(), rows_affected: 0 }
     }
@@ -213,23 +229,27 @@ impl Engine {
         let Some(key) = &options.idempotency_key else {
             return self.run_each(session, sql, options, None).await.into_result();
         };
-        let key = IdempotencyKey::new(key, sql, &options.params, options.protocol)?;
+        if saga::is_admin(sql) {
+            return Err(CoordError::Invalid("SHOW SAGA(S) and RESUME SAGA take no idempotency key".into()));
+        }
+        let key = IdempotencyKey::new(&options.principal, key, sql, &options.params, options.protocol)?;
         let _one_at_a_time = self.idempotency.lock(&key).await;
         if let Some(stored) = self.idempotency.lookup(&key)? {
             tracing::debug!(key = %key.key, "idempotency key seen before: answering with the first outcome");
             return stored.into_response();
         }
-        if let Some(saga) = self.sagas.by_idempotency_key(&key.key) {
+        if let Some(saga) = self.sagas.unfinished_with_key(&key)? {
             // Started by an earlier request whose answer was lost (a restart
             // resumed it): its outcome is the answer.
             let saga = self.sagas.wait(&saga.id).await?;
-            if let Some(stored) = self.idempotency.lookup(&key)? {
-                return stored.into_response();
-            }
-            saga::saga_outcome(&saga)?;
-            return Err(CoordError::Internal(format!("saga {} committed without recording its idempotency key", saga.id)));
+            return match idempotency::saga_response(&saga) {
+                Some(response) => response,
+                None => saga::saga_outcome(&saga).and_then(|_| Err(CoordError::Internal(format!("saga {} ended without an outcome", saga.id)))),
+            };
         }
-        let results = self.run_each(session, sql, options, Some(&key)).await.into_result()?;
+        let mut options = options.clone();
+        options.response_budget = Some(options.response_budget.unwrap_or(usize::MAX).min(idempotency::MAX_STORED_RESPONSE));
+        let results = self.run_each(session, sql, &options, Some(&key)).await.into_result()?;
         if self.idempotency.lookup(&key)?.is_none() {
             // Nothing committed to carry the record (a read): store it now.
             self.idempotency.store(&key, idempotency::Outcome::Results(results.clone())).await?;
@@ -264,21 +284,42 @@ impl Engine {
             }
         };
         let mut prior: Vec<QueryResult> = Vec::new();
+        let mut budget = options.response_budget.unwrap_or(usize::MAX);
         for (i, (statement, compensation)) in statements.iter().enumerate() {
             let idempotency = key.filter(|_| i + 1 == statements.len()).map(|key| KeyedCommit { key, prior: &prior });
             let call = Call { protocol: options.protocol.unwrap_or(session.protocol), compensation: compensation.as_deref(), idempotency };
-            match self.execute_statement(session, statement, call).await {
+            let result = self.execute_statement(session, statement, call).await.and_then(|r| {
+                budget = budget.checked_sub(r.approximate_bytes()).ok_or_else(|| self.over_budget(options, key.is_some()))?;
+                Ok(r)
+            });
+            match result {
                 Ok(r) => {
                     prior.push(r.clone());
                     outcome.results.push((r, session.in_transaction()))
                 }
                 Err(e) => {
+                    if let (CoordError::LimitExceeded(_), Some(txn)) = (&e, session.txn.as_mut()) {
+                        // As for any error in a transaction: it fails.
+                        txn.failed = true;
+                        self.txns.release(txn).await;
+                    }
                     outcome.error = Some(e);
                     break;
                 }
             }
         }
         outcome
+    }
+
+    fn over_budget(&self, options: &RequestOptions, keyed: bool) -> CoordError {
+        let limit = options.response_budget.unwrap_or(usize::MAX);
+        if keyed && limit == idempotency::MAX_STORED_RESPONSE {
+            CoordError::LimitExceeded(format!("a request with an idempotency key may return at most {limit} bytes (its response is stored)"))
+        } else {
+            CoordError::LimitExceeded(format!(
+                "the results would be larger than limits.max_message_bytes ({limit}); read them with ExecuteStream, or add a LIMIT"
+            ))
+        }
     }
 
     /// Parses a request, binds its parameters and checks its shape.
@@ -291,6 +332,9 @@ impl Engine {
     ) -> Result<Vec<(Statement, Option<String>)>> {
         let mut statements = saga::parse_with_compensations(sql)?;
         if !options.params.is_empty() || sql.contains('$') {
+            for (statement, _) in &statements {
+                params::check_placeholders(statement)?;
+            }
             params::check_count(statements.iter().map(|(s, _)| s), options.params.len())?;
             for (statement, _) in statements.iter_mut() {
                 params::bind(statement, &options.params)?;

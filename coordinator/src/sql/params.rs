@@ -8,14 +8,45 @@ use sqlparser::ast::{self, Expr, Statement, Visit, VisitMut, Visitor, VisitorMut
 use std::ops::ControlFlow;
 use tessera_shard::data::Value;
 
-/// The index (0-based) of a `$N` placeholder.
-pub fn placeholder_index(expr: &Expr) -> Option<usize> {
+/// The most parameters a statement may use (PostgreSQL's protocol limit).
+pub const MAX_PARAMETERS: usize = 65535;
+
+/// The text of a placeholder expression, e.g. `$3`.
+fn placeholder(expr: &Expr) -> Option<&str> {
     match expr {
         Expr::Value(v) => match &v.value {
-            ast::Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0).map(|n| n - 1),
+            ast::Value::Placeholder(p) => Some(p),
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The index (0-based) of a `$N` placeholder with 1 <= N <= 65535.
+pub fn placeholder_index(expr: &Expr) -> Option<usize> {
+    placeholder(expr)?.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| (1..=MAX_PARAMETERS).contains(n)).map(|n| n - 1)
+}
+
+/// Refuses placeholders other than `$1` to `$65535`.
+pub fn check_placeholders(statement: &Statement) -> Result<()> {
+    struct Bad(Option<String>);
+    impl Visitor for Bad {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Some(text) = placeholder(expr) {
+                if placeholder_index(expr).is_none() {
+                    self.0 = Some(text.to_string());
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut bad = Bad(None);
+    let _ = Visit::visit(statement, &mut bad);
+    match bad.0 {
+        Some(text) => Err(CoordError::invalid_value(format!("parameter {text} is not one of $1 to ${MAX_PARAMETERS}"), "08P01")),
+        None => Ok(()),
     }
 }
 
@@ -105,6 +136,9 @@ mod tests {
         assert_eq!(statement.to_string(), "UPDATE t SET a = 'it''s', b = NULL WHERE id = -5");
         let mut statement = crate::sql::parse("SELECT * FROM t WHERE id = $2").unwrap().remove(0);
         assert!(bind(&mut statement, &[Value::Int(1)]).unwrap_err().to_string().contains("no parameter $2"));
+        let huge = crate::sql::parse("SELECT $18446744073709551615").unwrap().remove(0);
+        assert!(check_placeholders(&huge).unwrap_err().to_string().contains("not one of $1"));
+        assert_eq!(count(&huge), 0);
         let statements = crate::sql::parse("SELECT $1; SELECT $2").unwrap();
         assert!(check_count(&statements, 2).is_ok());
         assert!(check_count(&statements, 3).unwrap_err().to_string().contains("gives 3"));

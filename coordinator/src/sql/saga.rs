@@ -239,6 +239,7 @@ impl Engine {
     }
 
     /// `SHOW SAGAS`, `SHOW SAGA <id>`, `RESUME SAGA <id>`; `None` for other text.
+    /// (See [`is_admin`].)
     pub(super) async fn saga_admin(&self, sql: &str) -> Option<Result<QueryResult>> {
         let text = sql.trim().trim_end_matches(';').trim();
         let words: Vec<&str> = text.split_whitespace().collect();
@@ -287,6 +288,12 @@ impl Engine {
             rows,
         )
     }
+}
+
+/// True for `SHOW SAGAS`, `SHOW SAGA <id>` and `RESUME SAGA <id>`.
+pub fn is_admin(sql: &str) -> bool {
+    let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
+    matches!(words.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), ["show", "sagas" | "saga"] | ["resume", "saga"])
 }
 
 /// The result columns of an admin text (`SHOW SAGAS`, `SHOW SAGA <id>`,
