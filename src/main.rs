@@ -8,7 +8,7 @@ use std::time::Duration;
 use tessera::client::{Client, ClientBuilder};
 use tessera::cluster::{ClusterOptions, LocalCluster};
 use tessera::shell::{self, ShellOptions};
-use tessera_coordinator::config::{CoordinatorConfig, ShardGroupConfig};
+use tessera_coordinator::config::{CoordinatorConfig, ReplicationMode, ShardGroupConfig};
 use tessera_shard::config::ShardConfig;
 
 const DEFAULT_COORDINATOR: &str = "127.0.0.1:7700";
@@ -100,9 +100,13 @@ struct CoordinatorArgs {
     listen: Option<SocketAddr>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A shard group as ID=ADDRESS, e.g. 1=127.0.0.1:7701; repeatable.
+    /// A shard group as ID=ADDRESS, or ID=PRIMARY,REPLICA,... with
+    /// --replication; repeatable.
     #[arg(long = "shard", value_parser = parse_group)]
     shards: Vec<ShardGroupConfig>,
+    /// How the groups given with --shard replicate: async or sync.
+    #[arg(long, value_parser = ["async", "sync"])]
+    replication: Option<String>,
     /// Also serve the PostgreSQL wire protocol here (psql, drivers).
     #[arg(long)]
     pg_listen: Option<SocketAddr>,
@@ -125,6 +129,12 @@ struct DemoArgs {
     /// Number of shard groups.
     #[arg(long, default_value_t = 3)]
     shards: usize,
+    /// Replicas per shard group.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// How the replicas follow their primary: sync or async.
+    #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+    replication: String,
     /// Run these statements and exit instead of opening the shell.
     #[arg(short = 'e', long = "execute")]
     execute: Option<String>,
@@ -178,9 +188,13 @@ struct BenchRun {
 }
 
 fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
-    let (id, address) = text.split_once('=').ok_or_else(|| format!("expected ID=ADDRESS, got \"{text}\""))?;
+    let (id, addresses) = text.split_once('=').ok_or_else(|| format!("expected ID=ADDRESS or ID=PRIMARY,REPLICA,..., got \"{text}\""))?;
     let id = id.trim().parse().map_err(|_| format!("shard group id \"{id}\" is not a number"))?;
-    Ok(ShardGroupConfig { id, address: address.trim().to_string() })
+    let members: Vec<String> = addresses.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+    Ok(match members.as_slice() {
+        [one] => ShardGroupConfig::single(id, one.clone()),
+        _ => ShardGroupConfig { id, address: None, members, replication: ReplicationMode::Async, sync_replicas: None },
+    })
 }
 
 fn init_logging(default: &str) {
@@ -265,6 +279,12 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
     }
     if !args.shards.is_empty() {
         config.shard_groups = args.shards;
+        if let Some(mode) = &args.replication {
+            let mode = if mode == "sync" { ReplicationMode::Sync } else { ReplicationMode::Async };
+            for group in config.shard_groups.iter_mut().filter(|g| g.all_members().len() > 1) {
+                group.replication = mode;
+            }
+        }
     }
     if let Some(pg_listen) = args.pg_listen {
         config.pg_listen = Some(pg_listen);
@@ -318,16 +338,29 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     if args.shards == 0 || args.shards > 16 {
         anyhow::bail!("--shards must be between 1 and 16");
     }
-    let options = ClusterOptions { shards: args.shards, data_dir: args.data_dir.clone(), postgres: true, ..ClusterOptions::default() };
+    let replication = if args.replication == "async" { ReplicationMode::Async } else { ReplicationMode::Sync };
+    let options = ClusterOptions {
+        shards: args.shards,
+        data_dir: args.data_dir.clone(),
+        postgres: true,
+        replicas: args.replicas,
+        replication,
+        ..ClusterOptions::default()
+    };
     let cluster = LocalCluster::start(options).await.map_err(anyhow::Error::msg)?;
     let mut client = Client::connect(&cluster.address.to_string()).await?;
     if args.shards >= 3 {
         seed_demo(&mut client).await?;
     }
     if args.execute.is_none() {
-        println!("Tessera demo: a coordinator and {} shard nodes on loopback.", args.shards);
-        for (i, address) in cluster.shard_addresses().iter().enumerate() {
-            println!("  shard group {}: {address}", i + 1);
+        let nodes = args.shards * (1 + args.replicas);
+        println!("Tessera demo: a coordinator and {nodes} shard nodes on loopback ({} shard groups).", args.shards);
+        for group in &cluster.groups {
+            let replicas: Vec<String> = group.members[1..].iter().map(|a| a.to_string()).collect();
+            match replicas.as_slice() {
+                [] => println!("  shard group {}: primary {}", group.id, group.members[0]),
+                _ => println!("  shard group {}: primary {}, {} replica {}", group.id, group.members[0], cluster.replication.name(), replicas.join(", ")),
+            }
         }
         println!("  coordinator: {}   (connect another shell: tessera sql --host {})", cluster.address, cluster.address);
         if let Some(pg) = cluster.pg_address {

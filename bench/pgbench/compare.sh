@@ -25,10 +25,9 @@ fi
 PASSWORD="bench-password"
 WORK="$(mktemp -d /tmp/tessera-pgbench.XXXXXX)"
 chmod 755 "$WORK"
-PIDS=()
-
 cleanup() {
-    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+    # start_node runs in command substitutions: its PIDs are in a file.
+    for pid in $(cat "$WORK/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
     if [ -f "$WORK/pg/postmaster.pid" ]; then as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
@@ -47,7 +46,7 @@ free_port() {
 start_node() {
     local name="$1"; shift
     "$TESSERA" "$@" --listen 127.0.0.1:0 >"$WORK/$name.out" 2>"$WORK/$name.log" &
-    PIDS+=($!)
+    echo $! >>"$WORK/pids"
     for _ in $(seq 1 600); do
         if grep -q " listening on " "$WORK/$name.out" 2>/dev/null; then
             sed -n 's/.* listening on //p' "$WORK/$name.out" | head -1

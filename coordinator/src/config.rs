@@ -5,12 +5,65 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A shard group and the address of its primary.
+pub use crate::catalog::ReplicationMode;
+
+/// A shard group: its members (the first is the initial primary) and how
+/// they replicate.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardGroupConfig {
     pub id: u32,
-    pub address: String,
+    /// A group of one node (no replicas); or
+    #[serde(default)]
+    pub address: Option<String>,
+    /// the group's nodes, primary first.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// none (one node), async or sync.
+    #[serde(default)]
+    pub replication: ReplicationMode,
+    /// Sync groups: how many replicas must have a write before it is
+    /// acknowledged (default: all of them).
+    #[serde(default)]
+    pub sync_replicas: Option<u32>,
+}
+
+impl ShardGroupConfig {
+    /// A group of one node.
+    pub fn single(id: u32, address: impl Into<String>) -> ShardGroupConfig {
+        ShardGroupConfig { id, address: Some(address.into()), members: Vec::new(), replication: ReplicationMode::None, sync_replicas: None }
+    }
+
+    /// The group's nodes, primary first.
+    pub fn all_members(&self) -> Vec<String> {
+        self.address.iter().chain(self.members.iter()).cloned().collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let members = self.all_members();
+        let group = self.id;
+        if members.is_empty() || members.iter().any(|m| m.trim().is_empty()) {
+            return Err(format!("coordinator config: shard group {group} has no address (set address, or members)"));
+        }
+        let unique: std::collections::HashSet<_> = members.iter().collect();
+        if unique.len() != members.len() {
+            return Err(format!("coordinator config: shard group {group} lists a member twice"));
+        }
+        match (self.replication, members.len()) {
+            (ReplicationMode::None, 1) => {}
+            (ReplicationMode::None, n) => {
+                return Err(format!("coordinator config: shard group {group} has {n} members: set replication = \"sync\" or \"async\""))
+            }
+            (_, 1) => return Err(format!("coordinator config: shard group {group} replicates but has one member; list its replicas in members")),
+            _ => {}
+        }
+        if let Some(k) = self.sync_replicas {
+            if self.replication != ReplicationMode::Sync || k == 0 || k as usize > members.len() - 1 {
+                return Err(format!("coordinator config: shard group {group}: sync_replicas must be between 1 and its number of replicas, in a sync group"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +104,13 @@ pub struct CoordinatorConfig {
     pub saga_backoff_max_ms: u64,
     /// How long an idempotency key's outcome is kept.
     pub idempotency_ttl_s: u64,
+    /// How often the coordinator heartbeats every shard node.
+    pub heartbeat_interval_ms: u64,
+    /// How long a heartbeat lets a primary of a replicated group take writes.
+    pub lease_ms: u64,
+    /// A primary that has not answered heartbeats for this long is replaced
+    /// by its most up-to-date replica. Must exceed the lease.
+    pub failover_timeout_ms: u64,
     /// The secret carried by calls between the coordinator and shard nodes;
     /// else `cluster_secret_file`, else `TESSERA_CLUSTER_SECRET`.
     pub cluster_secret: Option<String>,
@@ -156,6 +216,9 @@ impl Default for CoordinatorConfig {
             saga_backoff_base_ms: 50,
             saga_backoff_max_ms: 2_000,
             idempotency_ttl_s: 24 * 3600,
+            heartbeat_interval_ms: 250,
+            lease_ms: 1_500,
+            failover_timeout_ms: 3_000,
             cluster_secret: None,
             cluster_secret_file: None,
             auth: AuthConfig::default(),
@@ -183,9 +246,13 @@ impl CoordinatorConfig {
             if !ids.insert(g.id) {
                 return Err(format!("coordinator config: shard group {} is listed twice", g.id));
             }
-            if g.address.trim().is_empty() {
-                return Err(format!("coordinator config: shard group {} has no address", g.id));
-            }
+            g.validate()?;
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.failover_timeout_ms < self.lease_ms + 2 * self.heartbeat_interval_ms
+            || self.lease_ms < 2 * self.heartbeat_interval_ms
+        {
+            return Err("coordinator config: need heartbeat_interval_ms > 0, lease_ms >= 2 heartbeats, and failover_timeout_ms >= lease_ms + 2 heartbeats (a primary's lease must run out before its replica is promoted)".into());
         }
         if self.saga_step_attempts == 0 || self.saga_compensation_attempts == 0 {
             return Err("coordinator config: saga_step_attempts and saga_compensation_attempts must be at least 1".into());
@@ -226,6 +293,14 @@ impl CoordinatorConfig {
     /// The cluster secret from the config or the environment.
     pub fn secret(&self) -> Result<tessera_shard::secret::ClusterSecret, String> {
         tessera_shard::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), "coordinator")
+    }
+
+    pub fn failover(&self) -> crate::failover::FailoverConfig {
+        crate::failover::FailoverConfig {
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            lease: Duration::from_millis(self.lease_ms),
+            failover_timeout: Duration::from_millis(self.failover_timeout_ms),
+        }
     }
 
     pub fn decision_log_window(&self) -> Duration {
@@ -271,6 +346,16 @@ mod tests {
         assert_eq!(CoordinatorConfig::from_file(&path).unwrap().shard_groups.len(), 1);
         std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n[[shard_groups]]\nid = 1\naddress = \"b\"\n").unwrap();
         assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("twice"));
+        let group = |body: &str| {
+            std::fs::write(&path, format!("auth.trust = true\n[[shard_groups]]\nid = 1\n{body}")).unwrap();
+            CoordinatorConfig::from_file(&path)
+        };
+        assert!(group("members = [\"a\", \"b\"]\nreplication = \"sync\"\n").is_ok());
+        assert!(group("members = [\"a\", \"b\"]\n").unwrap_err().contains("set replication"));
+        assert!(group("members = [\"a\"]\nreplication = \"async\"\n").unwrap_err().contains("one member"));
+        assert!(group("members = [\"a\", \"a\"]\nreplication = \"sync\"\n").unwrap_err().contains("twice"));
+        assert!(group("members = [\"a\", \"b\"]\nreplication = \"sync\"\nsync_replicas = 2\n").unwrap_err().contains("sync_replicas"));
+        assert!(group("members = [\"a\", \"b\"]\nreplication = \"quorum\"\n").unwrap_err().contains("replication"));
         std::fs::write(&path, "listen = [").unwrap();
         assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("coordinator.toml"));
         std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n").unwrap();

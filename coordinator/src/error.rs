@@ -78,6 +78,9 @@ pub enum CoordError {
     /// A gRPC session id that is not open (closed, expired, someone else's).
     #[error("{0}")]
     SessionNotFound(String),
+    /// A replica read found every replica staler than the session allows.
+    #[error("{0}")]
+    ReplicaTooStale(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -133,6 +136,7 @@ impl CoordError {
             CoordError::LimitExceeded(_) => "54000",
             CoordError::StatementTimeout(_) => "57014",
             CoordError::SessionNotFound(_) => "08003",
+            CoordError::ReplicaTooStale(_) => "TR001",
             CoordError::Internal(_) => "XX000",
         }
     }
@@ -142,7 +146,7 @@ impl CoordError {
     pub fn known_sqlstate(code: &str) -> Option<&'static str> {
         const KNOWN: &[&str] = &[
             "08006", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001", "40003",
-            "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "55000", "57014", "08003", "P0002", "XX000",
+            "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "55000", "57014", "08003", "P0002", "TR001", "XX000",
         ];
         KNOWN.iter().copied().find(|k| *k == code)
     }
@@ -164,6 +168,7 @@ impl CoordError {
             CoordError::TooManySessions(_) | CoordError::LimitExceeded(_) => tonic::Code::ResourceExhausted,
             CoordError::StatementTimeout(_) => tonic::Code::DeadlineExceeded,
             CoordError::SessionNotFound(_) => tonic::Code::NotFound,
+            CoordError::ReplicaTooStale(_) => tonic::Code::Unavailable,
             CoordError::Internal(_) => tonic::Code::Internal,
         }
     }

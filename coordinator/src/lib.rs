@@ -10,8 +10,10 @@
 //! - [`session`]: client sessions and their open transactions.
 //! - [`catalog`]: tables and the shard map, durable in the coordinator's RocksDB.
 //! - [`routing`]: range partitioning and the consistent-hash ring.
-//! - [`shards`]: gRPC clients of the shard groups, with deadlines and errors
-//!   that name the group.
+//! - [`shards`]: gRPC clients of the shard groups, with deadlines, the
+//!   group's epoch on every call, and errors that name the group.
+//! - [`failover`]: heartbeats, leases, failure detection, promotion of the
+//!   most up-to-date replica, planned switchover.
 //! - [`api`]: the gRPC services (`tessera.v1.Tessera`, `tessera.v1.Admin`,
 //!   the internal resolver).
 //! - [`postgres`]: the PostgreSQL wire protocol front end (psql, drivers).
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod idempotency;
 pub mod postgres;
 pub mod routing;

@@ -1,11 +1,18 @@
-//! Clients for the shard groups: one lazily connected gRPC channel per group,
-//! a deadline on every call, the cluster secret on every call, and errors
-//! that name the group and its address.
+//! Clients for the shard groups: one lazily connected gRPC channel per
+//! node, a deadline on every call, the cluster secret and the group's epoch
+//! on every call, and errors that name the group and its address.
+//!
+//! Each group has a primary client (where statements go) and a client per
+//! member (heartbeats, replica reads). A failover swaps the primary client
+//! and raises the epoch; a call that was answered under an older epoch than
+//! the group has when the answer arrives is not trusted (its outcome is
+//! unknown), so an old primary's late acknowledgement never counts.
 
-use crate::catalog::ShardGroupId;
+use crate::catalog::{GroupRecord, ShardGroupId};
 use crate::error::{CoordError, Result};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tessera_proto::shard as pb;
 use tessera_proto::shard::shard_client::ShardClient as PbClient;
@@ -18,70 +25,116 @@ use tonic::transport::{Channel, Endpoint};
 
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// What every call to a shard carries: the cluster secret.
+/// What every call to a shard carries: the cluster secret and the group's
+/// current epoch.
 #[derive(Clone)]
 pub struct Outgoing {
     secret: ClusterSecret,
+    epoch: Arc<AtomicU64>,
 }
 
 impl tonic::service::Interceptor for Outgoing {
     fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
         self.secret.attach(&mut request);
+        let epoch = self.epoch.load(Ordering::Acquire).to_string();
+        request.metadata_mut().insert(tessera_proto::EPOCH_METADATA_KEY, epoch.parse().expect("digits"));
         Ok(request)
     }
 }
 
 type Client = PbClient<InterceptedService<Channel, Outgoing>>;
 
-/// A client for one shard group's primary.
+/// A client for one node of a shard group.
 #[derive(Clone)]
 pub struct ShardClient {
     pub group: ShardGroupId,
     pub address: String,
     client: Client,
     timeout: Duration,
+    /// The group's epoch (shared by all its clients).
+    epoch: Arc<AtomicU64>,
+}
+
+struct Group {
+    record: GroupRecord,
+    epoch: Arc<AtomicU64>,
+    members: BTreeMap<String, ShardClient>,
 }
 
 /// The clients of every shard group.
 pub struct ShardPool {
-    clients: RwLock<HashMap<ShardGroupId, ShardClient>>,
+    groups: RwLock<HashMap<ShardGroupId, Group>>,
     rpc_timeout: Duration,
     connect_timeout: Duration,
     secret: ClusterSecret,
 }
 
 impl ShardPool {
-    pub fn new(groups: &BTreeMap<ShardGroupId, String>, rpc_timeout: Duration, connect_timeout: Duration, secret: ClusterSecret) -> Result<ShardPool> {
-        let pool = ShardPool { clients: RwLock::new(HashMap::new()), rpc_timeout, connect_timeout, secret };
-        for (id, address) in groups {
-            pool.set(*id, address)?;
+    pub fn new(groups: &BTreeMap<ShardGroupId, GroupRecord>, rpc_timeout: Duration, connect_timeout: Duration, secret: ClusterSecret) -> Result<ShardPool> {
+        let pool = ShardPool { groups: RwLock::new(HashMap::new()), rpc_timeout, connect_timeout, secret };
+        for (id, record) in groups {
+            let epoch = Arc::new(AtomicU64::new(record.epoch));
+            let mut members = BTreeMap::new();
+            for address in &record.members {
+                members.insert(address.clone(), pool.client(*id, address, epoch.clone())?);
+            }
+            pool.groups.write().unwrap().insert(*id, Group { record: record.clone(), epoch, members });
         }
         Ok(pool)
     }
 
-    fn set(&self, group: ShardGroupId, address: &str) -> Result<()> {
+    fn client(&self, group: ShardGroupId, address: &str, epoch: Arc<AtomicU64>) -> Result<ShardClient> {
         let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
         let endpoint = Endpoint::from_shared(url)
             .map_err(|e| CoordError::Invalid(format!("shard group {group} has an invalid address \"{address}\": {e}")))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.rpc_timeout)
             .tcp_nodelay(true);
-        let outgoing = Outgoing { secret: self.secret.clone() };
+        let outgoing = Outgoing { secret: self.secret.clone(), epoch: epoch.clone() };
         let client = PbClient::with_interceptor(endpoint.connect_lazy(), outgoing)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        self.clients.write().unwrap().insert(group, ShardClient { group, address: address.to_string(), client, timeout: self.rpc_timeout });
-        Ok(())
+        Ok(ShardClient { group, address: address.to_string(), client, timeout: self.rpc_timeout, epoch })
     }
 
+    /// The client of a group's primary.
     pub fn get(&self, group: ShardGroupId) -> Result<ShardClient> {
-        self.clients.read().unwrap().get(&group).cloned().ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))
+        let groups = self.groups.read().unwrap();
+        let g = groups.get(&group).ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))?;
+        g.members.get(&g.record.primary).cloned().ok_or_else(|| CoordError::Internal(format!("shard group {group} has no client for its primary")))
     }
 
+    /// The client of one member of a group.
+    pub fn member(&self, group: ShardGroupId, address: &str) -> Option<ShardClient> {
+        self.groups.read().unwrap().get(&group)?.members.get(address).cloned()
+    }
+
+    /// (group, primary address), in group order.
     pub fn groups(&self) -> Vec<(ShardGroupId, String)> {
-        let mut groups: Vec<_> = self.clients.read().unwrap().values().map(|c| (c.group, c.address.clone())).collect();
+        let mut groups: Vec<_> = self.groups.read().unwrap().iter().map(|(id, g)| (*id, g.record.primary.clone())).collect();
         groups.sort();
         groups
+    }
+
+    /// Every group's record (members, primary, epoch), in group order.
+    pub fn records(&self) -> Vec<(ShardGroupId, GroupRecord)> {
+        let mut records: Vec<_> = self.groups.read().unwrap().iter().map(|(id, g)| (*id, g.record.clone())).collect();
+        records.sort_by_key(|(id, _)| *id);
+        records
+    }
+
+    pub fn record(&self, group: ShardGroupId) -> Option<GroupRecord> {
+        self.groups.read().unwrap().get(&group).map(|g| g.record.clone())
+    }
+
+    /// Routes a group to a new primary in a new epoch (after the catalog
+    /// recorded it).
+    pub fn set_primary(&self, group: ShardGroupId, primary: &str, epoch: u64) {
+        if let Some(g) = self.groups.write().unwrap().get_mut(&group) {
+            g.record.primary = primary.to_string();
+            g.record.epoch = epoch;
+            g.epoch.store(epoch, Ordering::Release);
+        }
     }
 
     pub fn rpc_timeout(&self) -> Duration {
@@ -117,9 +170,11 @@ impl ShardClient {
             tonic::Code::Unauthenticated => {
                 CoordError::ShardUnavailable(format!("{who} refused the coordinator: {} (is cluster_secret the same on both?)", status.message()))
             }
+            tonic::Code::Unavailable if sqlstate.as_deref() == Some("08006") => CoordError::ShardUnavailable(format!("{who}: {}", status.message())),
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                 CoordError::ShardUnavailable(format!("{who} unreachable: {}", describe_transport(&status)))
             }
+            tonic::Code::OutOfRange => CoordError::ReplicaTooStale(format!("{who}: {}", status.message())),
             _ => CoordError::Internal(format!("{who}: {}", status.message())),
         }
     }
@@ -128,10 +183,33 @@ impl ShardClient {
         self.timeout.as_millis()
     }
 
+    /// The group's epoch now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Runs a call; an answer that arrives after the group's epoch moved on
+    /// (a failover while it ran) is not trusted.
+    async fn call<T, F>(&self, call: F) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let epoch = self.epoch();
+        let answer = call.await.map_err(|s| self.error(s))?;
+        let now = self.epoch();
+        if now != epoch {
+            return Err(CoordError::ShardUnavailable(format!(
+                "shard group {} failed over (epoch {epoch} -> {now}) while the call to {} ran; its outcome is unknown",
+                self.group, self.address
+            )));
+        }
+        Ok(answer.into_inner())
+    }
+
     pub async fn get_rows(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool) -> Result<RawRows> {
         let request = pb::GetRequest { keys, txn: txn.map(wire::txn_to_pb), lock, replica_read: None };
-        let response = self.client.clone().get(request).await.map_err(|s| self.error(s))?;
-        Ok(response.into_inner().rows.into_iter().map(|kv| (kv.key, kv.value)).collect())
+        let response = self.call(self.client.clone().get(request)).await?;
+        Ok(response.rows.into_iter().map(|kv| (kv.key, kv.value)).collect())
     }
 
     /// Scans `[start, end)` to the end or the limit, following resume keys.
@@ -151,7 +229,7 @@ impl ShardClient {
                 lock,
                 replica_read: None,
             };
-            let response = self.client.clone().scan(request).await.map_err(|s| self.error(s))?.into_inner();
+            let response = self.call(self.client.clone().scan(request)).await?;
             rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));
             if response.resume_key.is_empty() || (limit > 0 && rows.len() as u64 >= limit) {
                 return Ok(rows);
@@ -165,7 +243,7 @@ impl ShardClient {
 
     pub async fn write(&self, txn: &TxnContext, mutations: &[Mutation]) -> Result<()> {
         let request = pb::WriteRequest { txn: Some(wire::txn_to_pb(txn)), mutations: mutations.iter().map(wire::mutation_to_pb).collect() };
-        self.client.clone().write(request).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().write(request)).await?;
         Ok(())
     }
 
@@ -176,12 +254,12 @@ impl ShardClient {
             mutations: mutations.iter().map(wire::mutation_to_pb).collect(),
             lazy: false,
         };
-        self.client.clone().commit(request).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().commit(request)).await?;
         Ok(())
     }
 
     pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
-        self.client.clone().prepare(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) }).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().prepare(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) })).await?;
         Ok(())
     }
 
@@ -189,27 +267,74 @@ impl ShardClient {
     /// after the next [`ShardClient::sync_wal`].
     pub async fn commit_two_phase(&self, txn: &TxnContext, lazy: bool) -> Result<()> {
         let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new(), lazy };
-        self.client.clone().commit(request).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().commit(request)).await?;
         Ok(())
     }
 
     pub async fn abort(&self, txn: &TxnContext) -> Result<()> {
-        self.client.clone().abort(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) }).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().abort(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) })).await?;
         Ok(())
     }
 
     pub async fn sync_wal(&self) -> Result<()> {
-        self.client.clone().sync_wal(pb::SyncWalRequest {}).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().sync_wal(pb::SyncWalRequest {})).await?;
         Ok(())
     }
 
     pub async fn delete_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
-        self.client.clone().delete_range(pb::DeleteRangeRequest { start, end }).await.map_err(|s| self.error(s))?;
+        self.call(self.client.clone().delete_range(pb::DeleteRangeRequest { start, end })).await?;
         Ok(())
     }
 
     pub async fn status(&self) -> Result<pb::StatusResponse> {
         Ok(self.client.clone().status(pb::StatusRequest {}).await.map_err(|s| self.error(s))?.into_inner())
+    }
+
+    /// The coordinator's heartbeat to this node (with its own deadline).
+    pub async fn heartbeat(&self, request: pb::HeartbeatRequest, deadline: Duration) -> Result<pb::HeartbeatResponse> {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(deadline);
+        Ok(self.client.clone().heartbeat(request).await.map_err(|s| self.error(s))?.into_inner())
+    }
+
+    /// A committed read a replica may serve: rows and how stale they may be.
+    pub async fn replica_get(&self, keys: Vec<Vec<u8>>, max_staleness: Option<Duration>) -> Result<(RawRows, u64)> {
+        let replica_read = Some(pb::ReplicaRead { max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0) });
+        let response = self.client.clone().get(pb::GetRequest { keys, txn: None, lock: false, replica_read }).await.map_err(|s| self.error(s))?.into_inner();
+        Ok((response.rows.into_iter().map(|kv| (kv.key, kv.value)).collect(), response.staleness_ms))
+    }
+
+    /// A committed range scan a replica may serve, following resume keys.
+    pub async fn replica_scan(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        filter: Option<&Expr>,
+        limit: u64,
+        max_staleness: Option<Duration>,
+    ) -> Result<(RawRows, u64)> {
+        let filter = filter.and_then(wire::expr_to_pb);
+        let replica_read = Some(pb::ReplicaRead { max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0) });
+        let (mut rows, mut staleness, mut start) = (Vec::new(), 0, start);
+        loop {
+            let remaining = if limit == 0 { 0 } else { limit - rows.len() as u64 };
+            let request = pb::ScanRequest {
+                start,
+                end: end.clone(),
+                limit: remaining,
+                filter: filter.clone(),
+                txn: None,
+                lock: false,
+                replica_read,
+            };
+            let response = self.client.clone().scan(request).await.map_err(|s| self.error(s))?.into_inner();
+            staleness = staleness.max(response.staleness_ms);
+            rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));
+            if response.resume_key.is_empty() || (limit > 0 && rows.len() as u64 >= limit) {
+                return Ok((rows, staleness));
+            }
+            start = response.resume_key;
+        }
     }
 }
 

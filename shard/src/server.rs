@@ -34,6 +34,7 @@ pub struct ShardHandle {
 impl ShardHandle {
     /// Stops serving and waits for in-flight requests to finish.
     pub async fn shutdown(self) -> Result<(), String> {
+        self.node.shutdown().await;
         let _ = self.shutdown.send(true);
         self.task.await.map_err(|e| e.to_string())?
     }

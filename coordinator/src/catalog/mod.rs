@@ -7,5 +7,5 @@
 pub mod schema;
 mod store;
 
-pub use schema::{CheckDef, ColumnDef, ColumnType, Partitioning, ShardGroupId, Table, TableDef};
+pub use schema::{CheckDef, ColumnDef, ColumnType, GroupRecord, Partitioning, ReplicationMode, ShardGroupId, Table, TableDef};
 pub use store::Catalog;

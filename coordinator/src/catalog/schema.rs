@@ -8,6 +8,49 @@ use tessera_shard::data::{DataType, Value};
 /// Identifies a shard group (a primary and its replicas).
 pub type ShardGroupId = u32;
 
+/// How a shard group's replicas follow its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// One node, no replicas.
+    #[default]
+    None,
+    /// Writes are acknowledged after the primary's durable write.
+    Async,
+    /// Writes are acknowledged once `sync_replicas` replicas have them too.
+    Sync,
+}
+
+impl ReplicationMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicationMode::None => "none",
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        }
+    }
+}
+
+/// A shard group as the catalog records it: its members, the current
+/// primary and epoch (raised by every failover and switchover).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub members: Vec<String>,
+    pub primary: String,
+    pub epoch: u64,
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    #[serde(default)]
+    pub sync_replicas: u32,
+}
+
+impl GroupRecord {
+    /// The members that are not the primary.
+    pub fn replicas(&self) -> impl Iterator<Item = &String> {
+        self.members.iter().filter(move |m| **m != self.primary)
+    }
+}
+
 /// A column's declared type; `max_len` for VARCHAR(n).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnType {

@@ -2,9 +2,9 @@
 //! synced WAL, and an in-memory cache that serves every lookup.
 //!
 //! Keys: `table/<name>` -> TableDef, `meta/next_table_id` -> u32,
-//! `group/<id>` -> address.
+//! `group/<id>` -> GroupRecord (members, primary, epoch).
 
-use super::schema::{ShardGroupId, Table, TableDef};
+use super::schema::{GroupRecord, ReplicationMode, ShardGroupId, Table, TableDef};
 use crate::config::ShardGroupConfig;
 use crate::error::{CoordError, Result};
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct Catalog {
     db: Arc<DB>,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
-    groups: RwLock<BTreeMap<ShardGroupId, String>>,
+    groups: RwLock<BTreeMap<ShardGroupId, GroupRecord>>,
     /// Serializes DDL so ids and names stay unique.
     ddl: Mutex<u32>,
 }
@@ -49,7 +49,12 @@ impl Catalog {
                 break;
             }
             let id: ShardGroupId = std::str::from_utf8(&k[6..]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| internal("corrupt shard group record"))?;
-            groups.insert(id, String::from_utf8_lossy(&v).into_owned());
+            // Records written before replication hold a bare address.
+            let record = serde_json::from_slice(&v).unwrap_or_else(|_| {
+                let address = String::from_utf8_lossy(&v).into_owned();
+                GroupRecord { members: vec![address.clone()], primary: address, epoch: 1, mode: ReplicationMode::None, sync_replicas: 0 }
+            });
+            groups.insert(id, record);
         }
         let next = match db.get(NEXT_TABLE_ID).map_err(internal)? {
             Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| internal("corrupt table id counter"))?),
@@ -70,32 +75,64 @@ impl Catalog {
     }
 
     /// Records the configured shard groups. A group that a table uses may
-    /// change address but may not disappear.
+    /// change members but may not disappear. A group keeps its epoch and
+    /// primary (which a failover may have moved) while the primary is still
+    /// a member; otherwise its first member becomes primary in a new epoch.
     pub fn set_shard_groups(&self, configured: &[ShardGroupConfig]) -> Result<()> {
         let _ddl = self.ddl.lock().unwrap();
-        let configured_ids: BTreeMap<ShardGroupId, String> = configured.iter().map(|g| (g.id, g.address.clone())).collect();
         for table in self.tables.read().unwrap().values() {
-            if let Some(missing) = table.def.groups.iter().find(|g| !configured_ids.contains_key(g)) {
+            if let Some(missing) = table.def.groups.iter().find(|g| !configured.iter().any(|c| c.id == **g)) {
                 return Err(CoordError::Invalid(format!(
                     "shard group {missing} is used by table \"{}\" but is missing from the configuration",
                     table.def.name
                 )));
             }
         }
-        let mut batch = WriteBatch::default();
-        for (id, address) in &configured_ids {
-            batch.put(format!("group/{id}"), address.as_bytes());
+        let existing = self.groups.read().unwrap().clone();
+        let mut records = BTreeMap::new();
+        for group in configured {
+            let members = group.all_members();
+            let replicas = members.len().saturating_sub(1) as u32;
+            let (primary, epoch) = match existing.get(&group.id) {
+                Some(old) if members.contains(&old.primary) => (old.primary.clone(), old.epoch),
+                Some(old) => (members[0].clone(), old.epoch + 1),
+                None => (members[0].clone(), 1),
+            };
+            let sync_replicas = match group.replication {
+                ReplicationMode::Sync => group.sync_replicas.unwrap_or(replicas),
+                _ => 0,
+            };
+            records.insert(group.id, GroupRecord { members, primary, epoch, mode: group.replication, sync_replicas });
         }
-        for id in self.groups.read().unwrap().keys().filter(|id| !configured_ids.contains_key(id)) {
+        let mut batch = WriteBatch::default();
+        for (id, record) in &records {
+            batch.put(format!("group/{id}"), serde_json::to_vec(record).map_err(internal)?);
+        }
+        for id in existing.keys().filter(|id| !records.contains_key(id)) {
             batch.delete(format!("group/{id}"));
         }
         self.write(batch)?;
-        *self.groups.write().unwrap() = configured_ids;
+        *self.groups.write().unwrap() = records;
         Ok(())
     }
 
-    /// Shard group ids and addresses.
-    pub fn shard_groups(&self) -> BTreeMap<ShardGroupId, String> {
+    /// Records a group's new primary and epoch (a failover or switchover),
+    /// durably, before anyone routes there.
+    pub fn set_primary(&self, group: ShardGroupId, primary: &str, epoch: u64) -> Result<GroupRecord> {
+        let _ddl = self.ddl.lock().unwrap();
+        let mut record =
+            self.groups.read().unwrap().get(&group).cloned().ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))?;
+        record.primary = primary.to_string();
+        record.epoch = epoch;
+        let mut batch = WriteBatch::default();
+        batch.put(format!("group/{group}"), serde_json::to_vec(&record).map_err(internal)?);
+        self.write(batch)?;
+        self.groups.write().unwrap().insert(group, record.clone());
+        Ok(record)
+    }
+
+    /// Every shard group with its members, primary and epoch.
+    pub fn shard_groups(&self) -> BTreeMap<ShardGroupId, GroupRecord> {
         self.groups.read().unwrap().clone()
     }
 

@@ -28,6 +28,7 @@ pub mod write;
 
 use crate::catalog::{Catalog, ShardGroupId};
 use crate::error::{CoordError, Result};
+use crate::failover::Failover;
 use crate::idempotency::{self, Idempotency, IdempotencyKey};
 use crate::saga::{Protocol, Sagas};
 use crate::session::Session;
@@ -172,6 +173,7 @@ pub struct Engine {
     txns: Arc<TxnManager>,
     sagas: Arc<Sagas>,
     idempotency: Arc<Idempotency>,
+    failover: Arc<Failover>,
     limits: EngineLimits,
 }
 
@@ -182,9 +184,14 @@ impl Engine {
         txns: Arc<TxnManager>,
         sagas: Arc<Sagas>,
         idempotency: Arc<Idempotency>,
+        failover: Arc<Failover>,
         limits: EngineLimits,
     ) -> Engine {
-        Engine { catalog, shards, txns, sagas, idempotency, limits }
+        Engine { catalog, shards, txns, sagas, idempotency, failover, limits }
+    }
+
+    pub fn failover(&self) -> &Arc<Failover> {
+        &self.failover
     }
 
     pub fn sagas(&self) -> &Arc<Sagas> {

@@ -109,6 +109,8 @@ pub struct Node {
     pub staleness: Arc<Staleness>,
     follower: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     sync_timeout: Duration,
+    /// Set when the node shuts down: replication streams end.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -136,6 +138,7 @@ impl Node {
             staleness: Arc::new(Staleness::default()),
             follower: Mutex::new(None),
             sync_timeout,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         if let Role::Replica { primary } = role {
             tracing::info!(node = %node.node_id, %primary, epoch, "restarting as a replica");
@@ -143,6 +146,17 @@ impl Node {
             node.start_following(primary);
         }
         Ok(node)
+    }
+
+    /// Stops following and ends the replication streams this node serves,
+    /// so a graceful shutdown does not wait for them.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+        self.stop_following().await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn log(&self) -> &Arc<LoggedEngine> {

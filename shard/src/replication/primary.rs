@@ -199,6 +199,9 @@ async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, out: Sender) -> Res
         if !node.is_primary() || node.epoch() != epoch {
             return Err(format!("node {} is no longer the primary of epoch {epoch}", node.node_id));
         }
+        if node.is_stopping() {
+            return Err(format!("node {} is shutting down", node.node_id));
+        }
         if next < log.first() {
             next = send_snapshot(&log, &out, &hello.replica).await? + 1;
         }

@@ -1,0 +1,346 @@
+//! Failure detection and failover of shard groups.
+//!
+//! Every `heartbeat_interval` the coordinator sends each shard node a
+//! heartbeat that states what the node should be: primary or replica (and
+//! of whom), the group's epoch, the sync mode, and, for the primary of a
+//! replicated group, a lease: the right to take writes for `lease` after
+//! the heartbeat arrives. The answers say how far each node has applied the
+//! log.
+//!
+//! Failover ([`decide`] holds the rule): when a primary has not answered for
+//! `failover_timeout` (more than the lease, so it no longer takes writes
+//! even if it is only cut off or paused), the most up-to-date answering
+//! replica is promoted: the group's epoch is raised and the new primary and
+//! epoch are written to the catalog (synced) before anything routes there;
+//! then every member is told at once. Nodes refuse requests from older
+//! epochs, and an old primary that comes back is told by its next heartbeat
+//! that it is a replica of the new one, and rejoins from its log (or a
+//! snapshot, if it holds records the new primary never had).
+//!
+//! Switchover (planned, no loss): the primary stops taking writes (its
+//! heartbeat says so), the target catches up to the primary's last record,
+//! then it is promoted as above.
+//!
+//! Recovery rule, in one sentence: the catalog's (primary, epoch) is the
+//! truth, a node acts only on heartbeats of that epoch, and a primary acts
+//! only within its lease.
+
+pub mod decide;
+
+use crate::catalog::{Catalog, GroupRecord, ReplicationMode, ShardGroupId};
+use crate::error::{CoordError, Result};
+use crate::shards::{ShardClient, ShardPool};
+use decide::{decide, Decision, MemberView};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_proto::shard as pb;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverConfig {
+    pub heartbeat_interval: Duration,
+    pub lease: Duration,
+    pub failover_timeout: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig { heartbeat_interval: Duration::from_millis(250), lease: Duration::from_millis(1500), failover_timeout: Duration::from_millis(3000) }
+    }
+}
+
+/// The last heartbeat exchange with one node.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    last_ok: Option<Instant>,
+    report: Option<pb::HeartbeatResponse>,
+    error: Option<String>,
+    in_flight: bool,
+}
+
+/// One member of a group as the admin status shows it.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub address: String,
+    pub role: &'static str,
+    pub reachable: bool,
+    pub applied_seq: u64,
+    /// Records behind the primary.
+    pub lag_records: u64,
+    /// How stale the member's data may be (replicas; `None`: unknown).
+    pub staleness_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// A failover or switchover that happened.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub group: ShardGroupId,
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    pub at_us: u64,
+    pub reason: String,
+}
+
+pub struct Failover {
+    catalog: Arc<Catalog>,
+    shards: Arc<ShardPool>,
+    config: FailoverConfig,
+    health: Mutex<HashMap<(ShardGroupId, String), Health>>,
+    /// Groups whose primary is handing over (switchover): it takes no writes.
+    draining: Mutex<HashSet<ShardGroupId>>,
+    /// One promotion at a time.
+    promoting: tokio::sync::Mutex<()>,
+    started: Instant,
+    events: Mutex<Vec<Event>>,
+}
+
+impl Failover {
+    /// Starts the heartbeat loop.
+    pub fn start(catalog: Arc<Catalog>, shards: Arc<ShardPool>, config: FailoverConfig, mut stop: watch::Receiver<bool>) -> Arc<Failover> {
+        let failover = Arc::new(Failover {
+            catalog,
+            shards,
+            config,
+            health: Mutex::default(),
+            draining: Mutex::default(),
+            promoting: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+            events: Mutex::default(),
+        });
+        let looping = failover.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(looping.config.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => looping.tick().await,
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        failover
+    }
+
+    async fn tick(self: &Arc<Self>) {
+        for (group, record) in self.shards.records() {
+            for member in &record.members {
+                self.clone().beat(group, member.clone(), false);
+            }
+            match decide(&record, &self.views(group, &record), self.config.failover_timeout) {
+                Decision::Keep => {}
+                Decision::Promote { target } => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let why = format!("its primary {} missed heartbeats for {} ms", record.primary, this.config.failover_timeout.as_millis());
+                        match this.promote(group, &target, &why, Some(&record.primary)).await {
+                            Ok(updated) => this.announce(group, &updated).await,
+                            Err(e) => tracing::error!(group, %target, error = %e, "failover failed"),
+                        }
+                    });
+                }
+                Decision::Stuck(why) => tracing::warn!(group, "shard group cannot fail over: {why}"),
+            }
+        }
+    }
+
+    fn views(&self, group: ShardGroupId, record: &GroupRecord) -> Vec<MemberView> {
+        let health = self.health.lock().unwrap();
+        record
+            .members
+            .iter()
+            .map(|m| {
+                let h = health.get(&(group, m.clone()));
+                // Silence counts from the coordinator's start at the latest.
+                let silent_for = Some(h.and_then(|h| h.last_ok).unwrap_or(self.started).elapsed());
+                MemberView { address: m.clone(), silent_for, applied_seq: h.and_then(|h| h.report.as_ref()).map(|r| r.applied_seq).unwrap_or(0) }
+            })
+            .collect()
+    }
+
+    /// What `member` should be, as a heartbeat.
+    fn desired(&self, group: ShardGroupId, record: &GroupRecord, member: &str) -> pb::HeartbeatRequest {
+        let primary = member == record.primary;
+        let replicated = record.members.len() > 1;
+        let mode = match record.mode {
+            ReplicationMode::None => pb::ReplicationMode::None,
+            ReplicationMode::Async => pb::ReplicationMode::Async,
+            ReplicationMode::Sync => pb::ReplicationMode::Sync,
+        };
+        pb::HeartbeatRequest {
+            group,
+            epoch: record.epoch,
+            role: if primary { pb::Role::Primary } else { pb::Role::Replica } as i32,
+            primary: if primary { String::new() } else { record.primary.clone() },
+            lease_ms: if primary && replicated { self.config.lease.as_millis() as u64 } else { 0 },
+            mode: mode as i32,
+            sync_replicas: record.sync_replicas,
+            accept_writes: !(primary && self.draining.lock().unwrap().contains(&group)),
+        }
+    }
+
+    /// Sends one heartbeat to a member (in the background unless `wait`).
+    fn beat(self: Arc<Self>, group: ShardGroupId, member: String, wait: bool) -> Option<tokio::task::JoinHandle<Result<pb::HeartbeatResponse>>> {
+        {
+            let mut health = self.health.lock().unwrap();
+            let h = health.entry((group, member.clone())).or_default();
+            if h.in_flight && !wait {
+                return None;
+            }
+            h.in_flight = true;
+        }
+        let task = tokio::spawn(async move {
+            let outcome = self.heartbeat_once(group, &member).await;
+            let mut health = self.health.lock().unwrap();
+            let h = health.entry((group, member.clone())).or_default();
+            h.in_flight = false;
+            match &outcome {
+                Ok(report) => {
+                    h.last_ok = Some(Instant::now());
+                    h.report = Some(report.clone());
+                    h.error = None;
+                }
+                Err(e) => h.error = Some(e.to_string()),
+            }
+            outcome
+        });
+        Some(task)
+    }
+
+    async fn heartbeat_once(&self, group: ShardGroupId, member: &str) -> Result<pb::HeartbeatResponse> {
+        let record = self.shards.record(group).ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))?;
+        let client = self.client(group, member)?;
+        let deadline = self.config.heartbeat_interval.max(Duration::from_millis(200)) * 4;
+        client.heartbeat(self.desired(group, &record, member), deadline.min(self.config.lease)).await
+    }
+
+    fn client(&self, group: ShardGroupId, member: &str) -> Result<ShardClient> {
+        self.shards.member(group, member).ok_or_else(|| CoordError::Invalid(format!("{member} is not a member of shard group {group}")))
+    }
+
+    /// Makes `target` the primary of `group` in a new epoch.
+    async fn promote(&self, group: ShardGroupId, target: &str, why: &str, expected_primary: Option<&str>) -> Result<GroupRecord> {
+        let _one_at_a_time = self.promoting.lock().await;
+        self.promote_locked(group, target, why, expected_primary)
+    }
+
+    fn promote_locked(&self, group: ShardGroupId, target: &str, why: &str, expected_primary: Option<&str>) -> Result<GroupRecord> {
+        let record = self.shards.record(group).ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))?;
+        if expected_primary.is_some_and(|p| p != record.primary) || record.primary == target {
+            return Ok(record); // someone else already moved it
+        }
+        let epoch = record.epoch + 1;
+        // Durable first: after a restart the coordinator routes by this.
+        let updated = self.catalog.set_primary(group, target, epoch)?;
+        self.shards.set_primary(group, target, epoch);
+        tracing::warn!(group, from = %record.primary, to = %target, epoch, "shard group failed over: {why}");
+        let at_us = crate::sql::now_micros();
+        self.events.lock().unwrap().push(Event { group, from: record.primary.clone(), to: target.to_string(), epoch, at_us, reason: why.to_string() });
+        Ok(updated)
+    }
+
+    /// Tells every member of a group its (new) role now.
+    async fn announce(self: &Arc<Self>, group: ShardGroupId, record: &GroupRecord) {
+        let beats: Vec<_> = record.members.iter().filter_map(|m| self.clone().beat(group, m.clone(), true)).collect();
+        for beat in beats {
+            let _ = beat.await;
+        }
+    }
+
+    /// A planned switchover with no loss: the primary stops taking writes,
+    /// `target` (or the most up-to-date replica) catches up, then takes over.
+    pub async fn switchover(self: &Arc<Self>, group: ShardGroupId, target: Option<&str>) -> Result<GroupRecord> {
+        let _one_at_a_time = self.promoting.lock().await;
+        let record = self.shards.record(group).ok_or_else(|| CoordError::Invalid(format!("shard group {group} does not exist")))?;
+        let replicas: Vec<String> = record.replicas().cloned().collect();
+        if replicas.is_empty() {
+            return Err(CoordError::Invalid(format!("shard group {group} has no replica to switch over to")));
+        }
+        let target = match target {
+            Some(t) if replicas.iter().any(|r| r == t) => t.to_string(),
+            Some(t) => return Err(CoordError::Invalid(format!("{t} is not a replica of shard group {group} (its replicas: {})", replicas.join(", ")))),
+            None => self.most_up_to_date(group, &replicas),
+        };
+        self.draining.lock().unwrap().insert(group);
+        let outcome = self.hand_over(group, &record, &target).await;
+        self.draining.lock().unwrap().remove(&group);
+        let updated = outcome?;
+        self.clone().announce(group, &updated).await;
+        Ok(updated)
+    }
+
+    async fn hand_over(self: &Arc<Self>, group: ShardGroupId, record: &GroupRecord, target: &str) -> Result<GroupRecord> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = u64::MAX;
+        loop {
+            // The primary, now refusing writes, says where its log ends; a
+            // write admitted before the drain may still add a record, so
+            // read again until it stays put.
+            let primary = self.heartbeat_once(group, &record.primary).await.map_err(|e| e.context(&format!("switchover of shard group {group}")))?;
+            if primary.applied_seq == last {
+                break;
+            }
+            last = primary.applied_seq;
+            loop {
+                let replica = self.heartbeat_once(group, target).await?;
+                if replica.applied_seq >= last {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(CoordError::ShardUnavailable(format!(
+                        "switchover of shard group {group}: {target} did not catch up to record {last} in time (it has {})",
+                        replica.applied_seq
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.promote_locked(group, target, "planned switchover", Some(&record.primary))
+    }
+
+    fn most_up_to_date(&self, group: ShardGroupId, replicas: &[String]) -> String {
+        let health = self.health.lock().unwrap();
+        let seq = |m: &String| health.get(&(group, m.clone())).and_then(|h| h.report.as_ref()).map(|r| r.applied_seq).unwrap_or(0);
+        replicas.iter().max_by_key(|m| (seq(m), std::cmp::Reverse((*m).clone()))).cloned().unwrap_or_default()
+    }
+
+    /// Each member of a group as the last heartbeats showed it.
+    pub fn members(&self, group: ShardGroupId) -> Vec<MemberStatus> {
+        let Some(record) = self.shards.record(group) else { return Vec::new() };
+        let health = self.health.lock().unwrap();
+        let primary_seq = health.get(&(group, record.primary.clone())).and_then(|h| h.report.as_ref()).map(|r| r.applied_seq).unwrap_or(0);
+        record
+            .members
+            .iter()
+            .map(|m| {
+                let h = health.get(&(group, m.clone())).cloned().unwrap_or_default();
+                let reachable = h.last_ok.is_some_and(|t| t.elapsed() < self.config.failover_timeout) && h.error.is_none();
+                let applied_seq = h.report.as_ref().map(|r| r.applied_seq).unwrap_or(0);
+                let primary = *m == record.primary;
+                MemberStatus {
+                    address: m.clone(),
+                    role: if primary { "primary" } else { "replica" },
+                    reachable,
+                    applied_seq,
+                    lag_records: if primary { 0 } else { primary_seq.saturating_sub(applied_seq) },
+                    staleness_ms: if primary { Some(0) } else { h.report.as_ref().map(|r| r.staleness_ms).filter(|s| *s != u64::MAX) },
+                    error: h.error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The replicas of a group that answer, for replica reads.
+    pub fn live_replicas(&self, group: ShardGroupId) -> Vec<String> {
+        self.members(group).into_iter().filter(|m| m.role == "replica" && m.reachable).map(|m| m.address).collect()
+    }
+
+    /// Failovers and switchovers since the coordinator started.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+}
