@@ -496,6 +496,13 @@ impl Client {
         Ok(self.admin.resume_saga(pb::ResumeSagaRequest { saga_id: saga_id.to_string() }).await?.into_inner())
     }
 
+    /// A planned switchover of a shard group to `target` (a replica's
+    /// address), or to its most up-to-date replica; returns the group after.
+    pub async fn switchover(&mut self, shard_group: u32, target: Option<&str>) -> Result<pb::ShardGroup, ClientError> {
+        let request = pb::SwitchoverRequest { shard_group, target: target.unwrap_or_default().to_string() };
+        Ok(self.admin.switchover(request).await?.into_inner())
+    }
+
     /// Transactions in flight and in doubt.
     pub async fn transactions(&mut self) -> Result<Vec<pb::TransactionInfo>, ClientError> {
         Ok(self.admin.list_transactions(pb::ListTransactionsRequest {}).await?.into_inner().transactions)

@@ -35,6 +35,13 @@ enum Command {
         #[command(subcommand)]
         workload: BenchCommand,
     },
+    /// Operate a running cluster: status, switchover.
+    Admin {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Print a SCRAM verifier for a PostgreSQL password (for `[[auth.users]]`
     /// scram = "..."); reads the password from stdin.
     Passwd,
@@ -44,6 +51,21 @@ enum Command {
         /// Whose token it is.
         #[arg(long, default_value = "app")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Shard groups: members, roles, epochs, replication lag; failovers.
+    Status,
+    /// Move a shard group's primary to a replica with no loss.
+    Switchover {
+        /// The shard group.
+        #[arg(long)]
+        group: u32,
+        /// The replica to promote (default: the most up-to-date).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -211,6 +233,7 @@ async fn main() -> ExitCode {
         Command::Sql(args) => run_sql(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::Bench { workload } => run_bench(workload).await,
+        Command::Admin { connect, action } => run_admin(connect, action).await,
         Command::Passwd => run_passwd(),
         Command::Token { name } => run_token(&name),
     };
@@ -392,6 +415,38 @@ async fn bench_target(run: &BenchRun) -> anyhow::Result<(Option<LocalCluster>, C
             (Some(c), builder)
         }
     })
+}
+
+async fn run_admin(connect: Connect, action: AdminAction) -> anyhow::Result<bool> {
+    init_logging("warn");
+    let mut client = connect.builder()?.connect().await?;
+    match action {
+        AdminAction::Status => {
+            let status = client.cluster_status().await?;
+            for group in &status.groups {
+                print_group(group);
+            }
+            for f in &status.failovers {
+                println!("failover: shard group {} {} -> {} (epoch {}): {}", f.shard_group, f.from, f.to, f.epoch, f.reason);
+            }
+        }
+        AdminAction::Switchover { group, to } => {
+            let started = std::time::Instant::now();
+            let after = client.switchover(group, to.as_deref()).await?;
+            println!("switched over in {} ms", started.elapsed().as_millis());
+            print_group(&after);
+        }
+    }
+    Ok(true)
+}
+
+fn print_group(group: &tessera_proto::v1::ShardGroup) {
+    println!("shard group {} (epoch {}, replication {}):", group.id, group.epoch, group.replication);
+    for m in &group.members {
+        let staleness = m.staleness_ms.map(|s| format!(", at most {s} ms stale")).unwrap_or_default();
+        let state = if m.reachable { "up" } else { "down" };
+        println!("  {:<8} {:<22} {state}, applied {}, {} behind{staleness}", m.role, m.address, m.applied_seq, m.lag_records);
+    }
 }
 
 fn run_passwd() -> anyhow::Result<bool> {

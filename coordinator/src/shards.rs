@@ -318,15 +318,7 @@ impl ShardClient {
         let (mut rows, mut staleness, mut start) = (Vec::new(), 0, start);
         loop {
             let remaining = if limit == 0 { 0 } else { limit - rows.len() as u64 };
-            let request = pb::ScanRequest {
-                start,
-                end: end.clone(),
-                limit: remaining,
-                filter: filter.clone(),
-                txn: None,
-                lock: false,
-                replica_read,
-            };
+            let request = pb::ScanRequest { start, end: end.clone(), limit: remaining, filter: filter.clone(), txn: None, lock: false, replica_read };
             let response = self.client.clone().scan(request).await.map_err(|s| self.error(s))?.into_inner();
             staleness = staleness.max(response.staleness_ms);
             rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));

@@ -103,6 +103,30 @@ impl Node {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
+
+    /// SIGSTOP: the process freezes, connections stay open.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+    }
 }
 
 impl Drop for Node {
@@ -153,7 +177,31 @@ fn spawn(args: &[String], env: &[(String, String)], listen: &str, log: &Path) ->
     }
 }
 
+/// What a test cluster looks like.
+pub struct Spec<'a> {
+    pub groups: usize,
+    /// Replicas per group, and how they replicate ("sync" or "async").
+    pub replicas: usize,
+    pub replication: &'a str,
+    pub coordinator_failpoints: Option<&'a str>,
+    /// (group, member: 0 the first primary, 1.. its replicas, failpoints).
+    pub shard_failpoints: Option<(usize, usize, &'a str)>,
+    pub coordinator_toml: Option<&'a str>,
+    /// A config file for every shard node.
+    pub shard_toml: Option<&'a str>,
+}
+
+impl Default for Spec<'_> {
+    fn default() -> Self {
+        Spec { groups: 3, replicas: 0, replication: "sync", coordinator_failpoints: None, shard_failpoints: None, coordinator_toml: None, shard_toml: None }
+    }
+}
+
+/// Fast failure detection for tests (the defaults are 250 ms, 1.5 s, 3 s).
+pub const FAST_FAILOVER: &str = "heartbeat_interval_ms = 100\nlease_ms = 700\nfailover_timeout_ms = 1400\n";
+
 pub struct TestCluster {
+    /// Every shard node, group by group, each group's first primary first.
     pub shards: Vec<Node>,
     pub coordinator: Node,
     /// Removed with the cluster.
@@ -174,30 +222,78 @@ impl TestCluster {
     /// Like [`TestCluster::start_with_failpoints`], with extra lines for the
     /// coordinator's TOML config file (e.g. `saga_compensation_attempts = 3`).
     pub fn start_configured(shards: usize, coordinator: Option<&str>, shard: Option<(usize, &str)>, coordinator_toml: Option<&str>) -> TestCluster {
+        let spec = Spec {
+            groups: shards,
+            coordinator_failpoints: coordinator,
+            shard_failpoints: shard.map(|(group, f)| (group, 0, f)),
+            coordinator_toml,
+            ..Spec::default()
+        };
+        TestCluster::start_spec(spec)
+    }
+
+    /// Starts a cluster as `spec` describes.
+    pub fn start_spec(spec: Spec) -> TestCluster {
         let failpoints = |name: &str| vec![("TESSERA_FAILPOINTS".to_string(), name.to_string())];
         let dir = tempfile::Builder::new().prefix("tessera-test-").tempdir().unwrap();
+        let shard_config = spec.shard_toml.map(|toml| {
+            let path = dir.path().join("shard.toml");
+            std::fs::write(&path, toml).unwrap();
+            path
+        });
         let mut nodes = Vec::new();
-        for i in 1..=shards {
-            let data = dir.path().join(format!("shard-{i}"));
-            let args = vec!["shard".into(), "--node-id".into(), format!("shard-{i}"), "--data-dir".into(), data.display().to_string()];
-            let env = match shard {
-                Some((group, name)) if group == i => failpoints(name),
-                _ => Vec::new(),
-            };
-            nodes.push(Node::start_with_env(args, "127.0.0.1:0", dir.path().join(format!("shard-{i}.log")), env));
+        let mut groups = Vec::new();
+        for g in 1..=spec.groups {
+            let mut members = Vec::new();
+            for r in 0..=spec.replicas {
+                let name = if r == 0 { format!("shard-{g}") } else { format!("shard-{g}-replica-{r}") };
+                let data = dir.path().join(&name);
+                let mut args = vec!["shard".into(), "--node-id".into(), name.clone(), "--data-dir".into(), data.display().to_string()];
+                if let Some(config) = &shard_config {
+                    args.extend(["--config".into(), config.display().to_string()]);
+                }
+                let env = match spec.shard_failpoints {
+                    Some((group, member, f)) if group == g && member == r => failpoints(f),
+                    _ => Vec::new(),
+                };
+                members.push(nodes.len());
+                nodes.push(Node::start_with_env(args, "127.0.0.1:0", dir.path().join(format!("{name}.log")), env));
+            }
+            groups.push(members);
         }
         let mut args = vec!["coordinator".into(), "--data-dir".into(), dir.path().join("coordinator").display().to_string()];
         // Top-level keys first: the auth tables come after them.
         let path = dir.path().join("coordinator.toml");
-        std::fs::write(&path, format!("{}\n{}", coordinator_toml.unwrap_or(""), auth_toml())).unwrap();
+        std::fs::write(&path, format!("{}\n{}", spec.coordinator_toml.unwrap_or(""), auth_toml())).unwrap();
         args.extend(["--config".into(), path.display().to_string(), "--pg-listen".into(), "127.0.0.1:0".into()]);
-        for (i, n) in nodes.iter().enumerate() {
+        for (g, members) in groups.iter().enumerate() {
+            let addresses: Vec<&str> = members.iter().map(|i| nodes[*i].address.as_str()).collect();
             args.push("--shard".into());
-            args.push(format!("{}={}", i + 1, n.address));
+            args.push(format!("{}={}", g + 1, addresses.join(",")));
         }
-        let env = coordinator.map(failpoints).unwrap_or_default();
+        if spec.replicas > 0 {
+            args.extend(["--replication".into(), spec.replication.into()]);
+        }
+        let env = spec.coordinator_failpoints.map(failpoints).unwrap_or_default();
         let coordinator = Node::start_with_env(args, "127.0.0.1:0", dir.path().join("coordinator.log"), env);
         TestCluster { shards: nodes, coordinator, _dir: dir }
+    }
+
+    /// The node listening on `address`.
+    pub fn node(&mut self, address: &str) -> &mut Node {
+        self.shards.iter_mut().find(|n| n.address == address).unwrap_or_else(|| panic!("no shard node on {address}"))
+    }
+
+    /// Prints the end of every process's log (when a test fails).
+    fn print_logs(&self) {
+        for node in self.shards.iter().chain(std::iter::once(&self.coordinator)) {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("---- {} ({}), last lines:", node.log.display(), node.address);
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("  {line}");
+            }
+        }
     }
 
     /// A client with the test token.

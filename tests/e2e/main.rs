@@ -9,6 +9,7 @@ mod crash;
 mod ddl_dml;
 mod limits;
 mod postgres;
+mod replication;
 mod restart;
 mod routing;
 mod sagas;

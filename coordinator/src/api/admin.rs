@@ -1,7 +1,7 @@
 //! The `tessera.v1.Admin` service: cluster status, the shard map,
 //! transactions and sagas.
 
-use super::convert::saga_to_pb;
+use super::convert::{group_to_pb, saga_to_pb};
 use crate::catalog::Partitioning;
 use crate::session::Sessions;
 use crate::sql::Engine;
@@ -45,7 +45,16 @@ impl pb::admin_server::Admin for AdminService {
         let shard_groups = futures::future::join_all(checks).await;
         let (decision_log_syncs, one_phase_commits, two_phase_commits) = self.engine.txns().stats();
         let sagas = self.engine.sagas().stats();
+        let failover = self.engine.failover();
+        let groups = self.engine.shards().records().into_iter().map(|(id, record)| group_to_pb(id, &record, failover.members(id))).collect();
+        let failovers = failover
+            .events()
+            .into_iter()
+            .map(|e| pb::FailoverEvent { shard_group: e.group, from: e.from, to: e.to, epoch: e.epoch, at_us: e.at_us, reason: e.reason })
+            .collect();
         Ok(Response::new(pb::ClusterStatusResponse {
+            groups,
+            failovers,
             shard_groups,
             decision_log_syncs,
             one_phase_commits,
@@ -59,13 +68,8 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn shard_map(&self, _request: Request<pb::ShardMapRequest>) -> Result<Response<pb::ShardMapResponse>, Status> {
-        let shard_groups = self
-            .engine
-            .shards()
-            .groups()
-            .into_iter()
-            .map(|(id, address)| pb::ShardGroup { id, epoch: 1, members: vec![pb::ShardMember { address, role: "primary".into() }] })
-            .collect();
+        let failover = self.engine.failover();
+        let shard_groups = self.engine.shards().records().into_iter().map(|(id, record)| group_to_pb(id, &record, failover.members(id))).collect();
         let tables = self
             .engine
             .catalog()
@@ -110,6 +114,17 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn get_saga(&self, request: Request<pb::GetSagaRequest>) -> Result<Response<pb::Saga>, Status> {
         Ok(Response::new(saga_to_pb(&self.engine.sagas().get(&request.into_inner().saga_id)?)))
+    }
+
+    async fn switchover(&self, request: Request<pb::SwitchoverRequest>) -> Result<Response<pb::ShardGroup>, Status> {
+        let req = request.into_inner();
+        let failover = self.engine.failover().clone();
+        let target = (!req.target.is_empty()).then_some(req.target);
+        // In a task of its own: a switchover half done is not left to the caller.
+        let record = tokio::spawn(async move { failover.switchover(req.shard_group, target.as_deref()).await })
+            .await
+            .map_err(|e| Status::internal(format!("switchover task failed: {e}")))??;
+        Ok(Response::new(group_to_pb(req.shard_group, &record, self.engine.failover().members(req.shard_group))))
     }
 
     async fn resume_saga(&self, request: Request<pb::ResumeSagaRequest>) -> Result<Response<pb::Saga>, Status> {

@@ -94,3 +94,25 @@ pub fn saga_to_pb(r: &SagaRecord) -> pb::Saga {
             .collect(),
     }
 }
+
+/// A shard group as the admin API shows it.
+pub fn group_to_pb(id: crate::catalog::ShardGroupId, record: &crate::catalog::GroupRecord, members: Vec<crate::failover::MemberStatus>) -> pb::ShardGroup {
+    pb::ShardGroup {
+        id,
+        epoch: record.epoch,
+        replication: record.mode.name().into(),
+        sync_replicas: record.sync_replicas,
+        members: members
+            .into_iter()
+            .map(|m| pb::ShardMember {
+                address: m.address,
+                role: m.role.into(),
+                reachable: m.reachable,
+                applied_seq: m.applied_seq,
+                lag_records: m.lag_records,
+                staleness_ms: m.staleness_ms,
+                error: m.error.unwrap_or_default(),
+            })
+            .collect(),
+    }
+}

@@ -514,6 +514,7 @@ impl Engine {
             Statement::Drop { object_type: ast::ObjectType::Table, if_exists, names, .. } => self.drop_tables(names, *if_exists).await,
             Statement::ShowTables { .. } => Ok(ddl::show_tables(&self.catalog)),
             Statement::ShowVariable { variable } if variable.len() == 1 && bind::ident(&variable[0]) == "transactions" => Ok(self.show_transactions()),
+            Statement::ShowVariable { variable } if variable.len() == 1 && bind::ident(&variable[0]) == "shards" => Ok(self.show_shards()),
             Statement::ExplainTable { table_name, .. } => ddl::describe(&self.catalog, &bind::object_name(table_name)?),
             Statement::Explain { statement, analyze, .. } => {
                 if *analyze {
@@ -523,6 +524,41 @@ impl Engine {
             }
             other => Err(CoordError::Unsupported(format!("the {} statement", first_word(other)))),
         }
+    }
+
+    /// SHOW SHARDS: every group's members with their roles, the group's
+    /// epoch and replication mode, and each member's replication progress.
+    fn show_shards(&self) -> QueryResult {
+        let mut rows = Vec::new();
+        for (id, record) in self.shards.records() {
+            for m in self.failover.members(id) {
+                rows.push(vec![
+                    Value::Int(id as i64),
+                    Value::Text(m.address),
+                    Value::Text(m.role.into()),
+                    Value::Int(record.epoch as i64),
+                    Value::Text(record.mode.name().into()),
+                    Value::Bool(m.reachable),
+                    Value::Int(m.applied_seq as i64),
+                    Value::Int(m.lag_records as i64),
+                    m.staleness_ms.map(|s| Value::Int(s as i64)).unwrap_or(Value::Null),
+                ]);
+            }
+        }
+        QueryResult::rows(
+            &[
+                ("shard_group", DataType::BigInt),
+                ("address", DataType::Text),
+                ("role", DataType::Text),
+                ("epoch", DataType::BigInt),
+                ("replication", DataType::Text),
+                ("reachable", DataType::Boolean),
+                ("applied_seq", DataType::BigInt),
+                ("lag_records", DataType::BigInt),
+                ("staleness_ms", DataType::BigInt),
+            ],
+            rows,
+        )
     }
 
     /// SHOW TRANSACTIONS: in flight and in doubt, with each participant's phase.

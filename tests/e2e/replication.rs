@@ -1,0 +1,301 @@
+//! Replicated shard groups with real processes: failover after SIGKILL in
+//! sync and async groups, a prepared transaction surviving its primary,
+//! fencing of a paused old primary, replicas catching up from the log and
+//! from a snapshot.
+
+use crate::cluster::*;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera::client::{Client, Value};
+use tessera_proto::v1 as pb;
+
+async fn group(c: &mut Client, id: u32) -> pb::ShardGroup {
+    c.shard_map().await.unwrap().shard_groups.into_iter().find(|g| g.id == id).expect("the group exists")
+}
+
+async fn primary(c: &mut Client, id: u32) -> String {
+    group(c, id).await.members.into_iter().find(|m| m.role == "primary").unwrap().address
+}
+
+async fn replica(c: &mut Client, id: u32) -> String {
+    group(c, id).await.members.into_iter().find(|m| m.role == "replica").unwrap().address
+}
+
+/// Waits until the group's primary is no longer `old`; the new primary.
+async fn wait_for_new_primary(c: &mut Client, id: u32, old: &str, timeout: Duration) -> String {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let now = primary(c, id).await;
+        if now != old {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("shard group {id} did not fail over from {old} within {timeout:?}");
+}
+
+/// Waits until every member answers and every replica has what the primary has.
+async fn wait_caught_up(c: &mut Client, id: u32, timeout: Duration) {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < timeout {
+        let g = group(c, id).await;
+        let primary_seq = g.members.iter().find(|m| m.role == "primary").map(|m| m.applied_seq).unwrap_or(0);
+        if g.members.iter().all(|m| m.reachable && m.applied_seq == primary_seq) {
+            return;
+        }
+        last = Some(g);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("shard group {id} did not catch up within {timeout:?}: {last:?}");
+}
+
+/// Runs `sql` until it succeeds (a failover in progress refuses writes).
+async fn retry(c: &mut Client, sql: &str, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        match c.execute(sql).await {
+            Ok(_) => return,
+            Err(e) if started.elapsed() < timeout => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{sql}: still failing after {timeout:?}: {e}"),
+        }
+    }
+}
+
+const KV: &str = "CREATE TABLE kv (k BIGINT PRIMARY KEY, v BIGINT NOT NULL) WITH (partitioning = 'hash')";
+
+/// Writers insert distinct keys until stopped; the keys acknowledged.
+struct Burst {
+    acked: Arc<Mutex<Vec<i64>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Burst {
+    async fn start(cluster: &TestCluster, writers: i64) -> Burst {
+        let (acked, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let mut client = cluster.client().await;
+            let (acked, stop) = (acked.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = w * 1_000_000 + n;
+                    n += 1;
+                    if client.execute_with("INSERT INTO kv VALUES ($1, $2)", &[Value::Int(k), Value::Int(n)]).await.is_ok() {
+                        acked.lock().unwrap().push(k);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }));
+        }
+        Burst { acked, stop, tasks }
+    }
+
+    async fn stop(self) -> Vec<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+async fn present(c: &mut Client) -> BTreeSet<i64> {
+    c.query("SELECT k FROM kv", &[]).await.unwrap().iter().map(|r| r.get::<i64>("k").unwrap()).collect()
+}
+
+/// Kills a group's primary in the middle of a burst of writes; returns
+/// (acknowledged keys, keys present after the failover, lag at the kill).
+async fn kill_primary_during_writes(cluster: &mut TestCluster) -> (Vec<i64>, BTreeSet<i64>, pb::ShardMember) {
+    let mut c = cluster.client().await;
+    c.execute(KV).await.unwrap();
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    let burst = Burst::start(cluster, 8).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let old = primary(&mut c, 1).await;
+    let at_kill = group(&mut c, 1).await.members.into_iter().find(|m| m.role == "replica").unwrap();
+    cluster.node(&old).kill();
+    let new = wait_for_new_primary(&mut c, 1, &old, Duration::from_secs(30)).await;
+    // Writes go on against the new primary for a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = burst.stop().await;
+    let present = present(&mut c).await;
+    println!("failover from {old} to {new}: {} writes acknowledged, {} rows present", acked.len(), present.len());
+    (acked, present, at_kill)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_group_failover_loses_no_acknowledged_write() {
+    let mut cluster = TestCluster::start_spec(Spec { groups: 1, replicas: 1, replication: "sync", coordinator_toml: Some(FAST_FAILOVER), ..Spec::default() });
+    let (acked, present, _) = kill_primary_during_writes(&mut cluster).await;
+    assert!(acked.len() > 50, "the burst wrote too little to mean anything: {}", acked.len());
+    let lost: Vec<&i64> = acked.iter().filter(|k| !present.contains(k)).collect();
+    assert!(lost.is_empty(), "sync replication lost {} acknowledged writes: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_group_failover_reports_what_it_lost_and_the_old_primary_rejoins() {
+    let mut cluster = TestCluster::start_spec(Spec { groups: 1, replicas: 1, replication: "async", coordinator_toml: Some(FAST_FAILOVER), ..Spec::default() });
+    let old = {
+        let mut c = cluster.client().await;
+        primary(&mut c, 1).await
+    };
+    let (acked, present, at_kill) = kill_primary_during_writes(&mut cluster).await;
+    let lost = acked.iter().filter(|k| !present.contains(k)).count();
+    println!(
+        "async failover: {} acknowledged writes, {lost} lost; at the kill the replica was {} records ({} ms) behind",
+        acked.len(),
+        at_kill.lag_records,
+        at_kill.staleness_ms.map(|s| s.to_string()).unwrap_or("?".into())
+    );
+    assert!(acked.len() > 50);
+    // The old primary comes back as a replica of the new one, drops what it
+    // had that the new primary never got, and catches up.
+    cluster.node(&old).restart();
+    let mut c = cluster.client().await;
+    wait_caught_up(&mut c, 1, Duration::from_secs(30)).await;
+    assert_eq!(replica(&mut c, 1).await, old);
+    // Switched back to it, it serves exactly the new primary's data.
+    let before = present;
+    c.switchover(1, Some(&old)).await.unwrap();
+    assert_eq!(primary(&mut c, 1).await, old);
+    assert_eq!(self::present(&mut c).await, before, "the rejoined node holds the new primary's history");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_prepared_on_a_killed_primary_commits_on_the_promoted_replica() {
+    let spec = Spec {
+        groups: 2,
+        replicas: 1,
+        replication: "sync",
+        coordinator_toml: Some(FAST_FAILOVER),
+        shard_failpoints: Some((1, 0, "shard.commit.before_apply")),
+        ..Spec::default()
+    };
+    let mut cluster = TestCluster::start_spec(spec);
+    let mut c = cluster.client().await;
+    c.execute("CREATE TABLE bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '100')")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO bank VALUES (1, 1000), (2, 1000)").await.unwrap();
+    c.execute("INSERT INTO bank VALUES (100, 1000), (101, 1000)").await.unwrap();
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    // Two-phase commit: both groups prepare (replicated), the decision is
+    // logged, group 2 commits, group 1's primary stops before applying.
+    c.execute("BEGIN; UPDATE bank SET balance = balance - 300 WHERE id = 1; UPDATE bank SET balance = balance + 300 WHERE id = 100; COMMIT").await.unwrap();
+    let old = primary(&mut c, 1).await;
+    cluster.node(&old).wait_for_log("failpoint shard.commit.before_apply reached", Duration::from_secs(30));
+    cluster.node(&old).kill();
+    let new = wait_for_new_primary(&mut c, 1, &old, Duration::from_secs(30)).await;
+    // The promoted replica holds the prepared transaction with its locks;
+    // the coordinator delivers COMMIT to it. A sync group acknowledges a
+    // durable write (here the WAL sync that lets the coordinator forget the
+    // decision) only with a replica: the old primary comes back as one.
+    cluster.node(&old).restart();
+    wait_quiet(&mut c, Duration::from_secs(30)).await;
+    assert_eq!(replica(&mut c, 1).await, old);
+    assert_eq!(scalar(&mut c, "SELECT balance FROM bank WHERE id = 1").await, "700", "committed on {new}");
+    assert_eq!(scalar(&mut c, "SELECT balance FROM bank WHERE id = 100").await, "1300");
+    assert_eq!(scalar(&mut c, "SELECT sum(balance) FROM bank").await, "4000");
+    // And the row is writable again: its lock went with the commit.
+    c.execute("UPDATE bank SET balance = balance - 1 WHERE id = 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_old_primary_cannot_accept_a_write() {
+    let mut cluster = TestCluster::start_spec(Spec { groups: 1, replicas: 1, replication: "async", coordinator_toml: Some(FAST_FAILOVER), ..Spec::default() });
+    let mut c = cluster.client().await;
+    c.execute(KV).await.unwrap();
+    c.execute("INSERT INTO kv VALUES (1, 1), (2, 2)").await.unwrap();
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    let old = primary(&mut c, 1).await;
+    let old_epoch = group(&mut c, 1).await.epoch;
+    cluster.node(&old).pause();
+    let new = wait_for_new_primary(&mut c, 1, &old, Duration::from_secs(30)).await;
+    retry(&mut c, "INSERT INTO kv VALUES (3, 3)", Duration::from_secs(20)).await;
+    cluster.node(&old).resume();
+    // Right after SIGCONT, before any heartbeat reaches it: a write in the
+    // old epoch (as a coordinator that missed the failover would send) is
+    // refused, because its lease ran out while it was paused.
+    let status = direct_write(&old, old_epoch, 99).await.expect_err("the old primary must refuse the write");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("lease") || status.message().contains("epoch") || status.message().contains("replica"), "{}", status.message());
+    // It then learns it is a replica in the new epoch, refuses writes of
+    // either epoch, and catches up with the new primary.
+    wait_caught_up(&mut c, 1, Duration::from_secs(30)).await;
+    for epoch in [old_epoch, old_epoch + 1] {
+        let status = direct_write(&old, epoch, 98).await.expect_err("a replica takes no writes");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert_eq!(replica(&mut c, 1).await, old);
+    assert_eq!(primary(&mut c, 1).await, new);
+    let keys = present(&mut c).await;
+    assert_eq!(keys, BTreeSet::from([1, 2, 3]), "nothing the paused node was sent is visible");
+}
+
+/// A write sent straight to a shard node, as a coordinator would send it.
+async fn direct_write(address: &str, epoch: u64, key: i64) -> Result<(), tonic::Status> {
+    use tessera_proto::shard as spb;
+    let mut client = spb::shard_client::ShardClient::connect(format!("http://{address}")).await.unwrap();
+    let row = tessera_shard::data::row::encode_row(&[Value::Int(key), Value::Int(key)]);
+    let key = tessera_shard::data::keys::row_key(1, &Value::Int(key));
+    let request = spb::WriteRequest {
+        txn: Some(spb::TxnContext { txn_id: format!("direct-{epoch}-{}", rand_suffix()), timestamp: 1, begin: true, coordinator: String::new() }),
+        mutations: vec![spb::Mutation { key, op: Some(spb::mutation::Op::Put(row)) }],
+    };
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert(tessera_proto::CLUSTER_SECRET_METADATA_KEY, CLUSTER_SECRET.parse().unwrap());
+    request.metadata_mut().insert(tessera_proto::EPOCH_METADATA_KEY, epoch.to_string().parse().unwrap());
+    client.write(request).await.map(|_| ())
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_replicas_catch_up_from_the_log_or_from_a_snapshot() {
+    let spec = Spec {
+        groups: 1,
+        replicas: 1,
+        replication: "async",
+        coordinator_toml: Some(FAST_FAILOVER),
+        shard_toml: Some("log_retention_records = 20\n"),
+        ..Spec::default()
+    };
+    let mut cluster = TestCluster::start_spec(spec);
+    let mut c = cluster.client().await;
+    c.execute(KV).await.unwrap();
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    let follower = replica(&mut c, 1).await;
+    // A short absence: the log still has what it missed.
+    cluster.node(&follower).kill();
+    for k in 0..10 {
+        c.execute_with("INSERT INTO kv VALUES ($1, 0)", &[Value::Int(k)]).await.unwrap();
+    }
+    cluster.node(&follower).restart();
+    wait_caught_up(&mut c, 1, Duration::from_secs(30)).await;
+    assert!(!cluster.node(&follower).log_contains("snapshot installed"), "caught up from the log");
+    // A long absence: the records it needs were truncated (20 kept).
+    cluster.node(&follower).kill();
+    for k in 10..110 {
+        c.execute_with("INSERT INTO kv VALUES ($1, 0)", &[Value::Int(k)]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // truncation runs every 500 ms
+    cluster.node(&follower).restart();
+    wait_caught_up(&mut c, 1, Duration::from_secs(30)).await;
+    cluster.node(&follower).wait_for_log("snapshot installed", Duration::from_secs(10));
+    // Promoted, it has every row.
+    c.switchover(1, Some(&follower)).await.unwrap();
+    assert_eq!(primary(&mut c, 1).await, follower);
+    assert_eq!(present(&mut c).await, (0..110).collect::<BTreeSet<i64>>());
+}
