@@ -72,6 +72,8 @@ pub struct StatementResult {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<Value>>,
     pub rows_affected: u64,
+    /// Rows read from replicas: how stale they may be (milliseconds).
+    pub staleness_ms: Option<u64>,
 }
 
 impl StatementResult {
@@ -234,7 +236,7 @@ impl ClientBuilder {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin = AdminClient::with_interceptor(channel, credentials).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let mut client = Client { tessera, admin, address, session_id: String::new(), protocol: None, builder: self };
+        let mut client = Client { tessera, admin, address, session_id: String::new(), protocol: None, replica_reads: None, builder: self };
         client.session_id = client.tessera.open_session(pb::OpenSessionRequest {}).await?.into_inner().session_id;
         Ok(client)
     }
@@ -250,7 +252,19 @@ pub struct Client {
     address: String,
     session_id: String,
     protocol: Option<Protocol>,
+    replica_reads: Option<ReplicaReads>,
     builder: ClientBuilder,
+}
+
+/// Reads outside transactions served by replicas (see
+/// [`Client::set_replica_reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicaReads {
+    /// Skip replicas that may be staler than this (`None`: any staleness).
+    pub max_staleness: Option<Duration>,
+    /// When no replica is fresh enough: fail (SQLSTATE TR001) instead of
+    /// reading from the primary.
+    pub refuse_stale: bool,
 }
 
 impl Client {
@@ -296,6 +310,13 @@ impl Client {
         self.protocol = protocol;
     }
 
+    /// Lets this client's reads outside transactions be served by replicas
+    /// (`None`: the session's `replica_reads` setting). Each result's
+    /// `staleness_ms` says how stale its rows may be.
+    pub fn set_replica_reads(&mut self, reads: Option<ReplicaReads>) {
+        self.replica_reads = reads;
+    }
+
     /// The protocol set with [`Client::set_protocol`].
     pub fn protocol(&self) -> Option<Protocol> {
         self.protocol
@@ -308,6 +329,10 @@ impl Client {
             protocol: protocol_to_pb(self.protocol),
             params: params.iter().cloned().map(value_to_pb).collect(),
             idempotency_key: key.unwrap_or_default().to_string(),
+            replica_reads: self.replica_reads.map(|r| pb::ReplicaReadOptions {
+                max_staleness_ms: r.max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0),
+                refuse_stale: r.refuse_stale,
+            }),
         }
     }
 
@@ -563,6 +588,7 @@ fn statement_from_pb(result: pb::StatementResult) -> StatementResult {
         columns: result.columns.into_iter().map(column_from_pb).collect(),
         rows: result.rows.into_iter().map(|r| r.values.into_iter().map(value_from_pb).collect()).collect(),
         rows_affected: result.rows_affected,
+        staleness_ms: result.staleness_ms,
     }
 }
 

@@ -31,7 +31,22 @@ pub struct Session {
     /// `SET statement_timeout`: how long one statement may run (commits
     /// excepted); `None`: no limit.
     pub statement_timeout: Option<Duration>,
+    /// `SET replica_reads = on`: reads outside transactions may be served
+    /// by replicas, as `replica` says.
+    pub replica_reads: bool,
+    /// `SET replica_max_staleness`, `SET replica_stale_policy`.
+    pub replica: ReplicaReads,
     last_used: Instant,
+}
+
+/// How reads may use replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicaReads {
+    /// Refuse a replica staler than this (`None`: any staleness).
+    pub max_staleness: Option<Duration>,
+    /// When every replica is too stale: read from the primary (`false`) or
+    /// fail with SQLSTATE TR001 (`true`).
+    pub refuse_stale: bool,
 }
 
 /// A saga being written: its statements run at COMMIT.
@@ -45,7 +60,15 @@ pub struct SagaDraft {
 
 impl Default for Session {
     fn default() -> Self {
-        Session { txn: None, saga: None, protocol: Protocol::default(), statement_timeout: None, last_used: Instant::now() }
+        Session {
+            txn: None,
+            saga: None,
+            protocol: Protocol::default(),
+            statement_timeout: None,
+            replica_reads: false,
+            replica: ReplicaReads::default(),
+            last_used: Instant::now(),
+        }
     }
 }
 
@@ -57,6 +80,11 @@ impl Session {
 
     pub fn touch(&mut self) {
         self.last_used = Instant::now();
+    }
+
+    /// How this session's reads may use replicas (`None`: primaries only).
+    pub fn replica_reads(&self) -> Option<ReplicaReads> {
+        self.replica_reads.then_some(self.replica)
     }
 
     /// True while a transaction or a saga is open.

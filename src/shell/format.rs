@@ -42,6 +42,9 @@ pub fn format_result(result: &StatementResult) -> String {
         lines.push(render_line(row, &widths, &aligns));
     }
     lines.push(row_count(rows.len()));
+    if let Some(ms) = result.staleness_ms {
+        lines.push(format!("(read from replicas: at most {ms} ms behind the primaries)"));
+    }
     lines.join("\n")
 }
 
@@ -132,7 +135,7 @@ mod tests {
     fn result(columns: Vec<Column>, rows: Vec<Vec<Value>>) -> StatementResult {
         let tag = format!("SELECT {}", rows.len());
         let rows_affected = rows.len() as u64;
-        StatementResult { tag, columns, rows, rows_affected }
+        StatementResult { tag, columns, rows, rows_affected, staleness_ms: None }
     }
 
     #[test]
@@ -179,9 +182,9 @@ mod tests {
 
     #[test]
     fn statements_without_columns_print_their_tag() {
-        let insert = StatementResult { tag: "INSERT 0 3".into(), columns: vec![], rows: vec![], rows_affected: 3 };
+        let insert = StatementResult { tag: "INSERT 0 3".into(), columns: vec![], rows: vec![], rows_affected: 3, staleness_ms: None };
         assert_eq!(format_result(&insert), "INSERT 0 3");
-        let create = StatementResult { tag: "CREATE TABLE".into(), columns: vec![], rows: vec![], rows_affected: 0 };
+        let create = StatementResult { tag: "CREATE TABLE".into(), columns: vec![], rows: vec![], rows_affected: 0, staleness_ms: None };
         assert_eq!(format_result(&create), "CREATE TABLE");
     }
 

@@ -299,3 +299,51 @@ async fn restarted_replicas_catch_up_from_the_log_or_from_a_snapshot() {
     assert_eq!(primary(&mut c, 1).await, follower);
     assert_eq!(present(&mut c).await, (0..110).collect::<BTreeSet<i64>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_say_how_stale_they_are_and_honour_a_bound() {
+    // Default failure detection (3 s): a short pause does not fail over.
+    let mut cluster = TestCluster::start_spec(Spec { groups: 1, replicas: 1, replication: "async", ..Spec::default() });
+    let mut c = cluster.client().await;
+    c.execute(KV).await.unwrap();
+    c.execute("INSERT INTO kv VALUES (1, 10), (2, 20)").await.unwrap();
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    // Reads go to the primary by default: no staleness reported.
+    assert_eq!(c.execute("SELECT v FROM kv WHERE k = 1").await.unwrap()[0].staleness_ms, None);
+    c.execute("SET replica_reads = on").await.unwrap();
+    let fresh = c.execute("SELECT sum(v) FROM kv").await.unwrap().remove(0);
+    assert_eq!(fresh.rows[0][0].to_string(), "30");
+    assert!(fresh.staleness_ms.is_some_and(|s| s < 1_000), "{:?}", fresh.staleness_ms);
+    // With the primary frozen, the replica still answers, and says it may be behind.
+    let old = primary(&mut c, 1).await;
+    cluster.node(&old).pause();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stale = c.execute("SELECT sum(v) FROM kv").await.unwrap().remove(0);
+    assert_eq!(stale.rows[0][0].to_string(), "30");
+    assert!(stale.staleness_ms.is_some_and(|s| s >= 400), "the replica lost its primary 500 ms ago: {:?}", stale.staleness_ms);
+    // A bound it cannot meet: refused (TR001) under the refuse policy.
+    c.execute("SET replica_max_staleness = '100ms'; SET replica_stale_policy = 'refuse'").await.unwrap();
+    let e = c.execute("SELECT sum(v) FROM kv").await.unwrap_err();
+    assert_eq!(e.sqlstate.as_deref(), Some("TR001"), "{e}");
+    cluster.node(&old).resume();
+    // Back in touch, the replica meets the bound again.
+    let started = Instant::now();
+    loop {
+        match c.execute("SELECT sum(v) FROM kv").await {
+            Ok(r) => {
+                assert!(r[0].staleness_ms.is_some_and(|s| s <= 100), "{:?}", r[0].staleness_ms);
+                break;
+            }
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                assert_eq!(e.sqlstate.as_deref(), Some("TR001"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(primary(&mut c, 1).await, old, "no failover happened");
+    // The per-request option of the gRPC API does the same.
+    let mut other = cluster.client().await;
+    other.set_replica_reads(Some(tessera::client::ReplicaReads { max_staleness: Some(Duration::from_secs(5)), refuse_stale: true }));
+    assert!(other.execute("SELECT count(*) FROM kv").await.unwrap()[0].staleness_ms.is_some());
+}

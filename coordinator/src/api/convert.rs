@@ -49,7 +49,13 @@ pub fn row_to_pb(row: Vec<Value>) -> pb::Row {
 }
 
 pub fn result_to_pb(r: QueryResult) -> pb::StatementResult {
-    pb::StatementResult { tag: r.tag, columns: columns_to_pb(r.columns), rows: r.rows.into_iter().map(row_to_pb).collect(), rows_affected: r.rows_affected }
+    pb::StatementResult {
+        tag: r.tag,
+        columns: columns_to_pb(r.columns),
+        rows: r.rows.into_iter().map(row_to_pb).collect(),
+        rows_affected: r.rows_affected,
+        staleness_ms: r.staleness_ms,
+    }
 }
 
 /// The protocol a request asks for; `None` keeps the session's.

@@ -4,7 +4,7 @@
 use super::convert::{columns_to_pb, protocol_from_pb, result_to_pb, row_to_pb, value_from_pb};
 use super::principal;
 use crate::error::CoordError;
-use crate::session::Sessions;
+use crate::session::{ReplicaReads, Sessions};
 use crate::sql::{Engine, QueryResult, RequestOptions};
 use futures::Stream;
 use prost::Message;
@@ -85,7 +85,7 @@ impl pb::tessera_server::Tessera for TesseraService {
     async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let owner = principal(&request);
         let req = request.into_inner();
-        let mut options = options(&owner, req.protocol, req.params, req.idempotency_key)?;
+        let mut options = options(&owner, req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
         // The results must fit in one message: checked as they are made,
         // so a request that could not be answered fails before its commit.
         options.response_budget = Some(self.max_message_bytes * 9 / 10);
@@ -107,7 +107,7 @@ impl pb::tessera_server::Tessera for TesseraService {
     async fn execute_stream(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<ExecuteStream>, Status> {
         let owner = principal(&request);
         let req = request.into_inner();
-        let options = options(&owner, req.protocol, req.params, req.idempotency_key)?;
+        let options = options(&owner, req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
         let results = self.run(&owner, &req.session_id, req.sql, options).await?;
         // Batches stay well under the message limit.
         let budget = STREAM_BATCH_BYTES.min(self.max_message_bytes / 4);
@@ -147,13 +147,17 @@ impl pb::tessera_server::Tessera for TesseraService {
     }
 }
 
-fn options(owner: &str, protocol: i32, params: Vec<pb::Value>, key: String) -> Result<RequestOptions, Status> {
+fn options(owner: &str, protocol: i32, params: Vec<pb::Value>, key: String, replica: Option<pb::ReplicaReadOptions>) -> Result<RequestOptions, Status> {
     Ok(RequestOptions {
         protocol: protocol_from_pb(protocol)?,
         params: params.into_iter().map(value_from_pb).collect(),
         idempotency_key: (!key.is_empty()).then_some(key),
         principal: owner.to_string(),
         response_budget: None,
+        replica_reads: replica.map(|r| ReplicaReads {
+            max_staleness: (r.max_staleness_ms > 0).then(|| std::time::Duration::from_millis(r.max_staleness_ms)),
+            refuse_stale: r.refuse_stale,
+        }),
     })
 }
 
@@ -176,6 +180,6 @@ fn stream_items(result: QueryResult, budget: usize) -> Vec<pb::ExecuteStreamResp
     if !batch.is_empty() {
         items.push(item(Item::Rows(pb::RowBatch { rows: batch })));
     }
-    items.push(item(Item::End(pb::StatementEnd { tag: result.tag, rows_affected: result.rows_affected })));
+    items.push(item(Item::End(pb::StatementEnd { tag: result.tag, rows_affected: result.rows_affected, staleness_ms: result.staleness_ms })));
     items
 }

@@ -31,7 +31,7 @@ use crate::error::{CoordError, Result};
 use crate::failover::Failover;
 use crate::idempotency::{self, Idempotency, IdempotencyKey};
 use crate::saga::{Protocol, Sagas};
-use crate::session::Session;
+use crate::session::{ReplicaReads, Session};
 use crate::shards::ShardPool;
 use crate::txn::{Txn, TxnManager};
 use sqlparser::ast::{self, Statement};
@@ -69,6 +69,9 @@ pub struct RequestOptions {
     pub idempotency_key: Option<String>,
     /// Who sends the request (scopes its idempotency keys).
     pub principal: String,
+    /// Reads outside transactions may come from replicas, as this says
+    /// (overrides the session's `replica_reads`).
+    pub replica_reads: Option<ReplicaReads>,
     /// The most bytes of results the request may return (one gRPC
     /// message); checked after each statement, so a request whose response
     /// cannot be sent fails before its commit.
@@ -95,6 +98,9 @@ pub struct QueryResult {
     pub columns: Vec<OutputColumn>,
     pub rows: Vec<Vec<Value>>,
     pub rows_affected: u64,
+    /// Rows read from replicas: how stale they may be, in milliseconds.
+    #[serde(default)]
+    pub staleness_ms: Option<u64>,
 }
 
 impl QueryResult {
@@ -109,16 +115,16 @@ impl QueryResult {
     }
 
     pub fn command(tag: &str) -> QueryResult {
-        QueryResult { tag: tag.into(), columns: Vec::new(), rows: Vec::new(), rows_affected: 0 }
+        QueryResult { tag: tag.into(), columns: Vec::new(), rows: Vec::new(), rows_affected: 0, staleness_ms: None }
     }
 
     pub fn modified(tag: String, rows_affected: u64) -> QueryResult {
-        QueryResult { tag, columns: Vec::new(), rows: Vec::new(), rows_affected }
+        QueryResult { tag, columns: Vec::new(), rows: Vec::new(), rows_affected, staleness_ms: None }
     }
 
     pub fn rows(columns: &[(&str, DataType)], rows: Vec<Vec<Value>>) -> QueryResult {
         let columns = columns.iter().map(|(n, t)| OutputColumn { name: n.to_string(), data_type: *t }).collect();
-        QueryResult { tag: format!("SELECT {}", rows.len()), rows_affected: rows.len() as u64, columns, rows }
+        QueryResult { tag: format!("SELECT {}", rows.len()), rows_affected: rows.len() as u64, columns, rows, staleness_ms: None }
     }
 }
 
@@ -294,7 +300,8 @@ impl Engine {
         let mut budget = options.response_budget.unwrap_or(usize::MAX);
         for (i, (statement, compensation)) in statements.iter().enumerate() {
             let idempotency = key.filter(|_| i + 1 == statements.len()).map(|key| KeyedCommit { key, prior: &prior });
-            let call = Call { protocol: options.protocol.unwrap_or(session.protocol), compensation: compensation.as_deref(), idempotency };
+            let replica = options.replica_reads.or(session.replica_reads());
+            let call = Call { protocol: options.protocol.unwrap_or(session.protocol), compensation: compensation.as_deref(), idempotency, replica };
             let result = self.execute_statement(session, statement, call).await.and_then(|r| {
                 budget = budget.checked_sub(r.approximate_bytes()).ok_or_else(|| self.over_budget(options, key.is_some()))?;
                 Ok(r)
@@ -434,8 +441,9 @@ impl Engine {
     /// The statement may time out; its commit, once begun, runs to the end.
     async fn autocommit(&self, statement: &Statement, call: Call<'_>, timeout: Option<Duration>) -> Result<QueryResult> {
         match statement {
-            // A plain read needs no transaction: it reads committed data.
-            Statement::Query(q) if q.locks.is_empty() => bounded(timeout, self.select(q, None)).await,
+            // A plain read needs no transaction: it reads committed data,
+            // from replicas if the session allows.
+            Statement::Query(q) if q.locks.is_empty() => bounded(timeout, self.select(q, None, call.replica)).await,
             // Reads FOR UPDATE and writes: commit releases the locks of a
             // read (nothing written) and commits a write in one or two phases.
             Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
@@ -456,8 +464,12 @@ impl Engine {
     }
 
     /// A SELECT, refused when it returns more than `limits.max_result_rows`.
-    async fn select(&self, query: &ast::Query, txn: Option<&mut Txn>) -> Result<QueryResult> {
-        let result = select::execute(&self.shards, &select::plan(&self.catalog, query)?, txn).await?;
+    async fn select(&self, query: &ast::Query, txn: Option<&mut Txn>, replica: Option<ReplicaReads>) -> Result<QueryResult> {
+        let from = match (replica, txn.is_some()) {
+            (Some(reads), false) => read::ReadFrom::Replicas { failover: &self.failover, reads },
+            _ => read::ReadFrom::Primary,
+        };
+        let result = select::execute(&self.shards, &select::plan(&self.catalog, query)?, txn, from).await?;
         let max = self.limits.max_result_rows;
         if result.rows.len() as u64 > max {
             return Err(CoordError::LimitExceeded(format!(
@@ -471,7 +483,7 @@ impl Engine {
     /// A statement inside a transaction (BEGIN ... COMMIT, or its own).
     pub(crate) async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
         match statement {
-            Statement::Query(q) => self.select(q, Some(txn)).await,
+            Statement::Query(q) => self.select(q, Some(txn), None).await,
             Statement::Insert(i) => {
                 let rows = write::insert(&self.txns, txn, write::plan_insert(&self.catalog, i)?).await?;
                 Ok(QueryResult::modified(format!("INSERT 0 {rows}"), rows))
@@ -616,11 +628,13 @@ pub struct Call<'a> {
     /// Set on the last statement of a keyed request: its commit records
     /// the request's outcome.
     pub idempotency: Option<KeyedCommit<'a>>,
+    /// Reads outside transactions may come from replicas.
+    pub replica: Option<ReplicaReads>,
 }
 
 impl<'a> Call<'a> {
     pub fn new(protocol: Protocol, compensation: Option<&'a str>) -> Call<'a> {
-        Call { protocol, compensation, idempotency: None }
+        Call { protocol, compensation, idempotency: None, replica: None }
     }
 
     /// The idempotency record to write with this statement's commit, whose

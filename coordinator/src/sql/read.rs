@@ -4,10 +4,13 @@
 use super::access::KeyAccess;
 use crate::catalog::{ShardGroupId, Table};
 use crate::error::{CoordError, Result};
-use crate::shards::ShardPool;
+use crate::failover::Failover;
+use crate::session::ReplicaReads;
+use crate::shards::{RawRows, ShardPool};
 use futures::future::try_join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tessera_shard::data::expr::Expr;
 use tessera_shard::data::keys::{row_key, successor, table_end, table_prefix};
 use tessera_shard::data::row::decode_row;
@@ -80,18 +83,89 @@ pub async fn fetch(
     });
     let mut rows = Vec::new();
     for (group, raw) in try_join_all(requests).await? {
-        for (key, value) in raw {
-            let values = decode_row(&value).map_err(|e| CoordError::Internal(format!("table \"{}\" on shard group {group}: {e}", table.name())))?;
-            if values.len() != table.def.columns.len() {
-                return Err(CoordError::Internal(format!(
-                    "table \"{}\" on shard group {group}: row has {} columns, expected {}",
-                    table.name(),
-                    values.len(),
-                    table.def.columns.len()
-                )));
-            }
-            rows.push(FetchedRow { group, key, values });
-        }
+        decode(table, group, raw, &mut rows)?;
     }
     Ok(rows)
+}
+
+fn decode(table: &Table, group: ShardGroupId, raw: RawRows, rows: &mut Vec<FetchedRow>) -> Result<()> {
+    for (key, value) in raw {
+        let values = decode_row(&value).map_err(|e| CoordError::Internal(format!("table \"{}\" on shard group {group}: {e}", table.name())))?;
+        if values.len() != table.def.columns.len() {
+            return Err(CoordError::Internal(format!(
+                "table \"{}\" on shard group {group}: row has {} columns, expected {}",
+                table.name(),
+                values.len(),
+                table.def.columns.len()
+            )));
+        }
+        rows.push(FetchedRow { group, key, values });
+    }
+    Ok(())
+}
+
+/// Where committed reads outside transactions come from.
+#[derive(Clone, Copy)]
+pub enum ReadFrom<'a> {
+    Primary,
+    /// A replica of each group that answers and is fresh enough; the
+    /// primary when none is (unless `reads.refuse_stale`).
+    Replicas {
+        failover: &'a Failover,
+        reads: ReplicaReads,
+    },
+}
+
+/// Spreads replica reads over a group's replicas.
+static NEXT_REPLICA: AtomicUsize = AtomicUsize::new(0);
+
+/// Committed reads served by replicas: the rows, and the most any of them
+/// may be stale (milliseconds; 0 for rows read from a primary).
+pub async fn fetch_from_replicas(
+    shards: &ShardPool,
+    failover: &Failover,
+    table: &Table,
+    targets: &[(ShardGroupId, Fetch)],
+    filter: Option<&Expr>,
+    limit: u64,
+    reads: ReplicaReads,
+) -> Result<(Vec<FetchedRow>, u64)> {
+    let requests = targets.iter().map(|(group, fetch)| async move {
+        let mut replicas = failover.live_replicas(*group);
+        let count = replicas.len();
+        if count > 0 {
+            replicas.rotate_left(NEXT_REPLICA.fetch_add(1, Ordering::Relaxed) % count);
+        }
+        let mut last_error = None;
+        for address in &replicas {
+            let Some(client) = shards.member(*group, address) else { continue };
+            let answer = match fetch {
+                Fetch::Keys(keys) => client.replica_get(keys.clone(), reads.max_staleness).await,
+                Fetch::Range { start, end } => client.replica_scan(start.clone(), end.clone(), filter, limit, reads.max_staleness).await,
+            };
+            match answer {
+                Ok((raw, staleness)) => return Ok::<_, CoordError>((*group, raw, staleness)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if reads.refuse_stale && !replicas.is_empty() {
+            let bound = reads.max_staleness.map(|d| format!("{} ms", d.as_millis())).unwrap_or("any staleness".into());
+            let why = last_error.map(|e| e.to_string()).unwrap_or_default();
+            return Err(CoordError::ReplicaTooStale(format!("no replica of shard group {group} could serve the read within {bound}: {why}")));
+        }
+        // No replica (or none fresh enough): the primary.
+        let client = shards.get(*group)?;
+        let raw = match fetch {
+            Fetch::Keys(keys) => client.get_rows(keys.clone(), None, false).await?,
+            Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, None, false).await?,
+        };
+        Ok((*group, raw, 0))
+    });
+    let mut rows = Vec::new();
+    let mut staleness = 0;
+    for (group, raw, s) in try_join_all(requests).await? {
+        staleness = staleness.max(s);
+        decode(table, group, raw, &mut rows)?;
+    }
+    Ok((rows, staleness))
 }

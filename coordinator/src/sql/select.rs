@@ -301,10 +301,10 @@ pub fn pushable(filter: Option<&Expr>) -> (Option<Expr>, bool) {
 }
 
 /// Runs a planned SELECT; inside a transaction every row read is locked.
-pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn>) -> Result<QueryResult> {
-    let rows = match &plan.table {
-        None => vec![Vec::new()],
-        Some(table) => read_rows(shards, table, plan, txn).await?,
+pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn>, from: read::ReadFrom<'_>) -> Result<QueryResult> {
+    let (rows, staleness_ms) = match &plan.table {
+        None => (vec![Vec::new()], None),
+        Some(table) => read_rows(shards, table, plan, txn, from).await?,
     };
     let mut rows = filter_rows(rows, plan.filter.as_ref())?;
     if let Body::Aggregate { group_by, calls, having } = &plan.body {
@@ -325,13 +325,24 @@ pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn
         values.retain(|row| seen.insert(row.clone()));
     }
     let values: Vec<Vec<Value>> = values.into_iter().skip(plan.offset as usize).take(plan.limit.map(|l| l as usize).unwrap_or(usize::MAX)).collect();
-    Ok(QueryResult { tag: format!("SELECT {}", values.len()), columns: plan.columns.clone(), rows_affected: values.len() as u64, rows: values })
+    Ok(QueryResult { tag: format!("SELECT {}", values.len()), columns: plan.columns.clone(), rows_affected: values.len() as u64, rows: values, staleness_ms })
 }
 
-async fn read_rows(shards: &ShardPool, table: &Table, plan: &SelectPlan, txn: Option<&mut Txn>) -> Result<Vec<Vec<Value>>> {
+/// The rows the plan reads, and how stale they may be (replica reads).
+async fn read_rows(
+    shards: &ShardPool,
+    table: &Table,
+    plan: &SelectPlan,
+    txn: Option<&mut Txn>,
+    from: read::ReadFrom<'_>,
+) -> Result<(Vec<Vec<Value>>, Option<u64>)> {
+    if let (None, read::ReadFrom::Replicas { failover, reads }) = (&txn, from) {
+        let (rows, staleness) = read::fetch_from_replicas(shards, failover, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, reads).await?;
+        return Ok((rows.into_iter().map(|r| r.values).collect(), Some(staleness)));
+    }
     let contexts = txn.map(|t| t.contexts(plan.targets.iter().map(|(g, _)| *g)));
     let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), contexts.is_some()).await?;
-    Ok(rows.into_iter().map(|r| r.values).collect())
+    Ok((rows.into_iter().map(|r| r.values).collect(), None))
 }
 
 pub fn filter_rows(rows: Vec<Vec<Value>>, filter: Option<&Expr>) -> Result<Vec<Vec<Value>>> {

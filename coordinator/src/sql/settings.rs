@@ -1,4 +1,6 @@
-//! Session settings: `SET` and `SHOW` of `statement_timeout`, and the
+//! Session settings: `SET` and `SHOW` of `statement_timeout`, replica
+//! reads (`replica_reads`, `replica_max_staleness`,
+//! `replica_stale_policy`), and the
 //! settings PostgreSQL drivers send on connect (`client_encoding`,
 //! `application_name`, `extra_float_digits`, `DateStyle`, ...), which are
 //! accepted and have no effect. `transaction_protocol` lives in
@@ -23,28 +25,70 @@ pub fn statement(session: &mut Session, statement: &Statement) -> Option<Result<
             if name == "statement_timeout" {
                 return Some(set_timeout(session, values));
             }
+            if matches!(name.as_str(), "replica_reads" | "replica_max_staleness" | "replica_stale_policy") {
+                return Some(set_replica(session, &name, &value_text(values)));
+            }
             ACCEPTED.contains(&name.as_str()).then(|| Ok(QueryResult::command("SET")))
         }
-        Statement::ShowVariable { variable } if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("statement_timeout") => {
-            let shown = match session.statement_timeout {
-                None => "0".to_string(),
-                Some(d) => format!("{}ms", d.as_millis()),
+        Statement::ShowVariable { variable } if variable.len() == 1 => {
+            let name = variable[0].value.to_ascii_lowercase();
+            let shown = match name.as_str() {
+                "statement_timeout" => session.statement_timeout.map(|d| format!("{}ms", d.as_millis())).unwrap_or("0".into()),
+                "replica_reads" => if session.replica_reads { "on" } else { "off" }.into(),
+                "replica_max_staleness" => session.replica.max_staleness.map(|d| format!("{}ms", d.as_millis())).unwrap_or("0".into()),
+                "replica_stale_policy" => if session.replica.refuse_stale { "refuse" } else { "fallback" }.into(),
+                _ => return None,
             };
-            Some(Ok(QueryResult::rows(&[("statement_timeout", DataType::Text)], vec![vec![Value::Text(shown)]])))
+            Some(Ok(QueryResult::rows(&[(name.as_str(), DataType::Text)], vec![vec![Value::Text(shown)]])))
         }
         _ => None,
     }
 }
 
-fn set_timeout(session: &mut Session, values: &[ast::Expr]) -> Result<QueryResult> {
-    let text = match values {
+/// The value of `SET name = value` as text.
+fn value_text(values: &[ast::Expr]) -> String {
+    match values {
         [ast::Expr::Value(v)] => match &v.value {
             ast::Value::SingleQuotedString(s) => s.clone(),
             ast::Value::Number(n, _) => n.clone(),
+            ast::Value::Boolean(b) => if *b { "on" } else { "off" }.into(),
             other => other.to_string(),
         },
-        [ast::Expr::Identifier(i)] if i.value.eq_ignore_ascii_case("default") => "0".into(),
+        [ast::Expr::Identifier(i)] => i.value.clone(),
         _ => String::new(),
+    }
+}
+
+fn set_replica(session: &mut Session, name: &str, value: &str) -> Result<QueryResult> {
+    let invalid = |hint: &str| CoordError::invalid_value(format!("invalid value for parameter \"{name}\": \"{value}\" ({hint})"), "22023");
+    let lower = value.to_ascii_lowercase();
+    match name {
+        "replica_reads" => {
+            session.replica_reads = match lower.as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" | "default" => false,
+                _ => return Err(invalid("use on or off")),
+            }
+        }
+        "replica_max_staleness" => {
+            let d = parse_duration(value).ok_or_else(|| invalid("use milliseconds, or a number with ms, s, min or h; 0 allows any"))?;
+            session.replica.max_staleness = (!d.is_zero()).then_some(d);
+        }
+        _ => {
+            session.replica.refuse_stale = match lower.as_str() {
+                "refuse" => true,
+                "fallback" | "default" => false,
+                _ => return Err(invalid("use fallback or refuse")),
+            }
+        }
+    }
+    Ok(QueryResult::command("SET"))
+}
+
+fn set_timeout(session: &mut Session, values: &[ast::Expr]) -> Result<QueryResult> {
+    let text = match value_text(values) {
+        v if v.eq_ignore_ascii_case("default") => "0".into(),
+        v => v,
     };
     let timeout = parse_duration(&text).ok_or_else(|| {
         CoordError::invalid_value(
@@ -101,5 +145,12 @@ mod tests {
         assert!(statement(&mut session, &driver).unwrap().is_ok());
         let other = crate::sql::parse("SET work_mem = '4MB'").unwrap().remove(0);
         assert!(statement(&mut session, &other).is_none());
+        for sql in ["SET replica_reads = on", "SET replica_max_staleness = '2s'", "SET replica_stale_policy = 'refuse'"] {
+            statement(&mut session, &crate::sql::parse(sql).unwrap().remove(0)).unwrap().unwrap();
+        }
+        let reads = session.replica_reads().unwrap();
+        assert_eq!((reads.max_staleness, reads.refuse_stale), (Some(Duration::from_secs(2)), true));
+        let bad = crate::sql::parse("SET replica_reads = sometimes").unwrap().remove(0);
+        assert!(statement(&mut session, &bad).unwrap().is_err());
     }
 }
