@@ -129,6 +129,10 @@ struct CoordinatorArgs {
     /// How the groups given with --shard replicate: async or sync.
     #[arg(long, value_parser = ["async", "sync"])]
     replication: Option<String>,
+    /// Sync groups: replicas that must have a write before it is
+    /// acknowledged (default: all).
+    #[arg(long)]
+    sync_replicas: Option<u32>,
     /// Also serve the PostgreSQL wire protocol here (psql, drivers).
     #[arg(long)]
     pg_listen: Option<SocketAddr>,
@@ -306,6 +310,7 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
             let mode = if mode == "sync" { ReplicationMode::Sync } else { ReplicationMode::Async };
             for group in config.shard_groups.iter_mut().filter(|g| g.all_members().len() > 1) {
                 group.replication = mode;
+                group.sync_replicas = args.sync_replicas.filter(|_| mode == ReplicationMode::Sync);
             }
         }
     }

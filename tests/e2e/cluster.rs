@@ -4,12 +4,11 @@
 //! restart) and prints its address on stdout; nodes are killed when dropped,
 //! and the data directory is removed with the cluster.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::path::PathBuf;
 use std::time::Duration;
 use tessera::client::{Client, ClientError, StatementResult};
+use tessera::cluster::process::{ProcessCluster, ProcessNode, ProcessSpec};
+use tessera_coordinator::config::ReplicationMode;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
@@ -26,154 +25,44 @@ pub fn auth_toml() -> String {
     format!("[[auth.tokens]]\nname = \"test\"\ntoken = \"{TOKEN}\"\n\n[[auth.users]]\nname = \"{PG_USER}\"\npassword = \"{PG_PASSWORD}\"\n")
 }
 
-pub struct Node {
-    child: Option<Child>,
-    pub address: String,
-    args: Vec<String>,
-    /// Extra environment, e.g. `TESSERA_FAILPOINTS`.
-    pub env: Vec<(String, String)>,
-    log: PathBuf,
-    /// Lines the process printed on stdout after its address line.
-    stdout: Arc<Mutex<Vec<String>>>,
+/// A `tessera` process whose failures fail the test.
+pub struct Node(pub ProcessNode);
+
+impl std::ops::Deref for Node {
+    type Target = ProcessNode;
+    fn deref(&self) -> &ProcessNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut ProcessNode {
+        &mut self.0
+    }
 }
 
 impl Node {
-    /// Starts `tessera <args> --listen <listen>` with extra environment and
-    /// waits for its address.
-    pub fn start_with_env(args: Vec<String>, listen: &str, log: PathBuf, env: Vec<(String, String)>) -> Node {
-        let (child, address, stdout) = spawn(&args, &env, listen, &log).unwrap_or_else(|e| panic!("{e}"));
-        Node { child: Some(child), address, args, env, log, stdout }
-    }
-
     /// The rest of the stdout line that starts with `prefix`, waiting for it.
     pub fn stdout_line(&self, prefix: &str, timeout: Duration) -> String {
-        let started = std::time::Instant::now();
-        while started.elapsed() < timeout {
-            if let Some(line) = self.stdout.lock().unwrap().iter().find_map(|l| l.strip_prefix(prefix)) {
-                return line.trim().to_string();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no stdout line starting with {prefix:?} within {timeout:?}");
-    }
-
-    /// True when the node's log contains `needle`.
-    pub fn log_contains(&self, needle: &str) -> bool {
-        std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle)
+        self.0.stdout_line(prefix, timeout).unwrap_or_else(|| panic!("no stdout line starting with {prefix:?} within {timeout:?}"))
     }
 
     /// Waits until the node's log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let started = std::time::Instant::now();
-        while started.elapsed() < timeout {
-            if std::fs::read_to_string(&self.log).unwrap_or_default().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{needle:?} did not appear in {} within {timeout:?}", self.log.display());
-    }
-
-    /// SIGKILLs the process (no shutdown, no flush beyond what was synced).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        assert!(self.0.wait_for_log(needle, timeout), "{needle:?} did not appear in {} within {timeout:?}", self.0.log.display());
     }
 
     /// Starts the process again on the same address.
     pub fn restart(&mut self) {
-        self.kill();
-        let mut last = String::new();
-        for _ in 0..50 {
-            match spawn(&self.args, &self.env, &self.address, &self.log) {
-                Ok((child, _, stdout)) => {
-                    self.child = Some(child);
-                    self.stdout = stdout;
-                    return;
-                }
-                Err(e) => last = e,
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("restart failed: {last}");
+        self.0.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// SIGSTOP: the process freezes, connections stay open.
     pub fn pause(&mut self) {
-        self.signal("-STOP");
+        self.0.pause().unwrap();
     }
 
-    /// SIGCONT after [`Node::pause`].
     pub fn resume(&mut self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&mut self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.print_logs();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-type Spawned = (Child, String, Arc<Mutex<Vec<String>>>);
-
-fn spawn(args: &[String], env: &[(String, String)], listen: &str, log: &Path) -> Result<Spawned, String> {
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| e.to_string())?;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .args(["--listen", listen])
-        .env("TESSERA_CLUSTER_SECRET", CLUSTER_SECRET)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .map_err(|e| format!("cannot start {BIN}: {e}"))?;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let later = lines.clone();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        // Keep draining so the child never blocks on a full pipe.
-        let mut next = String::new();
-        while reader.read_line(&mut next).map(|n| n > 0).unwrap_or(false) {
-            later.lock().unwrap().push(next.trim_end().to_string());
-            next.clear();
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    match line.trim().rsplit_once(" listening on ") {
-        Some((_, address)) => Ok((child, address.to_string(), lines)),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            Err(format!("{args:?} did not start; stdout: {line:?}; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))
-        }
+        self.0.resume().unwrap();
     }
 }
 
@@ -205,7 +94,15 @@ pub struct TestCluster {
     pub shards: Vec<Node>,
     pub coordinator: Node,
     /// Removed with the cluster.
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+    }
 }
 
 impl TestCluster {
@@ -235,48 +132,22 @@ impl TestCluster {
     /// Starts a cluster as `spec` describes.
     pub fn start_spec(spec: Spec) -> TestCluster {
         let failpoints = |name: &str| vec![("TESSERA_FAILPOINTS".to_string(), name.to_string())];
-        let dir = tempfile::Builder::new().prefix("tessera-test-").tempdir().unwrap();
-        let shard_config = spec.shard_toml.map(|toml| {
-            let path = dir.path().join("shard.toml");
-            std::fs::write(&path, toml).unwrap();
-            path
-        });
-        let mut nodes = Vec::new();
-        let mut groups = Vec::new();
-        for g in 1..=spec.groups {
-            let mut members = Vec::new();
-            for r in 0..=spec.replicas {
-                let name = if r == 0 { format!("shard-{g}") } else { format!("shard-{g}-replica-{r}") };
-                let data = dir.path().join(&name);
-                let mut args = vec!["shard".into(), "--node-id".into(), name.clone(), "--data-dir".into(), data.display().to_string()];
-                if let Some(config) = &shard_config {
-                    args.extend(["--config".into(), config.display().to_string()]);
-                }
-                let env = match spec.shard_failpoints {
-                    Some((group, member, f)) if group == g && member == r => failpoints(f),
-                    _ => Vec::new(),
-                };
-                members.push(nodes.len());
-                nodes.push(Node::start_with_env(args, "127.0.0.1:0", dir.path().join(format!("{name}.log")), env));
-            }
-            groups.push(members);
-        }
-        let mut args = vec!["coordinator".into(), "--data-dir".into(), dir.path().join("coordinator").display().to_string()];
-        // Top-level keys first: the auth tables come after them.
-        let path = dir.path().join("coordinator.toml");
-        std::fs::write(&path, format!("{}\n{}", spec.coordinator_toml.unwrap_or(""), auth_toml())).unwrap();
-        args.extend(["--config".into(), path.display().to_string(), "--pg-listen".into(), "127.0.0.1:0".into()]);
-        for (g, members) in groups.iter().enumerate() {
-            let addresses: Vec<&str> = members.iter().map(|i| nodes[*i].address.as_str()).collect();
-            args.push("--shard".into());
-            args.push(format!("{}={}", g + 1, addresses.join(",")));
-        }
-        if spec.replicas > 0 {
-            args.extend(["--replication".into(), spec.replication.into()]);
-        }
-        let env = spec.coordinator_failpoints.map(failpoints).unwrap_or_default();
-        let coordinator = Node::start_with_env(args, "127.0.0.1:0", dir.path().join("coordinator.log"), env);
-        TestCluster { shards: nodes, coordinator, _dir: dir }
+        let process = ProcessSpec {
+            binary: PathBuf::from(BIN),
+            groups: spec.groups,
+            replicas: spec.replicas,
+            replication: if spec.replication == "async" { ReplicationMode::Async } else { ReplicationMode::Sync },
+            sync_replicas: None,
+            // Top-level keys first: the auth tables come after them.
+            coordinator_toml: format!("{}\n{}", spec.coordinator_toml.unwrap_or(""), auth_toml()),
+            shard_toml: spec.shard_toml.map(str::to_string),
+            shard_env: spec.shard_failpoints.map(|(g, m, f)| vec![(g, m, failpoints(f))]).unwrap_or_default(),
+            coordinator_env: spec.coordinator_failpoints.map(failpoints).unwrap_or_default(),
+            secret: CLUSTER_SECRET.into(),
+            dir: None,
+        };
+        let (shards, coordinator, dir) = ProcessCluster::start(process).unwrap_or_else(|e| panic!("{e}")).into_parts();
+        TestCluster { shards: shards.into_iter().map(Node).collect(), coordinator: Node(coordinator), _dir: dir }
     }
 
     /// The node listening on `address`.
@@ -287,10 +158,8 @@ impl TestCluster {
     /// Prints the end of every process's log (when a test fails).
     fn print_logs(&self) {
         for node in self.shards.iter().chain(std::iter::once(&self.coordinator)) {
-            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
             eprintln!("---- {} ({}), last lines:", node.log.display(), node.address);
-            for line in &lines[lines.len().saturating_sub(40)..] {
+            for line in node.log_tail(40) {
                 eprintln!("  {line}");
             }
         }

@@ -1,6 +1,13 @@
-//! A whole cluster in one process on loopback: shard nodes and a
-//! coordinator, each on its own free port, with RocksDB under one directory.
-//! `tessera demo` and `tessera bench` use it.
+//! Whole clusters on loopback.
+//!
+//! - This file: [`LocalCluster`], shard nodes and a coordinator in one
+//!   process, each on its own free port, with RocksDB under one directory
+//!   (`tessera demo`, `tessera bench`).
+//! - [`process`]: [`process::ProcessCluster`], every node a `tessera`
+//!   process that can be killed, paused and restarted (benchmarks that
+//!   inject faults, the end-to-end tests).
+
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
