@@ -207,10 +207,40 @@ struct BenchRun {
     /// Run time in seconds (kv: half inserts, half reads).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Group-commit window (microseconds) of the in-process cluster's
-    /// shards and decision log; default: their configured defaults.
+    /// Group-commit window (microseconds) of the bench's cluster's shards
+    /// and decision log; default: their configured defaults.
     #[arg(long)]
     group_commit_us: Option<u64>,
+    /// Replication of the bench's cluster: none, async or sync; a list
+    /// (none,async,sync) runs each on a fresh cluster and compares them.
+    #[arg(long, default_value = "none")]
+    replication: String,
+    /// Replicas per shard group when replicated (a sync group with two or
+    /// more waits for any one of them).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Run the bench's cluster as separate processes instead of in this one.
+    #[arg(long)]
+    processes: bool,
+    /// SIGKILL shard group 1's primary this many seconds into the run and
+    /// report the failover time (kill to the first committed write to the
+    /// group); implies --processes.
+    #[arg(long)]
+    kill_primary_at: Option<f64>,
+}
+
+impl BenchRun {
+    fn modes(&self) -> anyhow::Result<Vec<ReplicationMode>> {
+        self.replication
+            .split(',')
+            .map(|m| match m.trim() {
+                "none" => Ok(ReplicationMode::None),
+                "async" => Ok(ReplicationMode::Async),
+                "sync" => Ok(ReplicationMode::Sync),
+                other => Err(anyhow::anyhow!("--replication: \"{other}\" is not none, async or sync")),
+            })
+            .collect()
+    }
 }
 
 fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
@@ -402,26 +432,6 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// The coordinator to measure: `--host`, or a 3-shard cluster started here.
-async fn bench_target(run: &BenchRun) -> anyhow::Result<(Option<LocalCluster>, ClientBuilder)> {
-    Ok(match &run.host {
-        Some(h) => {
-            let mut builder = Client::builder(h);
-            if let Some(token) = &run.token {
-                builder = builder.token(token);
-            }
-            (None, builder)
-        }
-        None => {
-            let window = run.group_commit_us.map(Duration::from_micros);
-            let options = ClusterOptions { shards: 3, group_commit_window: window, ..ClusterOptions::default() };
-            let c = LocalCluster::start(options).await.map_err(anyhow::Error::msg)?;
-            let builder = Client::builder(&c.address.to_string());
-            (Some(c), builder)
-        }
-    })
-}
-
 async fn run_admin(connect: Connect, action: AdminAction) -> anyhow::Result<bool> {
     init_logging("warn");
     let mut client = connect.builder()?.connect().await?;
@@ -474,6 +484,7 @@ fn run_token(name: &str) -> anyhow::Result<bool> {
 }
 
 async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
+    use tessera::bench::run::{Plan, Workload};
     init_logging("warn");
     let run = match &workload {
         BenchCommand::Kv { run } | BenchCommand::Bank { run, .. } => run,
@@ -481,45 +492,45 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     if run.clients == 0 || run.duration == 0 {
         anyhow::bail!("--clients and --duration must be positive");
     }
-    if let BenchCommand::Bank { accounts, cross_shard, failing, .. } = &workload {
-        if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) || !(0.0..=1.0).contains(failing) {
-            anyhow::bail!("--accounts must be at least 2, and --cross-shard and --failing between 0 and 1");
-        }
+    let modes = run.modes()?;
+    let kill_primary_at = run.kill_primary_at.map(Duration::from_secs_f64);
+    if kill_primary_at.is_some() && (run.host.is_some() || modes.contains(&ReplicationMode::None)) {
+        anyhow::bail!("--kill-primary-at needs the bench's own cluster with replicas: --replication async or sync");
     }
     let (clients, duration) = (run.clients, Duration::from_secs(run.duration));
-    let (cluster, target) = bench_target(run).await?;
-    let ok = match &workload {
-        BenchCommand::Kv { .. } => {
-            let reports = tessera::bench::kv::run(&target, &tessera::bench::kv::KvOptions { clients, duration }).await?;
-            reports.iter().all(|r| r.ops > 0)
-        }
+    let workload = match &workload {
+        BenchCommand::Kv { .. } => Workload::Kv(tessera::bench::kv::KvOptions { clients, duration }),
         BenchCommand::Bank { accounts, cross_shard, protocol, failing, .. } => {
             use tessera::client::Protocol;
+            if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) || !(0.0..=1.0).contains(failing) {
+                anyhow::bail!("--accounts must be at least 2, and --cross-shard and --failing between 0 and 1");
+            }
             let protocols = match protocol.as_str() {
                 "saga" => vec![Protocol::Saga],
                 "both" => vec![Protocol::TwoPhaseCommit, Protocol::Saga],
                 _ => vec![Protocol::TwoPhaseCommit],
             };
-            let mut reports = Vec::new();
-            for protocol in protocols {
-                let options =
-                    tessera::bench::bank::BankOptions { clients, duration, accounts: *accounts, cross_shard: *cross_shard, protocol, failing: *failing };
-                reports.push(tessera::bench::bank::run(&target, &options).await?);
-                println!();
-            }
-            if let [two_phase, saga] = reports.as_slice() {
-                println!(
-                    "cross-shard p50: 2pc {:.2} ms, saga {:.2} ms; saga / 2pc = {:.2}",
-                    two_phase.cross_p50_us as f64 / 1000.0,
-                    saga.cross_p50_us as f64 / 1000.0,
-                    saga.cross_p50_us as f64 / two_phase.cross_p50_us.max(1) as f64
-                );
-            }
-            reports.iter().all(|r| r.invariant_holds)
+            let options = tessera::bench::bank::BankOptions {
+                clients,
+                duration,
+                accounts: *accounts,
+                cross_shard: *cross_shard,
+                protocol: protocols[0],
+                failing: *failing,
+                probe: None,
+            };
+            Workload::Bank { options, protocols }
         }
     };
-    if let Some(c) = cluster {
-        c.shutdown().await;
-    }
-    Ok(ok)
+    let target = tessera::bench::target::TargetOptions {
+        host: run.host.clone(),
+        token: run.token.clone(),
+        groups: 3,
+        replication: modes[0],
+        replicas: run.replicas,
+        processes: run.processes || kill_primary_at.is_some(),
+        group_commit_window: run.group_commit_us.map(Duration::from_micros),
+        binary: std::env::current_exe()?,
+    };
+    tessera::bench::run::run(Plan { workload, target, modes, kill_primary_at }).await
 }

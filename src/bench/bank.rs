@@ -26,13 +26,59 @@ pub struct BankOptions {
     pub protocol: Protocol,
     /// Saga protocol only: fraction of transfers to a missing account.
     pub failing: f64,
+    /// Watches the first transfer touching a group after its primary died.
+    pub probe: Option<Arc<FailoverProbe>>,
 }
 
-/// What a run measured, for comparing protocols run one after the other.
+/// What a run measured, for comparing runs.
 pub struct BankReport {
     pub invariant_holds: bool,
     /// p50 latency of committed cross-shard transfers, microseconds.
     pub cross_p50_us: u64,
+    pub commits_per_second: f64,
+    /// Latency of every committed transfer, microseconds.
+    pub p50_us: u64,
+    pub p99_us: u64,
+    /// From the kill of a primary to the first committed transfer that
+    /// touched its group.
+    pub failover: Option<Duration>,
+}
+
+/// Times a failover as clients see it: from the kill of a group's primary
+/// to the first committed transfer, begun after the kill, that touches the
+/// group.
+pub struct FailoverProbe {
+    pub group: u64,
+    killed_at: std::sync::Mutex<Option<Instant>>,
+    first_write: std::sync::Mutex<Option<Instant>>,
+}
+
+impl FailoverProbe {
+    pub fn new(group: u64) -> FailoverProbe {
+        FailoverProbe { group, killed_at: Default::default(), first_write: Default::default() }
+    }
+
+    pub fn killed(&self) {
+        *self.killed_at.lock().unwrap() = Some(Instant::now());
+    }
+
+    /// A transfer that began at `began` and touched `groups` committed.
+    /// Only one begun after the kill counts: one already in flight may have
+    /// been decided before it.
+    fn committed(&self, groups: [u64; 2], began: Instant) {
+        let killed = *self.killed_at.lock().unwrap();
+        if !groups.contains(&self.group) || killed.is_none_or(|k| began < k) {
+            return;
+        }
+        self.first_write.lock().unwrap().get_or_insert_with(Instant::now);
+    }
+
+    /// Kill to first write, once both happened.
+    pub fn failover_time(&self) -> Option<Duration> {
+        let killed = (*self.killed_at.lock().unwrap())?;
+        let first = (*self.first_write.lock().unwrap())?;
+        Some(first.duration_since(killed))
+    }
 }
 
 const INITIAL_BALANCE: i64 = 1_000;
@@ -85,7 +131,8 @@ pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Resul
         client.set_protocol(Some(options.protocol));
         let counters = counters.clone();
         let deadline = start + options.duration;
-        workers.push(tokio::spawn(async move { worker(client, shape, deadline, counters).await }));
+        let probe = options.probe.clone();
+        workers.push(tokio::spawn(async move { worker(client, shape, deadline, counters, probe).await }));
     }
     let progress = tokio::spawn(progress(counters.clone(), start, options.duration));
     let (mut single, mut cross) = (histogram(), histogram());
@@ -98,10 +145,29 @@ pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Resul
     }
     let elapsed = start.elapsed();
     progress.abort();
+    let mut admin = target.clone().connect().await?;
     let after = admin.cluster_status().await?;
     report(&counters, elapsed, &single, &cross, &before, &after, last_error);
+    let failover = options.probe.as_ref().and_then(|p| p.failover_time());
+    if let Some(probe) = &options.probe {
+        match failover {
+            Some(t) => {
+                println!("failover: shard group {}'s primary killed; first committed transfer touching the group {} ms later", probe.group, t.as_millis())
+            }
+            None => println!("failover: no transfer touching shard group {} committed after its primary was killed", probe.group),
+        }
+    }
     let invariant_holds = check_invariant(&mut admin, accounts).await?;
-    Ok(BankReport { invariant_holds, cross_p50_us: cross.value_at_quantile(0.5) })
+    let mut all = single.clone();
+    all.add(&cross)?;
+    Ok(BankReport {
+        invariant_holds,
+        cross_p50_us: cross.value_at_quantile(0.5),
+        commits_per_second: per_second(counters.commits.load(Ordering::Relaxed), elapsed),
+        p50_us: all.value_at_quantile(0.5),
+        p99_us: all.value_at_quantile(0.99),
+        failover,
+    })
 }
 
 pub fn protocol_name(protocol: Protocol) -> &'static str {
@@ -151,7 +217,7 @@ fn pick(groups: u64, per_group: u64, cross_shard: f64) -> (u64, u64, bool) {
     (from, to, cross)
 }
 
-async fn worker(mut client: Client, shape: Shape, deadline: Instant, counters: Arc<Counters>) -> WorkerResult {
+async fn worker(mut client: Client, shape: Shape, deadline: Instant, counters: Arc<Counters>, probe: Option<Arc<FailoverProbe>>) -> WorkerResult {
     let mut result = WorkerResult { single: histogram(), cross: histogram(), last_error: None };
     while Instant::now() < deadline {
         let (from, mut to, cross) = pick(shape.groups, shape.per_group, shape.cross_shard);
@@ -166,6 +232,9 @@ async fn worker(mut client: Client, shape: Shape, deadline: Instant, counters: A
         match transfer(&mut client, &body, &counters).await {
             Ok(()) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(probe) = &probe {
+                    probe.committed([from / shape.per_group + 1, to / shape.per_group + 1], began);
+                }
                 let micros = began.elapsed().as_micros().max(1) as u64;
                 let _ = if cross { result.cross.record(micros) } else { result.single.record(micros) };
             }
@@ -298,7 +367,8 @@ async fn check_invariant(admin: &mut Client, accounts: u64) -> anyhow::Result<bo
     let ok = count == accounts.to_string() && sum == expected.to_string() && min.parse::<i64>().map(|m| m >= 0).unwrap_or(false);
     let mut leftovers = (0, 0);
     let mut unfinished = 0;
-    for _ in 0..50 {
+    // In-doubt transactions of a failed-over group take a few seconds.
+    for _ in 0..300 {
         let status = admin.cluster_status().await?;
         leftovers = status.shard_groups.iter().fold((0, 0), |(p, l), g| (p + g.prepared_transactions, l + g.locks_held));
         unfinished = admin.sagas().await?.iter().filter(|s| !matches!(s.state.as_str(), "committed" | "rolled_back")).count();
