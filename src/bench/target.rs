@@ -25,7 +25,7 @@ pub struct TargetOptions {
 
 pub enum Target {
     External(ClientBuilder),
-    Local(LocalCluster, ClientBuilder),
+    Local(Box<LocalCluster>, ClientBuilder),
     Processes(Box<ProcessCluster>, ClientBuilder),
 }
 
@@ -49,7 +49,7 @@ impl Target {
             };
             let cluster = LocalCluster::start(options).await.map_err(anyhow::Error::msg)?;
             let builder = Client::builder(&cluster.address.to_string());
-            return Ok(Target::Local(cluster, builder));
+            return Ok(Target::Local(Box::new(cluster), builder));
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut toml = String::new();

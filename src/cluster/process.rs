@@ -186,6 +186,10 @@ fn spawn(binary: &Path, args: &[String], env: &[(String, String)], listen: &str,
     }
 }
 
+/// Environment for one shard node: (group, member (0 = the first primary),
+/// variables).
+pub type NodeEnv = (usize, usize, Vec<(String, String)>);
+
 /// What a process cluster looks like.
 pub struct ProcessSpec {
     /// The `tessera` binary.
@@ -201,9 +205,8 @@ pub struct ProcessSpec {
     pub coordinator_toml: String,
     /// A config file for every shard node.
     pub shard_toml: Option<String>,
-    /// Extra environment for one shard node: (group, member (0 = the first
-    /// primary), variables).
-    pub shard_env: Vec<(usize, usize, Vec<(String, String)>)>,
+    /// Extra environment for some shard nodes.
+    pub shard_env: Vec<NodeEnv>,
     pub coordinator_env: Vec<(String, String)>,
     /// The cluster secret every node gets (through the environment).
     pub secret: String,
