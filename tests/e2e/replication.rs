@@ -347,3 +347,27 @@ async fn replica_reads_say_how_stale_they_are_and_honour_a_bound() {
     other.set_replica_reads(Some(tessera::client::ReplicaReads { max_staleness: Some(Duration::from_secs(5)), refuse_stale: true }));
     assert!(other.execute("SELECT count(*) FROM kv").await.unwrap()[0].staleness_ms.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_switchover_under_load_loses_nothing_even_in_async_mode() {
+    let mut cluster = TestCluster::start_spec(Spec { groups: 1, replicas: 1, replication: "async", coordinator_toml: Some(FAST_FAILOVER), ..Spec::default() });
+    let mut c = cluster.client().await;
+    c.execute(KV).await.unwrap();
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    let burst = Burst::start(&cluster, 8).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (old, target) = (primary(&mut c, 1).await, replica(&mut c, 1).await);
+    let after = c.switchover(1, None).await.unwrap();
+    assert_eq!(primary(&mut c, 1).await, target);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = burst.stop().await;
+    let present = present(&mut c).await;
+    let lost: Vec<&i64> = acked.iter().filter(|k| !present.contains(k)).collect();
+    println!("switchover from {old} to {target} (epoch {}): {} writes acknowledged, {} lost", after.epoch, acked.len(), lost.len());
+    assert!(acked.len() > 50);
+    assert!(lost.is_empty(), "a switchover lost {} acknowledged writes", lost.len());
+    // The old primary follows the new one.
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    assert_eq!(replica(&mut c, 1).await, old);
+    let _ = &mut cluster;
+}
