@@ -460,7 +460,10 @@ fn print_group(group: &tessera_proto::v1::ShardGroup) {
     for m in &group.members {
         let staleness = m.staleness_ms.map(|s| format!(", at most {s} ms stale")).unwrap_or_default();
         let state = if m.reachable { "up" } else { "down" };
-        println!("  {:<8} {:<22} {state}, applied {}, {} behind{staleness}", m.role, m.address, m.applied_seq, m.lag_records);
+        println!(
+            "  {:<8} {:<22} {state}, applied {}, {} behind{staleness}; circuit {}, {} calls in flight",
+            m.role, m.address, m.applied_seq, m.lag_records, m.circuit, m.in_flight
+        );
     }
 }
 

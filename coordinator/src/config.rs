@@ -111,6 +111,17 @@ pub struct CoordinatorConfig {
     /// A primary that has not answered heartbeats for this long is replaced
     /// by its most up-to-date replica. Must exceed the lease.
     pub failover_timeout_ms: u64,
+    /// The most the wall clocks of the coordinator and shard nodes are
+    /// assumed to differ by. A lease ends at a wall-clock time the
+    /// coordinator names; before promoting a replica it waits until the old
+    /// primary's last lease has ended by this much on every clock.
+    pub max_clock_skew_ms: u64,
+    /// Calls in a row a shard node may leave unanswered before its circuit
+    /// breaker opens, and how long it stays open.
+    pub breaker_failure_threshold: u32,
+    pub breaker_open_ms: u64,
+    /// Calls to one shard node in flight at once (bulkhead).
+    pub max_in_flight_per_node: usize,
     /// The secret carried by calls between the coordinator and shard nodes;
     /// else `cluster_secret_file`, else `TESSERA_CLUSTER_SECRET`.
     pub cluster_secret: Option<String>,
@@ -219,6 +230,10 @@ impl Default for CoordinatorConfig {
             heartbeat_interval_ms: 250,
             lease_ms: 1_500,
             failover_timeout_ms: 3_000,
+            max_clock_skew_ms: 250,
+            breaker_failure_threshold: 5,
+            breaker_open_ms: 2_000,
+            max_in_flight_per_node: 256,
             cluster_secret: None,
             cluster_secret_file: None,
             auth: AuthConfig::default(),
@@ -295,11 +310,21 @@ impl CoordinatorConfig {
         tessera_shard::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), "coordinator")
     }
 
+    pub fn guards(&self) -> crate::resilience::GuardConfig {
+        crate::resilience::GuardConfig {
+            failure_threshold: self.breaker_failure_threshold.max(1),
+            open_for: Duration::from_millis(self.breaker_open_ms),
+            max_in_flight: self.max_in_flight_per_node.max(1),
+            ..Default::default()
+        }
+    }
+
     pub fn failover(&self) -> crate::failover::FailoverConfig {
         crate::failover::FailoverConfig {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             lease: Duration::from_millis(self.lease_ms),
             failover_timeout: Duration::from_millis(self.failover_timeout_ms),
+            max_clock_skew: Duration::from_millis(self.max_clock_skew_ms),
         }
     }
 

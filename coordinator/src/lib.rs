@@ -12,6 +12,8 @@
 //! - [`routing`]: range partitioning and the consistent-hash ring.
 //! - [`shards`]: gRPC clients of the shard groups, with deadlines, the
 //!   group's epoch on every call, and errors that name the group.
+//! - [`resilience`]: the circuit breaker, bulkhead and retries every shard
+//!   call goes through.
 //! - [`failover`]: heartbeats, leases, failure detection, promotion of the
 //!   most up-to-date replica, planned switchover.
 //! - [`api`]: the gRPC services (`tessera.v1.Tessera`, `tessera.v1.Admin`,
@@ -31,6 +33,7 @@ pub mod error;
 pub mod failover;
 pub mod idempotency;
 pub mod postgres;
+pub mod resilience;
 pub mod routing;
 pub mod saga;
 pub mod server;

@@ -69,7 +69,9 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     if catalog.shard_groups().is_empty() {
         return Err("coordinator: no shard groups configured (add [[shard_groups]] entries with id and address)".into());
     }
-    let shards = Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout(), secret.clone()).map_err(|e| e.to_string())?);
+    let shards = Arc::new(
+        ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout(), secret.clone(), config.guards()).map_err(|e| e.to_string())?,
+    );
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // Shard nodes call the resolver: on the public port, or (with TLS
     // there) on a plain internal port of its own.

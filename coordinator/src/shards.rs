@@ -10,6 +10,7 @@
 
 use crate::catalog::{GroupRecord, ShardGroupId};
 use crate::error::{CoordError, Result};
+use crate::resilience::{GuardConfig, NodeGuard, Refused};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -53,6 +54,29 @@ pub struct ShardClient {
     timeout: Duration,
     /// The group's epoch (shared by all its clients).
     epoch: Arc<AtomicU64>,
+    /// The node's circuit breaker and bulkhead.
+    guard: Arc<NodeGuard>,
+}
+
+/// Sends `$request` with the client's `$method` through [`ShardClient::call`].
+macro_rules! rpc {
+    ($self:ident, $repeat:expr, $method:ident, $request:expr) => {{
+        let request = $request;
+        $self
+            .call($repeat, || {
+                let mut client = $self.client.clone();
+                let request = request.clone();
+                async move { client.$method(request).await }
+            })
+            .await
+    }};
+}
+
+/// Whether a call may be sent again if the node does not answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    Once,
 }
 
 struct Group {
@@ -67,11 +91,18 @@ pub struct ShardPool {
     rpc_timeout: Duration,
     connect_timeout: Duration,
     secret: ClusterSecret,
+    guards: GuardConfig,
 }
 
 impl ShardPool {
-    pub fn new(groups: &BTreeMap<ShardGroupId, GroupRecord>, rpc_timeout: Duration, connect_timeout: Duration, secret: ClusterSecret) -> Result<ShardPool> {
-        let pool = ShardPool { groups: RwLock::new(HashMap::new()), rpc_timeout, connect_timeout, secret };
+    pub fn new(
+        groups: &BTreeMap<ShardGroupId, GroupRecord>,
+        rpc_timeout: Duration,
+        connect_timeout: Duration,
+        secret: ClusterSecret,
+        guards: GuardConfig,
+    ) -> Result<ShardPool> {
+        let pool = ShardPool { groups: RwLock::new(HashMap::new()), rpc_timeout, connect_timeout, secret, guards };
         for (id, record) in groups {
             let epoch = Arc::new(AtomicU64::new(record.epoch));
             let mut members = BTreeMap::new();
@@ -94,7 +125,7 @@ impl ShardPool {
         let client = PbClient::with_interceptor(endpoint.connect_lazy(), outgoing)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(ShardClient { group, address: address.to_string(), client, timeout: self.rpc_timeout, epoch })
+        Ok(ShardClient { group, address: address.to_string(), client, timeout: self.rpc_timeout, epoch, guard: Arc::new(NodeGuard::new(self.guards)) })
     }
 
     /// The client of a group's primary.
@@ -188,14 +219,34 @@ impl ShardClient {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Runs a call; an answer that arrives after the group's epoch moved on
-    /// (a failover while it ran) is not trusted.
-    async fn call<T, F>(&self, call: F) -> Result<T>
+    /// The node's circuit breaker and bulkhead.
+    pub fn guard(&self) -> &Arc<NodeGuard> {
+        &self.guard
+    }
+
+    /// Runs a call through the node's breaker and bulkhead, sending it
+    /// again (with backoff) while the node does not answer, if `repeat`
+    /// allows. An answer that arrives after the group's epoch moved on (a
+    /// failover while it ran) is not trusted.
+    async fn call<T, F, Fut>(&self, repeat: Repeat, make: F) -> Result<T>
     where
-        F: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let epoch = self.epoch();
-        let answer = call.await.map_err(|s| self.error(s))?;
+        let attempts = if repeat == Repeat::Safe { self.guard.config().attempts.max(1) } else { 1 };
+        let mut attempt = 0;
+        let answer = loop {
+            attempt += 1;
+            let admitted = self.guard.admit().map_err(|r| self.refused(r))?;
+            let answer = make().await;
+            let silent = answer.as_ref().err().is_some_and(node_silent);
+            self.guard.finish(admitted, silent);
+            match answer {
+                Err(_) if silent && attempt < attempts => tokio::time::sleep(self.guard.backoff(attempt)).await,
+                answer => break answer.map_err(|s| self.error(s))?,
+            }
+        };
         let now = self.epoch();
         if now != epoch {
             return Err(CoordError::ShardUnavailable(format!(
@@ -206,9 +257,24 @@ impl ShardClient {
         Ok(answer.into_inner())
     }
 
+    fn refused(&self, why: Refused) -> CoordError {
+        let who = format!("shard group {} ({})", self.group, self.address);
+        match why {
+            Refused::Open { retry_in } => CoordError::ShardUnavailable(format!(
+                "{who} is failing: its circuit breaker opened after {} calls in a row went unanswered; the next try goes out in {} ms",
+                self.guard.config().failure_threshold,
+                retry_in.as_millis()
+            )),
+            Refused::Full { in_flight } => {
+                CoordError::ShardUnavailable(format!("{who} already has {in_flight} calls in flight (its bulkhead limit): the node is slow"))
+            }
+        }
+    }
+
     pub async fn get_rows(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool) -> Result<RawRows> {
         let request = pb::GetRequest { keys, txn: txn.map(wire::txn_to_pb), lock, replica_read: None };
-        let response = self.call(self.client.clone().get(request)).await?;
+        let repeat = if txn.is_none() { Repeat::Safe } else { Repeat::Once };
+        let response = rpc!(self, repeat, get, request)?;
         Ok(response.rows.into_iter().map(|kv| (kv.key, kv.value)).collect())
     }
 
@@ -229,7 +295,8 @@ impl ShardClient {
                 lock,
                 replica_read: None,
             };
-            let response = self.call(self.client.clone().scan(request)).await?;
+            let repeat = if txn.is_none() { Repeat::Safe } else { Repeat::Once };
+            let response = rpc!(self, repeat, scan, request)?;
             rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));
             if response.resume_key.is_empty() || (limit > 0 && rows.len() as u64 >= limit) {
                 return Ok(rows);
@@ -243,7 +310,7 @@ impl ShardClient {
 
     pub async fn write(&self, txn: &TxnContext, mutations: &[Mutation]) -> Result<()> {
         let request = pb::WriteRequest { txn: Some(wire::txn_to_pb(txn)), mutations: mutations.iter().map(wire::mutation_to_pb).collect() };
-        self.call(self.client.clone().write(request)).await?;
+        rpc!(self, Repeat::Once, write, request)?;
         Ok(())
     }
 
@@ -254,12 +321,13 @@ impl ShardClient {
             mutations: mutations.iter().map(wire::mutation_to_pb).collect(),
             lazy: false,
         };
-        self.call(self.client.clone().commit(request)).await?;
+        rpc!(self, Repeat::Once, commit, request)?;
         Ok(())
     }
 
     pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
-        self.call(self.client.clone().prepare(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) })).await?;
+        let request = pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) };
+        rpc!(self, Repeat::Safe, prepare, request)?;
         Ok(())
     }
 
@@ -267,40 +335,47 @@ impl ShardClient {
     /// after the next [`ShardClient::sync_wal`].
     pub async fn commit_two_phase(&self, txn: &TxnContext, lazy: bool) -> Result<()> {
         let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new(), lazy };
-        self.call(self.client.clone().commit(request)).await?;
+        rpc!(self, Repeat::Safe, commit, request)?;
         Ok(())
     }
 
     pub async fn abort(&self, txn: &TxnContext) -> Result<()> {
-        self.call(self.client.clone().abort(pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) })).await?;
+        let request = pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) };
+        rpc!(self, Repeat::Safe, abort, request)?;
         Ok(())
     }
 
     pub async fn sync_wal(&self) -> Result<()> {
-        self.call(self.client.clone().sync_wal(pb::SyncWalRequest {})).await?;
+        rpc!(self, Repeat::Safe, sync_wal, pb::SyncWalRequest {})?;
         Ok(())
     }
 
     pub async fn delete_range(&self, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
-        self.call(self.client.clone().delete_range(pb::DeleteRangeRequest { start, end })).await?;
+        let request = pb::DeleteRangeRequest { start, end };
+        rpc!(self, Repeat::Safe, delete_range, request)?;
         Ok(())
     }
 
     pub async fn status(&self) -> Result<pb::StatusResponse> {
-        Ok(self.client.clone().status(pb::StatusRequest {}).await.map_err(|s| self.error(s))?.into_inner())
+        rpc!(self, Repeat::Safe, status, pb::StatusRequest {})
     }
 
     /// The coordinator's heartbeat to this node (with its own deadline).
+    /// It bypasses the breaker (the failure detector needs the plain
+    /// truth) but an answer closes it.
     pub async fn heartbeat(&self, request: pb::HeartbeatRequest, deadline: Duration) -> Result<pb::HeartbeatResponse> {
         let mut request = tonic::Request::new(request);
         request.set_timeout(deadline);
-        Ok(self.client.clone().heartbeat(request).await.map_err(|s| self.error(s))?.into_inner())
+        let response = self.client.clone().heartbeat(request).await.map_err(|s| self.error(s))?.into_inner();
+        self.guard.heard_from();
+        Ok(response)
     }
 
     /// A committed read a replica may serve: rows and how stale they may be.
     pub async fn replica_get(&self, keys: Vec<Vec<u8>>, max_staleness: Option<Duration>) -> Result<(RawRows, u64)> {
         let replica_read = Some(pb::ReplicaRead { max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0) });
-        let response = self.client.clone().get(pb::GetRequest { keys, txn: None, lock: false, replica_read }).await.map_err(|s| self.error(s))?.into_inner();
+        let request = pb::GetRequest { keys, txn: None, lock: false, replica_read };
+        let response = rpc!(self, Repeat::Once, get, request)?;
         Ok((response.rows.into_iter().map(|kv| (kv.key, kv.value)).collect(), response.staleness_ms))
     }
 
@@ -319,7 +394,7 @@ impl ShardClient {
         loop {
             let remaining = if limit == 0 { 0 } else { limit - rows.len() as u64 };
             let request = pb::ScanRequest { start, end: end.clone(), limit: remaining, filter: filter.clone(), txn: None, lock: false, replica_read };
-            let response = self.client.clone().scan(request).await.map_err(|s| self.error(s))?.into_inner();
+            let response = rpc!(self, Repeat::Once, scan, request)?;
             staleness = staleness.max(response.staleness_ms);
             rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));
             if response.resume_key.is_empty() || (limit > 0 && rows.len() as u64 >= limit) {
@@ -327,6 +402,17 @@ impl ShardClient {
             }
             start = response.resume_key;
         }
+    }
+}
+
+/// True when the node did not answer (as opposed to answering with an
+/// error): what trips the breaker and what a retry may get past.
+fn node_silent(status: &tonic::Status) -> bool {
+    let fenced = status.metadata().get(tessera_proto::SQLSTATE_METADATA_KEY).is_some_and(|v| v.as_bytes() == b"08006");
+    match status.code() {
+        tonic::Code::Unavailable => !fenced,
+        tonic::Code::DeadlineExceeded | tonic::Code::Unknown | tonic::Code::Cancelled => true,
+        _ => false,
     }
 }
 

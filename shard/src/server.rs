@@ -92,8 +92,11 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         let server = InterceptedService::new(server, secret.server_check());
         let replication = InterceptedService::new(replication, secret.server_check());
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Keepalives end half-open replication streams.
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(1)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(3)))
             .add_service(server)
             .add_service(replication)
             .serve_with_incoming_shutdown(incoming, async move {

@@ -127,6 +127,7 @@ impl pb::shard_server::Shard for ShardService {
     }
 
     async fn sync_wal(&self, request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {
+        crate::failpoint::hit("shard.sync_wal").await;
         self.admitted(&request, self.participant.sync_wal()).await?;
         Ok(Response::new(pb::SyncWalResponse {}))
     }

@@ -211,6 +211,41 @@ async fn a_transaction_prepared_on_a_killed_primary_commits_on_the_promoted_repl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_with_its_primary_before_the_wal_sync_is_delivered_again() {
+    // Group 1's first primary acknowledges COMMIT lazily (no fsync, so the
+    // record is not shipped) and dies before the WAL sync that would let
+    // the coordinator forget the decision. Its replica, promoted, holds the
+    // transaction only as prepared: the coordinator must send COMMIT again
+    // rather than count the new primary's sync.
+    let spec = Spec {
+        groups: 2,
+        replicas: 1,
+        replication: "async",
+        coordinator_toml: Some(FAST_FAILOVER),
+        shard_failpoints: Some((1, 0, "shard.sync_wal")),
+        ..Spec::default()
+    };
+    let mut cluster = TestCluster::start_spec(spec);
+    let mut c = cluster.client().await;
+    c.execute("CREATE TABLE bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '100')")
+        .await
+        .unwrap();
+    c.execute("INSERT INTO bank VALUES (1, 1000), (2, 1000)").await.unwrap();
+    c.execute("INSERT INTO bank VALUES (100, 1000), (101, 1000)").await.unwrap();
+    c.execute("BEGIN; UPDATE bank SET balance = balance - 300 WHERE id = 1; UPDATE bank SET balance = balance + 300 WHERE id = 100; COMMIT").await.unwrap();
+    let old = primary(&mut c, 1).await;
+    cluster.node(&old).wait_for_log("failpoint shard.sync_wal reached", Duration::from_secs(30));
+    // The replica has everything durable: the prepared transaction.
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    cluster.node(&old).kill();
+    let new = wait_for_new_primary(&mut c, 1, &old, Duration::from_secs(30)).await;
+    wait_quiet(&mut c, Duration::from_secs(30)).await;
+    assert_eq!(scalar(&mut c, "SELECT balance FROM bank WHERE id = 1").await, "700", "the commit reached {new}");
+    assert_eq!(scalar(&mut c, "SELECT sum(balance) FROM bank").await, "4000");
+    c.execute("UPDATE bank SET balance = balance - 1 WHERE id = 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_old_primary_cannot_accept_a_write() {
     let mut cluster = TestCluster::start_spec(Spec { groups: 1, replicas: 1, replication: "async", coordinator_toml: Some(FAST_FAILOVER), ..Spec::default() });
     let mut c = cluster.client().await;

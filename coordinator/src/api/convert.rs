@@ -118,6 +118,8 @@ pub fn group_to_pb(id: crate::catalog::ShardGroupId, record: &crate::catalog::Gr
                 lag_records: m.lag_records,
                 staleness_ms: m.staleness_ms,
                 error: m.error.unwrap_or_default(),
+                circuit: m.circuit.into(),
+                in_flight: m.in_flight as u32,
             })
             .collect(),
     }

@@ -18,8 +18,11 @@ pub struct MemberView {
     pub address: String,
     /// How long ago it last answered a heartbeat (`None`: never).
     pub silent_for: Option<Duration>,
-    /// The last log record it had applied when it answered.
+    /// The last log record it had applied when it answered, and its epoch.
     pub applied_seq: u64,
+    pub applied_epoch: u64,
+    /// It is installing a snapshot: its data is incomplete.
+    pub installing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +45,7 @@ pub fn decide(record: &GroupRecord, views: &[MemberView], failover_timeout: Dura
     if primary_answers {
         return Decision::Keep;
     }
-    let alive: Vec<&MemberView> = views.iter().filter(|v| v.address != record.primary && answers(v)).collect();
+    let alive: Vec<&MemberView> = views.iter().filter(|v| v.address != record.primary && answers(v) && !v.installing).collect();
     let replicas = record.members.len() - 1;
     if alive.is_empty() {
         return Decision::Stuck(format!("its primary {} is silent and none of its {replicas} replica(s) answers", record.primary));
@@ -57,9 +60,11 @@ pub fn decide(record: &GroupRecord, views: &[MemberView], failover_timeout: Dura
             ));
         }
     }
-    // The most up-to-date; among equals, the first in member order.
-    let best = alive.iter().map(|v| v.applied_seq).max().unwrap_or(0);
-    let target = record.members.iter().find(|m| alive.iter().any(|v| v.address == **m && v.applied_seq == best)).cloned().unwrap_or_default();
+    // The most up-to-date (a later epoch's history beats a longer older
+    // one); among equals, the first in member order.
+    let position = |v: &MemberView| (v.applied_epoch, v.applied_seq);
+    let best = alive.iter().map(|v| position(v)).max().unwrap_or((0, 0));
+    let target = record.members.iter().find(|m| alive.iter().any(|v| v.address == **m && position(v) == best)).cloned().unwrap_or_default();
     Decision::Promote { target }
 }
 
@@ -72,7 +77,7 @@ mod tests {
     }
 
     fn view(address: &str, silent_ms: Option<u64>, applied_seq: u64) -> MemberView {
-        MemberView { address: address.into(), silent_for: silent_ms.map(Duration::from_millis), applied_seq }
+        MemberView { address: address.into(), silent_for: silent_ms.map(Duration::from_millis), applied_seq, applied_epoch: 1, installing: false }
     }
 
     const TIMEOUT: Duration = Duration::from_secs(3);
@@ -107,5 +112,20 @@ mod tests {
         // Sync with every replica acknowledging: any one of them will do.
         let r = record(ReplicationMode::Sync, &["p", "a", "b"], 2);
         assert_eq!(decide(&r, &one, TIMEOUT), Decision::Promote { target: "a".into() });
+    }
+
+    #[test]
+    fn a_later_epoch_beats_a_longer_log_and_a_half_installed_snapshot_never_wins() {
+        let r = record(ReplicationMode::Async, &["p", "a", "b"], 0);
+        // `a` is an old primary that rejoined with records of epoch 1 the
+        // others never had; `b` holds epoch 2's writes.
+        let mut a = view("a", Some(10), 1000);
+        let mut b = view("b", Some(10), 950);
+        b.applied_epoch = 2;
+        assert_eq!(decide(&r, &[view("p", None, 0), a.clone(), b.clone()], TIMEOUT), Decision::Promote { target: "b".into() });
+        b.installing = true;
+        a.applied_epoch = 1;
+        assert_eq!(decide(&r, &[view("p", None, 0), a, b.clone()], TIMEOUT), Decision::Promote { target: "a".into() });
+        assert!(matches!(decide(&r, &[view("p", None, 0), view("a", None, 0), b], TIMEOUT), Decision::Stuck(_)));
     }
 }

@@ -43,12 +43,22 @@ pub struct FailoverConfig {
     pub heartbeat_interval: Duration,
     pub lease: Duration,
     pub failover_timeout: Duration,
+    pub max_clock_skew: Duration,
 }
 
 impl Default for FailoverConfig {
     fn default() -> Self {
-        FailoverConfig { heartbeat_interval: Duration::from_millis(250), lease: Duration::from_millis(1500), failover_timeout: Duration::from_millis(3000) }
+        FailoverConfig {
+            heartbeat_interval: Duration::from_millis(250),
+            lease: Duration::from_millis(1500),
+            failover_timeout: Duration::from_millis(3000),
+            max_clock_skew: Duration::from_millis(250),
+        }
     }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The last heartbeat exchange with one node.
@@ -72,6 +82,9 @@ pub struct MemberStatus {
     /// How stale the member's data may be (replicas; `None`: unknown).
     pub staleness_ms: Option<u64>,
     pub error: Option<String>,
+    /// The coordinator's circuit breaker for the node.
+    pub circuit: &'static str,
+    pub in_flight: usize,
 }
 
 /// A failover or switchover that happened.
@@ -90,8 +103,13 @@ pub struct Failover {
     shards: Arc<ShardPool>,
     config: FailoverConfig,
     health: Mutex<HashMap<(ShardGroupId, String), Health>>,
-    /// Groups whose primary is handing over (switchover): it takes no writes.
-    draining: Mutex<HashSet<ShardGroupId>>,
+    /// The latest wall-clock time (Unix ms) up to which each node was ever
+    /// granted a lease.
+    granted: Mutex<HashMap<(ShardGroupId, String), u64>>,
+    /// Primaries being replaced: they get no lease and take no writes.
+    fenced: Mutex<HashSet<(ShardGroupId, String)>>,
+    /// Groups with a failover under way (one per group at a time).
+    failing_over: Mutex<HashSet<ShardGroupId>>,
     /// One promotion at a time.
     promoting: tokio::sync::Mutex<()>,
     started: Instant,
@@ -106,7 +124,9 @@ impl Failover {
             shards,
             config,
             health: Mutex::default(),
-            draining: Mutex::default(),
+            granted: Mutex::default(),
+            fenced: Mutex::default(),
+            failing_over: Mutex::default(),
             promoting: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             events: Mutex::default(),
@@ -132,18 +152,68 @@ impl Failover {
             }
             match decide(&record, &self.views(group, &record), self.config.failover_timeout) {
                 Decision::Keep => {}
-                Decision::Promote { target } => {
+                Decision::Promote { .. } => {
+                    if !self.failing_over.lock().unwrap().insert(group) {
+                        continue; // already under way
+                    }
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let why = format!("its primary {} missed heartbeats for {} ms", record.primary, this.config.failover_timeout.as_millis());
-                        match this.promote(group, &target, &why, Some(&record.primary)).await {
-                            Ok(updated) => this.announce(group, &updated).await,
-                            Err(e) => tracing::error!(group, %target, error = %e, "failover failed"),
+                        if let Err(e) = this.fail_over(group, &record).await {
+                            tracing::error!(group, error = %e, "failover failed");
                         }
+                        this.failing_over.lock().unwrap().remove(&group);
                     });
                 }
                 Decision::Stuck(why) => tracing::warn!(group, "shard group cannot fail over: {why}"),
             }
+        }
+    }
+
+    /// Replaces the silent primary of `record`: fences it, waits until its
+    /// last lease has ended on every clock, asks the replicas afresh how far
+    /// they got, and promotes the most up-to-date one.
+    async fn fail_over(self: &Arc<Self>, group: ShardGroupId, record: &GroupRecord) -> Result<()> {
+        let _one_at_a_time = self.promoting.lock().await;
+        let old = record.primary.clone();
+        let fence = (group, old.clone());
+        self.fenced.lock().unwrap().insert(fence.clone());
+        let outcome = async {
+            self.wait_lease_ended(group, &old).await;
+            // Fresh answers: a replica may have received more since the
+            // last heartbeat (the old primary could still ship).
+            let beats: Vec<_> = record.members.iter().filter(|m| **m != old).filter_map(|m| self.clone().beat(group, m.clone(), true)).collect();
+            for beat in beats {
+                let _ = beat.await;
+            }
+            let current = self.shards.record(group).ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))?;
+            if current.primary != old {
+                return Ok(None); // moved meanwhile
+            }
+            match decide(&current, &self.views(group, &current), self.config.failover_timeout) {
+                Decision::Promote { target } => {
+                    let why = format!("its primary {old} missed heartbeats for {} ms", self.config.failover_timeout.as_millis());
+                    self.promote_locked(group, &target, &why, Some(&old)).map(Some)
+                }
+                Decision::Keep => Ok(None),
+                Decision::Stuck(why) => Err(CoordError::ShardUnavailable(format!("shard group {group} cannot fail over: {why}"))),
+            }
+        }
+        .await;
+        if let Ok(Some(updated)) = &outcome {
+            self.announce(group, updated).await;
+        }
+        self.fenced.lock().unwrap().remove(&fence);
+        outcome.map(|_| ())
+    }
+
+    /// Waits until no lease granted to `member` can still be running on its
+    /// clock.
+    async fn wait_lease_ended(&self, group: ShardGroupId, member: &str) {
+        let granted = self.granted.lock().unwrap().get(&(group, member.to_string())).copied().unwrap_or(0);
+        let until = granted + self.config.max_clock_skew.as_millis() as u64;
+        let now = now_unix_ms();
+        if until > now {
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
         }
     }
 
@@ -156,7 +226,14 @@ impl Failover {
                 let h = health.get(&(group, m.clone()));
                 // Silence counts from the coordinator's start at the latest.
                 let silent_for = Some(h.and_then(|h| h.last_ok).unwrap_or(self.started).elapsed());
-                MemberView { address: m.clone(), silent_for, applied_seq: h.and_then(|h| h.report.as_ref()).map(|r| r.applied_seq).unwrap_or(0) }
+                let report = h.and_then(|h| h.report.as_ref());
+                MemberView {
+                    address: m.clone(),
+                    silent_for,
+                    applied_seq: report.map(|r| r.applied_seq).unwrap_or(0),
+                    applied_epoch: report.map(|r| r.applied_epoch).unwrap_or(0),
+                    installing: report.is_some_and(|r| r.installing_snapshot),
+                }
             })
             .collect()
     }
@@ -170,15 +247,28 @@ impl Failover {
             ReplicationMode::Async => pb::ReplicationMode::Async,
             ReplicationMode::Sync => pb::ReplicationMode::Sync,
         };
+        let fenced = primary && self.fenced.lock().unwrap().contains(&(group, member.to_string()));
+        let lease = primary && replicated;
+        // The lease is granted (and remembered) as the heartbeat leaves.
+        let lease_expires_unix_ms = if lease && !fenced {
+            let until = now_unix_ms() + self.config.lease.as_millis() as u64;
+            let mut granted = self.granted.lock().unwrap();
+            let latest = granted.entry((group, member.to_string())).or_default();
+            *latest = (*latest).max(until);
+            until
+        } else {
+            0
+        };
         pb::HeartbeatRequest {
             group,
             epoch: record.epoch,
             role: if primary { pb::Role::Primary } else { pb::Role::Replica } as i32,
             primary: if primary { String::new() } else { record.primary.clone() },
-            lease_ms: if primary && replicated { self.config.lease.as_millis() as u64 } else { 0 },
+            lease_ms: if lease { self.config.lease.as_millis() as u64 } else { 0 },
             mode: mode as i32,
             sync_replicas: record.sync_replicas,
-            accept_writes: !(primary && self.draining.lock().unwrap().contains(&group)),
+            accept_writes: !fenced,
+            lease_expires_unix_ms,
         }
     }
 
@@ -221,12 +311,8 @@ impl Failover {
         self.shards.member(group, member).ok_or_else(|| CoordError::Invalid(format!("{member} is not a member of shard group {group}")))
     }
 
-    /// Makes `target` the primary of `group` in a new epoch.
-    async fn promote(&self, group: ShardGroupId, target: &str, why: &str, expected_primary: Option<&str>) -> Result<GroupRecord> {
-        let _one_at_a_time = self.promoting.lock().await;
-        self.promote_locked(group, target, why, expected_primary)
-    }
-
+    /// Makes `target` the primary of `group` in a new epoch (the caller
+    /// holds `promoting`).
     fn promote_locked(&self, group: ShardGroupId, target: &str, why: &str, expected_primary: Option<&str>) -> Result<GroupRecord> {
         let record = self.shards.record(group).ok_or_else(|| CoordError::Internal(format!("shard group {group} is not configured")))?;
         if expected_primary.is_some_and(|p| p != record.primary) || record.primary == target {
@@ -250,8 +336,10 @@ impl Failover {
         }
     }
 
-    /// A planned switchover with no loss: the primary stops taking writes,
-    /// `target` (or the most up-to-date replica) catches up, then takes over.
+    /// A planned switchover with no loss: the primary is fenced (no lease,
+    /// no writes), its last lease runs out, `target` (or the most
+    /// up-to-date replica) catches up to the primary's last durable record,
+    /// then takes over.
     pub async fn switchover(self: &Arc<Self>, group: ShardGroupId, target: Option<&str>) -> Result<GroupRecord> {
         let _one_at_a_time = self.promoting.lock().await;
         let record = self.shards.record(group).ok_or_else(|| CoordError::Invalid(format!("shard group {group} does not exist")))?;
@@ -264,40 +352,38 @@ impl Failover {
             Some(t) => return Err(CoordError::Invalid(format!("{t} is not a replica of shard group {group} (its replicas: {})", replicas.join(", ")))),
             None => self.most_up_to_date(group, &replicas),
         };
-        self.draining.lock().unwrap().insert(group);
+        let fence = (group, record.primary.clone());
+        self.fenced.lock().unwrap().insert(fence.clone());
         let outcome = self.hand_over(group, &record, &target).await;
-        self.draining.lock().unwrap().remove(&group);
-        let updated = outcome?;
-        self.clone().announce(group, &updated).await;
-        Ok(updated)
+        if let Ok(updated) = &outcome {
+            self.clone().announce(group, updated).await;
+        }
+        self.fenced.lock().unwrap().remove(&fence);
+        outcome
     }
 
     async fn hand_over(self: &Arc<Self>, group: ShardGroupId, record: &GroupRecord, target: &str) -> Result<GroupRecord> {
+        let context = format!("switchover of shard group {group}");
+        // Told first, so it stops taking writes at once; after its last
+        // lease has run out nothing can make it take one again.
+        self.heartbeat_once(group, &record.primary).await.map_err(|e| e.context(&context))?;
+        self.wait_lease_ended(group, &record.primary).await;
+        // The primary, now taking no writes, syncs its log and says where it
+        // ends.
+        let last = self.heartbeat_once(group, &record.primary).await.map_err(|e| e.context(&context))?.applied_seq;
         let deadline = Instant::now() + Duration::from_secs(15);
-        let mut last = u64::MAX;
         loop {
-            // The primary, now refusing writes, says where its log ends; a
-            // write admitted before the drain may still add a record, so
-            // read again until it stays put.
-            let primary = self.heartbeat_once(group, &record.primary).await.map_err(|e| e.context(&format!("switchover of shard group {group}")))?;
-            if primary.applied_seq == last {
+            let replica = self.heartbeat_once(group, target).await.map_err(|e| e.context(&context))?;
+            if replica.applied_seq >= last && !replica.installing_snapshot {
                 break;
             }
-            last = primary.applied_seq;
-            loop {
-                let replica = self.heartbeat_once(group, target).await?;
-                if replica.applied_seq >= last {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(CoordError::ShardUnavailable(format!(
-                        "switchover of shard group {group}: {target} did not catch up to record {last} in time (it has {})",
-                        replica.applied_seq
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if Instant::now() > deadline {
+                return Err(CoordError::ShardUnavailable(format!(
+                    "{context}: {target} did not catch up to record {last} in time (it has {})",
+                    replica.applied_seq
+                )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.promote_locked(group, target, "planned switchover", Some(&record.primary))
     }
@@ -321,7 +407,10 @@ impl Failover {
                 let reachable = h.last_ok.is_some_and(|t| t.elapsed() < self.config.failover_timeout) && h.error.is_none();
                 let applied_seq = h.report.as_ref().map(|r| r.applied_seq).unwrap_or(0);
                 let primary = *m == record.primary;
+                let guard = self.shards.member(group, m).map(|c| c.guard().clone());
                 MemberStatus {
+                    circuit: guard.as_ref().map(|g| g.state()).unwrap_or("closed"),
+                    in_flight: guard.as_ref().map(|g| g.in_flight()).unwrap_or(0),
                     address: m.clone(),
                     role: if primary { "primary" } else { "replica" },
                     reachable,

@@ -8,6 +8,12 @@
 //! prepared record and the coordinator still answers COMMITTED. One sync per
 //! shard every [`SYNC_INTERVAL`] covers every commit delivered in between.
 //! COMMIT is idempotent on shards, so re-sending is always safe.
+//!
+//! A sync counts only if it reached the primary that acknowledged the
+//! COMMIT: each acknowledgement remembers the group's epoch, and if the
+//! group failed over since (its new primary may hold the transaction only
+//! as prepared, the lazy commit having died with the old one), COMMIT is
+//! sent again to the new primary before its sync can let the decision go.
 
 use super::log::{CommitRecord, DecisionLog};
 use super::manager::{delivering, Registry};
@@ -15,7 +21,7 @@ use crate::catalog::ShardGroupId;
 use crate::shards::ShardPool;
 use crate::sql::abort_everywhere;
 use rand::Rng;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_shard::txn::TxnContext;
@@ -30,7 +36,14 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct PhaseTwo {
     pub redrive: mpsc::UnboundedSender<CommitRecord>,
-    pub sync: mpsc::UnboundedSender<CommitRecord>,
+    pub sync: mpsc::UnboundedSender<Delivered>,
+}
+
+/// A decision whose COMMIT every participant acknowledged, with the epoch
+/// each group was in when it did.
+pub struct Delivered {
+    pub record: CommitRecord,
+    pub acked: BTreeMap<ShardGroupId, u64>,
 }
 
 /// Sends COMMIT to each participant of `record` and ABORT to the read-only
@@ -38,7 +51,7 @@ pub struct PhaseTwo {
 /// participant did not acknowledge.
 pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo, record: CommitRecord, readers: Vec<ShardGroupId>, ctx: TxnContext) {
     let ctx = TxnContext { begin: false, ..ctx };
-    let missing = commit_round(&shards, &record, &ctx).await;
+    let (acked, missing) = commit_round(&shards, &record.participants, &ctx).await;
     abort_everywhere(&shards, &ctx, readers.into_iter()).await;
     if missing.is_empty() {
         if let Some(info) = registry.lock().unwrap().get_mut(&record.txn_id) {
@@ -47,7 +60,7 @@ pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo
                 info.participants.insert(*g, "committed");
             }
         }
-        let _ = tasks.sync.send(record);
+        let _ = tasks.sync.send(Delivered { record, acked });
         return;
     }
     let mut info = delivering(&record);
@@ -61,24 +74,45 @@ pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo
     let _ = tasks.redrive.send(record);
 }
 
-/// Sends COMMIT to every participant in parallel; returns those that failed.
-async fn commit_round(shards: &ShardPool, record: &CommitRecord, ctx: &TxnContext) -> Vec<ShardGroupId> {
-    let sends = record.participants.iter().map(|group| async move {
+/// Sends COMMIT to `groups` in parallel; returns the epoch each group that
+/// acknowledged was in, and the groups that did not.
+async fn commit_round(shards: &ShardPool, groups: &[ShardGroupId], ctx: &TxnContext) -> (BTreeMap<ShardGroupId, u64>, Vec<ShardGroupId>) {
+    let sends = groups.iter().map(|group| async move {
         let outcome = match shards.get(*group) {
-            Ok(client) => client.commit_two_phase(ctx, true).await,
+            // An answer is trusted only if the epoch did not move while
+            // the call ran, so the epoch read before it is the one it
+            // was acknowledged in.
+            Ok(client) => {
+                let epoch = client.epoch();
+                client.commit_two_phase(ctx, true).await.map(|()| epoch)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = &outcome {
             tracing::warn!(txn = %ctx.id, group, error = %e, "COMMIT not acknowledged; will re-send");
         }
-        (*group, outcome.is_ok())
+        (*group, outcome.ok())
     });
-    futures::future::join_all(sends).await.into_iter().filter(|(_, ok)| !ok).map(|(g, _)| g).collect()
+    let mut acked = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (group, epoch) in futures::future::join_all(sends).await {
+        match epoch {
+            Some(epoch) => {
+                acked.insert(group, epoch);
+            }
+            None => missing.push(group),
+        }
+    }
+    (acked, missing)
+}
+
+fn context(record: &CommitRecord, address: &str) -> TxnContext {
+    TxnContext { id: record.txn_id.clone(), timestamp: record.timestamp, begin: false, coordinator: address.to_string() }
 }
 
 /// Adds queued records to `waiting`, first waiting for one if it is empty.
 /// `None` when the queue is closed; `Some(true)` when the task was idle.
-async fn take_work(incoming: &mut mpsc::UnboundedReceiver<CommitRecord>, waiting: &mut Vec<CommitRecord>) -> Option<bool> {
+async fn take_work<T>(incoming: &mut mpsc::UnboundedReceiver<T>, waiting: &mut Vec<T>) -> Option<bool> {
     let idle = waiting.is_empty();
     if idle {
         waiting.push(incoming.recv().await?);
@@ -87,7 +121,7 @@ async fn take_work(incoming: &mut mpsc::UnboundedReceiver<CommitRecord>, waiting
     Some(idle)
 }
 
-fn take_queued(incoming: &mut mpsc::UnboundedReceiver<CommitRecord>, waiting: &mut Vec<CommitRecord>) {
+fn take_queued<T>(incoming: &mut mpsc::UnboundedReceiver<T>, waiting: &mut Vec<T>) {
     while let Ok(record) = incoming.try_recv() {
         waiting.push(record);
     }
@@ -95,13 +129,13 @@ fn take_queued(incoming: &mut mpsc::UnboundedReceiver<CommitRecord>, waiting: &m
 
 /// Starts the redrive loop and the sync task.
 pub fn spawn(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String) -> PhaseTwo {
-    let sync = spawn_sync(shards.clone(), log, registry);
+    let sync = spawn_sync(shards.clone(), log, registry, address.clone());
     let (redrive, incoming) = mpsc::unbounded_channel::<CommitRecord>();
     tokio::spawn(redrive_loop(shards, address, incoming, sync.clone()));
     PhaseTwo { redrive, sync }
 }
 
-async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mpsc::UnboundedReceiver<CommitRecord>, sync: mpsc::UnboundedSender<CommitRecord>) {
+async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mpsc::UnboundedReceiver<CommitRecord>, sync: mpsc::UnboundedSender<Delivered>) {
     let mut backoff = FIRST_BACKOFF;
     let mut waiting: Vec<CommitRecord> = Vec::new();
     loop {
@@ -114,10 +148,10 @@ async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mps
         tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
         let mut still = Vec::new();
         for record in waiting.drain(..) {
-            let ctx = TxnContext { id: record.txn_id.clone(), timestamp: record.timestamp, begin: false, coordinator: address.clone() };
-            if commit_round(&shards, &record, &ctx).await.is_empty() {
+            let (acked, missing) = commit_round(&shards, &record.participants, &context(&record, &address)).await;
+            if missing.is_empty() {
                 tracing::info!(txn = %record.txn_id, "COMMIT delivered to every participant");
-                let _ = sync.send(record);
+                let _ = sync.send(Delivered { record, acked });
             } else {
                 still.push(record);
             }
@@ -128,42 +162,54 @@ async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mps
 }
 
 /// Every [`SYNC_INTERVAL`], syncs the WAL of each group with delivered
-/// commits, then forgets the decisions whose participants all synced.
-fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry) -> mpsc::UnboundedSender<CommitRecord> {
-    let (sender, mut incoming) = mpsc::unbounded_channel::<CommitRecord>();
+/// commits, then forgets the decisions whose participants all synced in the
+/// epoch they acknowledged COMMIT in. A participant whose group failed over
+/// since gets COMMIT again (from its new primary) first.
+fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String) -> mpsc::UnboundedSender<Delivered> {
+    let (sender, mut incoming) = mpsc::unbounded_channel::<Delivered>();
     tokio::spawn(async move {
-        let mut waiting: Vec<CommitRecord> = Vec::new();
+        let mut waiting: Vec<Delivered> = Vec::new();
         loop {
             if take_work(&mut incoming, &mut waiting).await.is_none() {
                 return;
             }
             tokio::time::sleep(SYNC_INTERVAL).await;
             take_queued(&mut incoming, &mut waiting);
-            let groups: BTreeSet<ShardGroupId> = waiting.iter().flat_map(|r| r.participants.iter().copied()).collect();
+            let groups: BTreeSet<ShardGroupId> = waiting.iter().flat_map(|d| d.record.participants.iter().copied()).collect();
             let syncs = groups.into_iter().map(|g| {
                 let shards = shards.clone();
-                async move { (g, shards.get(g).map(|c| async move { c.sync_wal().await }).ok()) }
-            });
-            let mut synced = BTreeSet::new();
-            for (g, call) in futures::future::join_all(syncs).await {
-                if let Some(call) = call {
-                    match call.await {
-                        Ok(()) => {
-                            synced.insert(g);
+                async move {
+                    let client = shards.get(g).ok()?;
+                    let epoch = client.epoch();
+                    match client.sync_wal().await {
+                        Ok(()) => Some((g, epoch)),
+                        Err(e) => {
+                            tracing::warn!(group = g, error = %e, "WAL sync failed; the decision is kept until it succeeds");
+                            None
                         }
-                        Err(e) => tracing::warn!(group = g, error = %e, "WAL sync failed; the decision is kept until it succeeds"),
                     }
                 }
-            }
-            waiting.retain(|record| {
-                if record.participants.iter().all(|g| synced.contains(g)) {
-                    log.forget(&record.txn_id);
-                    registry.lock().unwrap().remove(&record.txn_id);
-                    false
-                } else {
-                    true
-                }
             });
+            let synced: BTreeMap<ShardGroupId, u64> = futures::future::join_all(syncs).await.into_iter().flatten().collect();
+            let mut still = Vec::new();
+            for mut delivered in waiting.drain(..) {
+                let participants = &delivered.record.participants;
+                if participants.iter().all(|g| synced.get(g).is_some_and(|e| delivered.acked.get(g) == Some(e))) {
+                    log.forget(&delivered.record.txn_id);
+                    registry.lock().unwrap().remove(&delivered.record.txn_id);
+                    continue;
+                }
+                // Synced, but in a later epoch than the acknowledgement.
+                let moved: Vec<ShardGroupId> =
+                    participants.iter().copied().filter(|g| synced.get(g).is_some_and(|e| delivered.acked.get(g).is_some_and(|a| a != e))).collect();
+                if !moved.is_empty() {
+                    tracing::info!(txn = %delivered.record.txn_id, groups = ?moved, "shard groups failed over after acknowledging COMMIT; sending it again");
+                    let (acked, _) = commit_round(&shards, &moved, &context(&delivered.record, &address)).await;
+                    delivered.acked.extend(acked);
+                }
+                still.push(delivered);
+            }
+            waiting = still;
         }
     });
     sender

@@ -125,7 +125,9 @@ impl Node {
         let epoch = log.meta(META_EPOCH)?.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
         let role = log.meta(META_ROLE)?.and_then(|v| Role::decode(&v)).unwrap_or(Role::Primary);
         let lease_required = log.meta(META_LEASED)?.is_some_and(|v| v == [1]);
-        log.set_epoch(epoch);
+        if role == Role::Primary {
+            log.open_writes(epoch);
+        }
         let state = State { epoch, role: role.clone(), mode: Mode::None, accept_writes: true, lease_required, lease_until: None };
         let node = Arc::new(Node {
             node_id,
@@ -194,6 +196,9 @@ impl Node {
             (Role::Replica { primary }, Access::Write | Access::Read) => {
                 return Err(ShardError::Fenced(format!("node {} is a replica (its primary is {primary}); it takes no writes", self.node_id)))
             }
+            (Role::Replica { .. }, Access::ReplicaRead { .. }) if self.log.installing() => {
+                return Err(ShardError::TooStale(format!("replica {} is installing a snapshot", self.node_id)));
+            }
             (Role::Replica { .. }, Access::ReplicaRead { max_staleness }) => {
                 let staleness = self.staleness.current();
                 if let (Some(max), Some(now)) = (max_staleness, staleness) {
@@ -224,6 +229,9 @@ impl Node {
         let state = self.state.lock().unwrap();
         if state.epoch != ticket.epoch || state.role != Role::Primary {
             return Err(ShardError::Fenced(format!("node {} left epoch {} while the request ran; it is not acknowledged", self.node_id, ticket.epoch)));
+        }
+        if !state.accept_writes {
+            return Err(ShardError::Fenced(format!("node {} began handing over to a new primary while the request ran; it is not acknowledged", self.node_id)));
         }
         lease_valid(&state, &self.node_id)
     }
@@ -263,7 +271,7 @@ impl Node {
             _ => return Err(ShardError::InvalidRequest("a heartbeat needs a role (and a primary for a replica)".into())),
         };
         if wanted != current.role || request.epoch != current.epoch {
-            self.become_(wanted, request.epoch).await?;
+            self.become_(wanted.clone(), request.epoch).await?;
         }
         let lease_required = request.lease_ms > 0;
         if lease_required != current.lease_required {
@@ -277,9 +285,14 @@ impl Node {
         {
             let mut state = self.state.lock().unwrap();
             state.lease_required = lease_required;
-            state.lease_until = lease_required.then(|| Instant::now() + Duration::from_millis(request.lease_ms));
+            state.lease_until = lease_required.then(|| lease_end(request.lease_ms, request.lease_expires_unix_ms)).flatten();
             state.mode = mode;
             state.accept_writes = request.accept_writes;
+        }
+        if wanted == Role::Primary && !request.accept_writes {
+            // Handing over: every record written so far becomes durable, so
+            // it can be shipped and the target can catch up to it.
+            self.log.sync()?;
         }
         Ok(self.report())
     }
@@ -287,7 +300,9 @@ impl Node {
     /// This node's replication state, as a heartbeat answer.
     pub fn report(&self) -> pb::HeartbeatResponse {
         let state = self.state.lock().unwrap().clone();
-        let (applied_seq, applied_epoch) = self.log.last();
+        let (last_seq, applied_epoch) = self.log.last();
+        // A primary reports what it can ship: its durable records.
+        let applied_seq = if state.role == Role::Primary { self.log.durable() } else { last_seq };
         pb::HeartbeatResponse {
             node_id: self.node_id.clone(),
             epoch: state.epoch,
@@ -297,6 +312,7 @@ impl Node {
             staleness_ms: self.staleness_ms(),
             replicas: if state.role == Role::Primary { self.tracker.progress(applied_seq) } else { Vec::new() },
             log_start: self.log.first(),
+            installing_snapshot: self.log.installing(),
         }
     }
 
@@ -304,16 +320,34 @@ impl Node {
     async fn become_(self: &Arc<Self>, role: Role, epoch: u64) -> Result<(), ShardError> {
         let was = self.role();
         tracing::info!(node = %self.node_id, from = ?was, to = ?role, epoch, "changing role");
-        // Stop following before anything else writes here.
+        let incomplete = || ShardError::Fenced(format!("node {} holds an incomplete snapshot and cannot become primary", self.node_id));
+        if role == Role::Primary && self.log.installing() {
+            return Err(incomplete());
+        }
+        // No write of the participant lands from here on (one half done is
+        // finished first), and the follower has applied its last batch.
+        self.log.close_writes();
         self.stop_following().await;
+        if role == Role::Primary && self.log.installing() {
+            if let Role::Replica { primary } = was {
+                self.start_following(primary);
+            }
+            return Err(incomplete());
+        }
+        {
+            // Requests are refused while the role changes.
+            let mut state = self.state.lock().unwrap();
+            state.role = Role::Replica { primary: String::new() };
+        }
         self.log.set_meta(META_EPOCH, epoch.to_be_bytes().to_vec())?;
         self.log.set_meta(META_ROLE, role.encode())?;
-        self.log.set_epoch(epoch);
         match &role {
             Role::Primary => {
                 // The prepared transactions replicated here come back with their locks.
+                self.participant.demote();
                 self.participant.reload_prepared()?;
                 self.tracker.reset();
+                self.log.open_writes(epoch);
             }
             Role::Replica { .. } => self.participant.demote(),
         }
@@ -343,6 +377,15 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
+}
+
+/// When a lease granted now ends: `lease_ms` from now, but never after the
+/// coordinator's wall-clock bound (a heartbeat that arrives late grants
+/// less, one that arrives after the bound grants nothing).
+fn lease_end(lease_ms: u64, expires_unix_ms: u64) -> Option<Instant> {
+    let now_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let left = expires_unix_ms.checked_sub(now_unix_ms).filter(|left| *left > 0)?;
+    Some(Instant::now() + Duration::from_millis(left.min(lease_ms)))
 }
 
 fn lease_valid(state: &State, node: &str) -> Result<(), ShardError> {

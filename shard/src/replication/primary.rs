@@ -29,36 +29,56 @@ const BATCH_BYTES: usize = 1024 * 1024;
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
 
 struct Progress {
+    /// The stream the progress belongs to; an older stream's news is ignored.
+    stream: u64,
     acked: u64,
     staleness_ms: u64,
     connected: bool,
 }
 
-/// Every replica's acknowledged record.
+/// Every replica's acknowledged record. A replica's progress starts at
+/// zero on each new stream and moves only when the primary has checked
+/// where the replica stands (it continues from the log) or the replica
+/// acknowledges records it was sent.
 #[derive(Default)]
 pub struct Tracker {
     replicas: Mutex<BTreeMap<String, Progress>>,
     changed: Notify,
+    streams: std::sync::atomic::AtomicU64,
 }
 
 impl Tracker {
-    fn ack(&self, replica: &str, seq: u64, staleness_ms: u64) {
-        let mut replicas = self.replicas.lock().unwrap();
-        let p = replicas.entry(replica.to_string()).or_insert(Progress { acked: 0, staleness_ms, connected: true });
-        p.acked = p.acked.max(seq);
-        p.staleness_ms = staleness_ms;
-        p.connected = true;
-        drop(replicas);
-        self.changed.notify_waiters();
+    /// A new stream from `replica`; its id.
+    fn open_stream(&self, replica: &str) -> u64 {
+        let stream = self.streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.replicas.lock().unwrap().insert(replica.to_string(), Progress { stream, acked: 0, staleness_ms: u64::MAX, connected: true });
+        stream
     }
 
-    fn connected(&self, replica: &str, connected: bool, applied: u64) {
+    /// The replica was found to hold the log up to `seq` (it continues from there).
+    fn start_at(&self, replica: &str, stream: u64, seq: u64) {
+        self.update(replica, stream, |p| p.acked = seq);
+    }
+
+    /// An acknowledgement, capped at what the primary has written.
+    fn ack(&self, replica: &str, stream: u64, seq: u64, staleness_ms: u64, last: u64) {
+        self.update(replica, stream, |p| {
+            p.acked = p.acked.max(seq.min(last));
+            p.staleness_ms = staleness_ms;
+        });
+    }
+
+    fn close_stream(&self, replica: &str, stream: u64) {
+        self.update(replica, stream, |p| p.connected = false);
+    }
+
+    fn update(&self, replica: &str, stream: u64, change: impl FnOnce(&mut Progress)) {
         let mut replicas = self.replicas.lock().unwrap();
-        let p = replicas.entry(replica.to_string()).or_insert(Progress { acked: applied, staleness_ms: u64::MAX, connected });
-        p.connected = connected;
-        if connected {
-            p.acked = applied;
+        if let Some(p) = replicas.get_mut(replica).filter(|p| p.stream == stream) {
+            change(p);
         }
+        drop(replicas);
+        self.changed.notify_waiters();
     }
 
     /// Forgets everything (a node that becomes primary starts afresh).
@@ -140,59 +160,68 @@ impl pb::replication_server::Replication for ReplicationService {
             )));
         }
         tracing::info!(node = %node.node_id, replica = %hello.replica, applied = hello.applied_seq, "replica connected");
-        node.tracker.connected(&hello.replica, true, hello.applied_seq);
+        let id = node.tracker.open_stream(&hello.replica);
         let (out, stream) = mpsc::channel(8);
         let epoch = node.epoch();
-        tokio::spawn(read_acks(node.clone(), hello.replica.clone(), incoming));
+        tokio::spawn(read_acks(node.clone(), hello.replica.clone(), id, incoming));
         tokio::spawn(async move {
             let replica = hello.replica.clone();
-            if let Err(e) = ship(node.clone(), hello, epoch, out.clone()).await {
+            if let Err(e) = ship(node.clone(), hello, epoch, id, out.clone()).await {
                 tracing::info!(node = %node.node_id, %replica, error = %e, "replication stream ended");
-                let _ = out.send(Err(Status::unavailable(e))).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Err(Status::unavailable(e)))).await;
             }
-            node.tracker.connected(&replica, false, 0);
+            node.tracker.close_stream(&replica, id);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 }
 
-async fn read_acks(node: Arc<Node>, replica: String, mut incoming: Streaming<pb::ReplicaMessage>) {
+async fn read_acks(node: Arc<Node>, replica: String, stream: u64, mut incoming: Streaming<pb::ReplicaMessage>) {
     while let Some(Ok(message)) = incoming.next().await {
         if let Some(pb::replica_message::Kind::Ack(ack)) = message.kind {
-            node.tracker.ack(&replica, ack.applied_seq, ack.staleness_ms);
+            node.tracker.ack(&replica, stream, ack.applied_seq, ack.staleness_ms, node.log().durable());
         }
     }
+    node.tracker.close_stream(&replica, stream);
 }
 
 type Sender = mpsc::Sender<Result<pb::PrimaryMessage, Status>>;
 
+/// A replica that takes no message for this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send(out: &Sender, kind: pb::primary_message::Kind) -> Result<(), String> {
-    out.send(Ok(pb::PrimaryMessage { kind: Some(kind) })).await.map_err(|_| "the replica went away".to_string())
+    match tokio::time::timeout(SEND_TIMEOUT, out.send(Ok(pb::PrimaryMessage { kind: Some(kind) }))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the replica went away".into()),
+        Err(_) => Err(format!("the replica took nothing for {} s", SEND_TIMEOUT.as_secs())),
+    }
 }
 
-/// True when a replica at (`seq`, `epoch`) can continue from the log.
+/// True when a replica at (`seq`, `epoch`) can continue from the log: it
+/// holds no record the primary does not have, and the primary still has
+/// the records after `seq`.
 fn continues(log: &LoggedEngine, seq: u64, epoch: u64) -> Result<bool, String> {
-    let (last, last_epoch) = log.last();
+    let durable = log.durable();
     if seq == 0 {
         return Ok(log.first() == 1);
     }
-    if seq > last {
+    if seq > durable || seq.saturating_add(1) < log.first() {
         return Ok(false);
-    }
-    if seq == last {
-        return Ok(epoch == last_epoch);
     }
     Ok(log.epoch_of(seq).map_err(|e| e.to_string())? == Some(epoch))
 }
 
 /// Ships records (and snapshots when needed) until the replica leaves or
 /// this node stops being the primary of `epoch`.
-async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, out: Sender) -> Result<(), String> {
+async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: Sender) -> Result<(), String> {
     let log = node.log().clone();
-    let mut next = hello.applied_seq + 1;
-    if hello.needs_snapshot || !continues(&log, hello.applied_seq, hello.applied_epoch)? {
-        next = send_snapshot(&log, &out, &hello.replica).await? + 1;
-    }
+    let mut next = if !hello.needs_snapshot && continues(&log, hello.applied_seq, hello.applied_epoch)? {
+        node.tracker.start_at(&hello.replica, stream, hello.applied_seq);
+        hello.applied_seq + 1
+    } else {
+        send_snapshot(&log, &out, &hello.replica).await? + 1
+    };
     let mut written = log.subscribe();
     let mut last_heartbeat = Instant::now() - HEARTBEAT;
     loop {
@@ -213,10 +242,10 @@ async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, out: Sender) -> Res
         }
         if last_heartbeat.elapsed() >= HEARTBEAT {
             let time_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-            send(&out, pb::primary_message::Kind::Heartbeat(pb::PrimaryHeartbeat { seq: log.last().0, time_us })).await?;
+            send(&out, pb::primary_message::Kind::Heartbeat(pb::PrimaryHeartbeat { seq: log.durable(), time_us })).await?;
             last_heartbeat = Instant::now();
         }
-        if next > log.last().0 {
+        if next > log.durable() {
             let _ = tokio::time::timeout(HEARTBEAT, written.changed()).await;
         }
     }
@@ -229,7 +258,7 @@ async fn send_snapshot(log: &Arc<LoggedEngine>, out: &Sender, replica: &str) -> 
     let log = log.clone();
     let out = out.clone();
     tokio::task::spawn_blocking(move || {
-        let (seq, epoch, snapshot) = log.snapshot();
+        let (seq, epoch, snapshot) = log.snapshot().map_err(|e| e.to_string())?;
         for space in [Space::Data, Space::Txn] {
             let mut chunk = Vec::new();
             let mut bytes = 0;

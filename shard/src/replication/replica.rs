@@ -75,15 +75,20 @@ impl Staleness {
     }
 }
 
-/// Follows `primary` until `stop` turns true.
+/// A primary sends heartbeats every 100 ms: this long without a word and
+/// the stream is taken for dead (a half-open connection) and reopened.
+const SILENCE: Duration = Duration::from_secs(2);
+
+/// Follows `primary` until `stop` turns true. A batch being applied when it
+/// does is finished first: the node changes role only after it.
 pub fn spawn(node: Arc<Node>, primary: String, secret: ClusterSecret, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let outcome = tokio::select! {
-                outcome = follow(&node, &primary, &secret) => outcome,
-                _ = stop.wait_for(|s| *s) => return,
-            };
+            if *stop.borrow() {
+                return;
+            }
+            let outcome = follow(&node, &primary, &secret, &mut stop).await;
             node.staleness.disconnected();
             match outcome {
                 Ok(()) => backoff = Duration::from_millis(50),
@@ -100,12 +105,15 @@ pub fn spawn(node: Arc<Node>, primary: String, secret: ClusterSecret, mut stop: 
     })
 }
 
-/// One connection to the primary, until it breaks.
-async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret) -> Result<(), String> {
+/// One connection to the primary, until it breaks or `stop` turns true
+/// (checked between batches, never in the middle of one).
+async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
     let url = if primary.contains("://") { primary.to_string() } else { format!("http://{primary}") };
     let channel = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .connect()
         .await
@@ -120,7 +128,14 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret) -> Resu
     let mut stream = client.replicate(ReceiverStream::new(outgoing)).await.map_err(|e| e.message().to_string())?.into_inner();
     node.staleness.applied(applied);
     let mut in_snapshot = false;
-    while let Some(incoming) = stream.message().await.map_err(|e| e.message().to_string())? {
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(SILENCE, stream.message()) => next,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(incoming) = next.map_err(|_| format!("no word from the primary for {} ms", SILENCE.as_millis()))?.map_err(|e| e.message().to_string())? else {
+            return Ok(());
+        };
         let Some(kind) = incoming.kind else { continue };
         let ack = match kind {
             pb::primary_message::Kind::Entries(batch) => {
@@ -171,7 +186,6 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret) -> Resu
             acks.send(message(pb::replica_message::Kind::Ack(pb::Ack { applied_seq: seq, staleness_ms }))).await.map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
 }
 
 fn message(kind: pb::replica_message::Kind) -> pb::ReplicaMessage {

@@ -62,6 +62,28 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    fn apply_with_range_delete(&self, start: &[u8], end: &[u8], writes: Vec<Write>, sync: bool) -> Result<()> {
+        let mut spaces = self.spaces.write().unwrap();
+        if start < end {
+            let map = &mut spaces[index(Space::Data)];
+            let doomed: Vec<Vec<u8>> = map.range(start.to_vec()..end.to_vec()).map(|(k, _)| k.clone()).collect();
+            for k in doomed {
+                map.remove(&k);
+            }
+        }
+        for w in writes {
+            let map = &mut spaces[index(w.space)];
+            match w.value {
+                Some(v) => map.insert(w.key, v),
+                None => map.remove(&w.key),
+            };
+        }
+        if sync {
+            self.syncs.bump();
+        }
+        Ok(())
+    }
+
     fn sync_wal(&self) -> Result<()> {
         self.syncs.bump();
         Ok(())

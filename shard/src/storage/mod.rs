@@ -83,6 +83,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Deletes every data key in `[start, end)`, durably.
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()>;
 
+    /// Deletes every data key in `[start, end)` and applies `writes`, in
+    /// one atomic batch (with `sync`, durably). Engines that cannot do it
+    /// atomically fall back to two steps.
+    fn apply_with_range_delete(&self, start: &[u8], end: &[u8], writes: Vec<Write>, sync: bool) -> Result<()> {
+        self.delete_range(start, end)?;
+        self.apply(writes, sync)
+    }
+
     /// Deletes every key of a keyspace, durably.
     fn clear(&self, space: Space) -> Result<()>;
 

@@ -41,6 +41,23 @@ impl RocksEngine {
         self.db.cf_handle(name).expect("column family is created at open")
     }
 
+    fn write_batch(&self, mut batch: WriteBatch, writes: Vec<Write>, sync: bool) -> Result<()> {
+        for w in writes {
+            let cf = self.cf(w.space);
+            match w.value {
+                Some(v) => batch.put_cf(cf, w.key, v),
+                None => batch.delete_cf(cf, w.key),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options).map_err(|e| self.err("write", e))?;
+        if sync {
+            self.syncs.bump();
+        }
+        Ok(())
+    }
+
     fn err(&self, op: &str, e: rocksdb::Error) -> StorageError {
         StorageError(format!("RocksDB {op} failed at {}: {e}", self.path.display()))
     }
@@ -85,21 +102,15 @@ impl Engine for RocksEngine {
     }
 
     fn apply(&self, writes: Vec<Write>, sync: bool) -> Result<()> {
+        self.write_batch(WriteBatch::default(), writes, sync)
+    }
+
+    fn apply_with_range_delete(&self, start: &[u8], end: &[u8], writes: Vec<Write>, sync: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for w in writes {
-            let cf = self.cf(w.space);
-            match w.value {
-                Some(v) => batch.put_cf(cf, w.key, v),
-                None => batch.delete_cf(cf, w.key),
-            }
+        if start < end {
+            batch.delete_range_cf(self.cf(Space::Data), start, end);
         }
-        let mut options = WriteOptions::default();
-        options.set_sync(sync);
-        self.db.write_opt(batch, &options).map_err(|e| self.err("write", e))?;
-        if sync {
-            self.syncs.bump();
-        }
-        Ok(())
+        self.write_batch(batch, writes, sync)
     }
 
     fn sync_wal(&self) -> Result<()> {
