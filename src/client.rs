@@ -95,11 +95,14 @@ pub struct ClientError {
     pub saga_id: Option<String>,
     /// The gRPC status code of the failed call.
     pub code: Option<tonic::Code>,
+    /// The trace id the coordinator ran the request under (grep the
+    /// coordinator's and the shards' logs for it).
+    pub trace_id: Option<String>,
 }
 
 impl ClientError {
     fn local(sqlstate: Option<&str>, message: String) -> ClientError {
-        ClientError { sqlstate: sqlstate.map(str::to_string), message, saga_id: None, code: None }
+        ClientError { sqlstate: sqlstate.map(str::to_string), message, saga_id: None, code: None, trace_id: None }
     }
 
     /// True when retrying the same transaction may succeed (SQLSTATE 40001/40P01).
@@ -138,7 +141,8 @@ impl From<tonic::Status> for ClientError {
         };
         let sqlstate = sqlstate.or_else(|| (status.code() == tonic::Code::Unauthenticated).then(|| "28000".to_string()));
         let saga_id = status.metadata().get(tessera_proto::SAGA_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
-        ClientError { sqlstate, message, saga_id, code: Some(status.code()) }
+        let trace_id = status.metadata().get(tessera_proto::TRACE_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
+        ClientError { sqlstate, message, saga_id, code: Some(status.code()), trace_id }
     }
 }
 
@@ -236,7 +240,7 @@ impl ClientBuilder {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin = AdminClient::with_interceptor(channel, credentials).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let mut client = Client { tessera, admin, address, session_id: String::new(), protocol: None, replica_reads: None, builder: self };
+        let mut client = Client { tessera, admin, address, session_id: String::new(), protocol: None, replica_reads: None, builder: self, trace_id: None };
         client.session_id = client.tessera.open_session(pb::OpenSessionRequest {}).await?.into_inner().session_id;
         Ok(client)
     }
@@ -254,6 +258,8 @@ pub struct Client {
     protocol: Option<Protocol>,
     replica_reads: Option<ReplicaReads>,
     builder: ClientBuilder,
+    /// Sent as `x-tessera-trace-id` with each statement, when set.
+    trace_id: Option<String>,
 }
 
 /// Reads outside transactions served by replicas (see
@@ -322,7 +328,21 @@ impl Client {
         self.protocol
     }
 
-    fn request(&self, sql: &str, params: &[Value], key: Option<&str>) -> pb::ExecuteRequest {
+    /// Runs the following statements under this trace id (the coordinator
+    /// makes one per request otherwise); `None` goes back to that.
+    pub fn set_trace_id(&mut self, trace_id: Option<String>) {
+        self.trace_id = trace_id;
+    }
+
+    fn request(&self, sql: &str, params: &[Value], key: Option<&str>) -> tonic::Request<pb::ExecuteRequest> {
+        let mut request = tonic::Request::new(self.execute_request(sql, params, key));
+        if let Some(value) = self.trace_id.as_ref().and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert(tessera_proto::TRACE_METADATA_KEY, value);
+        }
+        request
+    }
+
+    fn execute_request(&self, sql: &str, params: &[Value], key: Option<&str>) -> pb::ExecuteRequest {
         pb::ExecuteRequest {
             sql: sql.to_string(),
             session_id: self.session_id.clone(),

@@ -112,6 +112,9 @@ struct ShardArgs {
     /// Keep data in memory only (nothing survives a restart).
     #[arg(long)]
     in_memory: bool,
+    /// Serve Prometheus metrics (GET /metrics) here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -136,6 +139,9 @@ struct CoordinatorArgs {
     /// Also serve the PostgreSQL wire protocol here (psql, drivers).
     #[arg(long)]
     pg_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics (GET /metrics) here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -255,7 +261,9 @@ fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colors only on a terminal: log files stay greppable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 #[tokio::main]
@@ -311,10 +319,16 @@ async fn run_shard(args: ShardArgs) -> anyhow::Result<bool> {
         config.node_id = id;
     }
     config.in_memory |= args.in_memory;
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tessera_shard::server::bind(config.listen).await.map_err(anyhow::Error::msg)?;
     let handle = tessera_shard::server::start(&config, listener).await.map_err(anyhow::Error::msg)?;
     println!("shard {} listening on {}", config.node_id, handle.address);
+    if let Some(metrics) = handle.metrics_address {
+        println!("shard {} metrics on {metrics}", config.node_id);
+    }
     tokio::select! {
         result = async { handle.wait().await } => { result.map_err(anyhow::Error::msg)?; }
         _ = shutdown_signal() => {}
@@ -347,6 +361,9 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
     if let Some(pg_listen) = args.pg_listen {
         config.pg_listen = Some(pg_listen);
     }
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     let listener = tessera_coordinator::server::bind(config.listen).await.map_err(anyhow::Error::msg)?;
     let handle = tessera_coordinator::server::start(&config, listener).await.map_err(anyhow::Error::msg)?;
@@ -354,6 +371,9 @@ async fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<bool> {
     println!("coordinator listening on {}", handle.address);
     if let Some(pg) = handle.pg_address {
         println!("coordinator postgres protocol on {pg}");
+    }
+    if let Some(metrics) = handle.metrics_address {
+        println!("coordinator metrics on {metrics}");
     }
     tokio::select! {
         result = async { handle.wait().await } => { result.map_err(anyhow::Error::msg)?; }

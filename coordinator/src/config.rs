@@ -74,6 +74,8 @@ pub struct CoordinatorConfig {
     /// Listen address of the PostgreSQL wire protocol (psql, drivers);
     /// none: not served.
     pub pg_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the coordinator's own RocksDB (catalog).
     pub data_dir: PathBuf,
     /// The shard groups. Recorded in the catalog on first start.
@@ -215,6 +217,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             listen: "127.0.0.1:7700".parse().unwrap(),
             pg_listen: None,
+            metrics_listen: None,
             data_dir: PathBuf::from("tessera-data/coordinator"),
             shard_groups: Vec::new(),
             rpc_timeout_ms: 5_000,

@@ -43,6 +43,10 @@ pub enum CoordError {
     /// A shard group cannot be reached; names the group and its address.
     #[error("{0}")]
     ShardUnavailable(String),
+    /// A COMMIT went out and its answer was lost: it may or may not have
+    /// been applied (like PostgreSQL's 08007, transaction resolution unknown).
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// A shard refused a transaction request (aborted, unknown).
     #[error("{0}")]
     TxnAborted(String),
@@ -98,6 +102,7 @@ impl CoordError {
         match self {
             CoordError::Serialization(m) => CoordError::Serialization(wrap(m)),
             CoordError::ShardUnavailable(m) => CoordError::ShardUnavailable(wrap(m)),
+            CoordError::OutcomeUnknown(m) => CoordError::OutcomeUnknown(wrap(m)),
             CoordError::TxnAborted(m) => CoordError::TxnAborted(wrap(m)),
             CoordError::Internal(m) => CoordError::Internal(wrap(m)),
             e @ (CoordError::UniqueViolation(_) | CoordError::DuplicateKey { .. }) => e,
@@ -125,6 +130,7 @@ impl CoordError {
             CoordError::Invalid(_) => "42P16",
             CoordError::Serialization(_) => "40001",
             CoordError::ShardUnavailable(_) => "08006",
+            CoordError::OutcomeUnknown(_) => "08007",
             CoordError::TxnAborted(_) => "40003",
             CoordError::InFailedTransaction => "25P02",
             CoordError::NotInTransaction(_) => "25001",
@@ -145,8 +151,9 @@ impl CoordError {
     /// saga record); `None` for anything else.
     pub fn known_sqlstate(code: &str) -> Option<&'static str> {
         const KNOWN: &[&str] = &[
-            "08006", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001", "40003",
-            "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "55000", "57014", "08003", "P0002", "TR001", "XX000",
+            "08006", "08007", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001",
+            "40003", "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "55000", "57014", "08003", "P0002", "TR001",
+            "XX000",
         ];
         KNOWN.iter().copied().find(|k| *k == code)
     }
@@ -160,6 +167,7 @@ impl CoordError {
             CoordError::NotNullViolation(_) | CoordError::CheckViolation(_) => tonic::Code::FailedPrecondition,
             CoordError::Serialization(_) | CoordError::TxnAborted(_) => tonic::Code::Aborted,
             CoordError::ShardUnavailable(_) => tonic::Code::Unavailable,
+            CoordError::OutcomeUnknown(_) => tonic::Code::Unknown,
             CoordError::InFailedTransaction | CoordError::NotInTransaction(_) => tonic::Code::FailedPrecondition,
             CoordError::NoData(_) => tonic::Code::NotFound,
             CoordError::Fenced(_) => tonic::Code::Aborted,

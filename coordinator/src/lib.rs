@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod failover;
 pub mod idempotency;
+pub mod metrics;
 pub mod postgres;
 pub mod resilience;
 pub mod routing;

@@ -33,6 +33,8 @@ pub struct CoordinatorHandle {
     pub address: SocketAddr,
     /// Where the PostgreSQL wire protocol is served, if configured.
     pub pg_address: Option<SocketAddr>,
+    /// Where Prometheus metrics are served, if configured.
+    pub metrics_address: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     pub sessions: Arc<Sessions>,
     shutdown: watch::Sender<bool>,
@@ -126,6 +128,17 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         }
         None => None,
     };
+    let metrics_address = match config.metrics_listen {
+        Some(at) => {
+            let listener = tessera_shard::metrics::bind(at).await?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let (e, s) = (engine.clone(), sessions.clone());
+            tessera_shard::metrics::serve(listener, Arc::new(move || crate::metrics::render(&e, &s)), shutdown.subscribe());
+            tracing::info!(address = %bound, "serving metrics");
+            Some(bound)
+        }
+        None => None,
+    };
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls.grpc()).map_err(|e| format!("tls: {e}"))?;
@@ -166,7 +179,7 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         result
     });
     tracing::info!(%address, tls = config.tls.is_some(), "coordinator serving");
-    Ok(CoordinatorHandle { address, pg_address, engine, sessions, shutdown, task })
+    Ok(CoordinatorHandle { address, pg_address, metrics_address, engine, sessions, shutdown, task })
 }
 
 /// Rolls back the transactions of idle sessions every few seconds.

@@ -59,18 +59,43 @@ pub struct ShardClient {
 }
 
 /// Sends `$request` with the client's `$method` through [`ShardClient::call`].
+/// The call carries the current trace id and the request's transaction id.
 macro_rules! rpc {
     ($self:ident, $repeat:expr, $method:ident, $request:expr) => {{
         let request = $request;
+        let txn = TxnOf::txn_id(&request).map(str::to_string);
         $self
             .call($repeat, || {
                 let mut client = $self.client.clone();
-                let request = request.clone();
+                let mut request = tonic::Request::new(request.clone());
+                tessera_shard::telemetry::attach(&mut request, txn.as_deref());
                 async move { client.$method(request).await }
             })
             .await
     }};
 }
+
+/// The transaction a shard request belongs to (sent as metadata for logs).
+trait TxnOf {
+    fn txn_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+macro_rules! txn_of {
+    ($($t:ty),*) => {$(
+        impl TxnOf for $t {
+            fn txn_id(&self) -> Option<&str> {
+                self.txn.as_ref().map(|t| t.txn_id.as_str())
+            }
+        }
+    )*};
+}
+
+txn_of!(pb::GetRequest, pb::ScanRequest, pb::WriteRequest, pb::CommitRequest, pb::TxnRequest);
+impl TxnOf for pb::SyncWalRequest {}
+impl TxnOf for pb::DeleteRangeRequest {}
+impl TxnOf for pb::StatusRequest {}
 
 /// Whether a call may be sent again if the node does not answer.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -34,5 +34,13 @@ pub const CLUSTER_SECRET_METADATA_KEY: &str = "x-tessera-cluster-secret";
 /// coordinator to shard nodes; a node refuses an older epoch.
 pub const EPOCH_METADATA_KEY: &str = "x-tessera-epoch";
 
+/// Metadata key carrying a request's trace id: a client may send one to
+/// the coordinator (else it makes one), the coordinator returns it on the
+/// answer and passes it on every call to shard nodes, which log it.
+pub const TRACE_METADATA_KEY: &str = "x-tessera-trace-id";
+
+/// Metadata key carrying the transaction id on calls to shard nodes.
+pub const TXN_METADATA_KEY: &str = "x-tessera-txn-id";
+
 /// The `domain` of the `google.rpc.ErrorInfo` detail on failed calls.
 pub const ERROR_DOMAIN: &str = "tessera.v1";

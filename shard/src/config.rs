@@ -33,6 +33,8 @@ pub struct ShardConfig {
     /// Sync replication: how long a durable write waits for its replicas
     /// before it fails.
     pub sync_timeout_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ShardConfig {
@@ -49,6 +51,7 @@ impl Default for ShardConfig {
             cluster_secret_file: None,
             log_retention_records: 100_000,
             sync_timeout_ms: 5_000,
+            metrics_listen: None,
         }
     }
 }

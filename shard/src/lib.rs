@@ -14,16 +14,20 @@
 //! - [`config`], [`server`]: configuration and running a node.
 //! - [`error`]: the shard's errors and their gRPC mapping.
 //! - [`failpoint`]: named stopping places for crash tests.
+//! - [`metrics`]: counters, histograms and the Prometheus endpoint.
+//! - [`telemetry`]: trace ids in gRPC metadata, and the shard's metrics page.
 
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod failpoint;
+pub mod metrics;
 pub mod replication;
 pub mod resolver;
 pub mod secret;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod telemetry;
 pub mod txn;
 pub mod wire;

@@ -25,6 +25,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// A running shard node.
 pub struct ShardHandle {
     pub address: SocketAddr,
+    /// Where Prometheus metrics are served, if configured.
+    pub metrics_address: Option<SocketAddr>,
     pub participant: Arc<Participant>,
     pub node: Arc<Node>,
     shutdown: watch::Sender<bool>,
@@ -81,6 +83,16 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
     let data_dir = if config.in_memory { "(in memory)".to_string() } else { config.data_dir.display().to_string() };
     let service = ShardService::new(participant.clone(), node.clone(), data_dir);
     let (shutdown, mut signal) = watch::channel(false);
+    let metrics_address = match config.metrics_listen {
+        Some(at) => {
+            let listener = crate::metrics::bind(at).await?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let (p, n) = (participant.clone(), node.clone());
+            crate::metrics::serve(listener, Arc::new(move || crate::telemetry::render(&p, &n)), shutdown.subscribe());
+            Some(bound)
+        }
+        None => None,
+    };
     let reaper = spawn_idle_reaper(participant.clone(), shutdown.subscribe());
     let resolver = crate::resolver::spawn(participant.clone(), node.clone(), secret.clone(), shutdown.subscribe());
     let truncator = spawn_log_truncation(log, config.log_retention_records, shutdown.subscribe());
@@ -94,6 +106,7 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         // Keepalives end half-open replication streams.
         let result = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::call_span)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(1)))
             .http2_keepalive_timeout(Some(Duration::from_secs(3)))
@@ -110,7 +123,7 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         result
     });
     tracing::info!(node = %config.node_id, %address, role = ?node.role(), epoch = node.epoch(), "shard node serving");
-    Ok(ShardHandle { address, participant, node, shutdown, task })
+    Ok(ShardHandle { address, metrics_address, participant, node, shutdown, task })
 }
 
 /// Keeps the last `retention` records of the replication log.

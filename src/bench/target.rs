@@ -70,6 +70,8 @@ impl Target {
             coordinator_env: Vec::new(),
             secret: uuid::Uuid::new_v4().simple().to_string(),
             dir: None,
+            env: Vec::new(),
+            front: None,
         };
         let cluster = ProcessCluster::start(spec).map_err(anyhow::Error::msg)?;
         let builder = Client::builder(&cluster.coordinator.address).token(token);

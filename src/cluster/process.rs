@@ -212,7 +212,15 @@ pub struct ProcessSpec {
     pub secret: String,
     /// Where data and logs go; a temporary directory otherwise.
     pub dir: Option<PathBuf>,
+    /// Environment for every process (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
+    /// The address the coordinator is given for each shard node (e.g. a
+    /// fault-injecting proxy in front of it); the node's own otherwise.
+    pub front: Option<Front>,
 }
+
+/// Maps a shard node's address to the one the coordinator uses.
+pub type Front = Box<dyn FnMut(&str) -> Result<String, String> + Send>;
 
 /// A running cluster of processes.
 pub struct ProcessCluster {
@@ -237,6 +245,7 @@ impl ProcessCluster {
         };
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let secret = ("TESSERA_CLUSTER_SECRET".to_string(), spec.secret.clone());
+        let base: Vec<(String, String)> = std::iter::once(secret.clone()).chain(spec.env.iter().cloned()).collect();
         let shard_config = match &spec.shard_toml {
             Some(toml) => {
                 let path = dir.join("shard.toml");
@@ -257,7 +266,7 @@ impl ProcessCluster {
                 }
                 let env = spec.shard_env.iter().filter(|(sg, sm, _)| *sg == g && *sm == r).flat_map(|(_, _, vars)| vars.clone()).collect();
                 members.push(shards.len());
-                shards.push(ProcessNode::start(&spec.binary, &name, args, "127.0.0.1:0", dir.join(format!("{name}.log")), vec![secret.clone()], env)?);
+                shards.push(ProcessNode::start(&spec.binary, &name, args, "127.0.0.1:0", dir.join(format!("{name}.log")), base.clone(), env)?);
             }
             groups.push(members);
         }
@@ -272,8 +281,16 @@ impl ProcessCluster {
             "--pg-listen".into(),
             "127.0.0.1:0".into(),
         ];
+        let mut front = spec.front;
         for (g, members) in groups.iter().enumerate() {
-            let addresses: Vec<&str> = members.iter().map(|i| shards[*i].address.as_str()).collect();
+            let mut addresses = Vec::new();
+            for i in members {
+                let own = shards[*i].address.clone();
+                addresses.push(match front.as_mut() {
+                    Some(front) => front(&own)?,
+                    None => own,
+                });
+            }
             args.extend(["--shard".into(), format!("{}={}", g + 1, addresses.join(","))]);
         }
         if spec.replicas > 0 {
@@ -282,8 +299,7 @@ impl ProcessCluster {
                 args.extend(["--sync-replicas".into(), k.to_string()]);
             }
         }
-        let coordinator =
-            ProcessNode::start(&spec.binary, "coordinator", args, "127.0.0.1:0", dir.join("coordinator.log"), vec![secret], spec.coordinator_env)?;
+        let coordinator = ProcessNode::start(&spec.binary, "coordinator", args, "127.0.0.1:0", dir.join("coordinator.log"), base, spec.coordinator_env)?;
         Ok(ProcessCluster { shards, groups, coordinator, dir, _temp: temp })
     }
 

@@ -78,11 +78,22 @@ pub struct Spec<'a> {
     pub coordinator_toml: Option<&'a str>,
     /// A config file for every shard node.
     pub shard_toml: Option<&'a str>,
+    /// `RUST_LOG` for every process.
+    pub log_filter: Option<&'a str>,
 }
 
 impl Default for Spec<'_> {
     fn default() -> Self {
-        Spec { groups: 3, replicas: 0, replication: "sync", coordinator_failpoints: None, shard_failpoints: None, coordinator_toml: None, shard_toml: None }
+        Spec {
+            groups: 3,
+            replicas: 0,
+            replication: "sync",
+            coordinator_failpoints: None,
+            shard_failpoints: None,
+            coordinator_toml: None,
+            shard_toml: None,
+            log_filter: None,
+        }
     }
 }
 
@@ -145,6 +156,8 @@ impl TestCluster {
             coordinator_env: spec.coordinator_failpoints.map(failpoints).unwrap_or_default(),
             secret: CLUSTER_SECRET.into(),
             dir: None,
+            env: spec.log_filter.map(|f| vec![("RUST_LOG".to_string(), f.to_string())]).unwrap_or_default(),
+            front: None,
         };
         let (shards, coordinator, dir) = ProcessCluster::start(process).unwrap_or_else(|e| panic!("{e}")).into_parts();
         TestCluster { shards: shards.into_iter().map(Node).collect(), coordinator: Node(coordinator), _dir: dir }

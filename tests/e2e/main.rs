@@ -8,6 +8,7 @@ mod cluster;
 mod crash;
 mod ddl_dml;
 mod limits;
+mod observability;
 mod postgres;
 mod replication;
 mod restart;

@@ -33,3 +33,11 @@ pub fn bearer_check(auth: Arc<Authenticator>) -> impl FnMut(Request<()>) -> Resu
         Ok(request)
     }
 }
+
+/// `work` under a new trace id, in a span naming it (PostgreSQL protocol
+/// queries, which carry no metadata).
+pub fn traced_task<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    let trace = tessera::new_trace_id();
+    let span = tracing::info_span!("request", trace = %trace);
+    tessera_shard::telemetry::with_trace(trace, tracing::Instrument::instrument(work, span))
+}

@@ -32,26 +32,46 @@ impl TesseraService {
     /// not cancel a commit protocol halfway (between PREPARE and the
     /// decision, that would leave participants waiting on a transaction the
     /// coordinator still lists as in progress).
-    async fn run(&self, owner: &str, session_id: &str, sql: String, options: RequestOptions) -> Result<Vec<QueryResult>, Status> {
+    /// The request runs under `trace` (see [`trace_of`]): its log lines and
+    /// its calls to shard nodes carry it.
+    async fn run(&self, owner: &str, session_id: &str, sql: String, options: RequestOptions, trace: &str) -> Result<Vec<QueryResult>, Status> {
+        self.run_traced(owner, session_id, sql, options, trace).await.map_err(|mut status| {
+            if let Ok(value) = trace.parse() {
+                status.metadata_mut().insert(tessera_proto::TRACE_METADATA_KEY, value);
+            }
+            status
+        })
+    }
+
+    async fn run_traced(&self, owner: &str, session_id: &str, sql: String, options: RequestOptions, trace: &str) -> Result<Vec<QueryResult>, Status> {
         let engine = self.engine.clone();
         let shared = if session_id.is_empty() { None } else { Some(self.sessions.get(session_id, owner)?) };
         let mut fresh = self.sessions.new_session();
-        let task = tokio::spawn(async move {
-            match shared {
-                Some(shared) => {
-                    let mut session = shared.lock_owned().await;
-                    engine.execute_request(&mut session, &sql, &options).await
-                }
-                None => {
-                    // No session: a transaction must end within this call.
-                    let results = engine.execute_request(&mut fresh, &sql, &options).await;
-                    if let Some(txn) = fresh.txn.take() {
-                        engine.txns().rollback(txn).await;
+        let span = tracing::info_span!("request", trace = %trace, session = %session_id);
+        tracing::debug!(parent: &span, sql = %crate::saga::orchestrator::short(&sql), "request");
+        let work = tessera_shard::telemetry::with_trace(
+            trace.to_string(),
+            tracing::Instrument::instrument(
+                async move {
+                    match shared {
+                        Some(shared) => {
+                            let mut session = shared.lock_owned().await;
+                            engine.execute_request(&mut session, &sql, &options).await
+                        }
+                        None => {
+                            // No session: a transaction must end within this call.
+                            let results = engine.execute_request(&mut fresh, &sql, &options).await;
+                            if let Some(txn) = fresh.txn.take() {
+                                engine.txns().rollback(txn).await;
+                            }
+                            results
+                        }
                     }
-                    results
-                }
-            }
-        });
+                },
+                span,
+            ),
+        );
+        let task = tokio::spawn(work);
         let results = task.await.map_err(|e| Status::internal(format!("statement task failed: {e}")))?;
         results.map_err(|e| {
             tracing::debug!(error = %e, "statement failed");
@@ -84,12 +104,13 @@ impl pb::tessera_server::Tessera for TesseraService {
 
     async fn execute(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let owner = principal(&request);
+        let trace = trace_of(&request);
         let req = request.into_inner();
         let mut options = options(&owner, req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
         // The results must fit in one message: checked as they are made,
         // so a request that could not be answered fails before its commit.
         options.response_budget = Some(self.max_message_bytes * 9 / 10);
-        let results = self.run(&owner, &req.session_id, req.sql, options).await?;
+        let results = self.run(&owner, &req.session_id, req.sql, options, &trace).await?;
         let response = pb::ExecuteResponse { results: results.into_iter().map(result_to_pb).collect() };
         let size = response.encoded_len();
         if size > self.max_message_bytes {
@@ -99,33 +120,36 @@ impl pb::tessera_server::Tessera for TesseraService {
             ))
             .into());
         }
-        Ok(Response::new(response))
+        Ok(traced(Response::new(response), &trace))
     }
 
     type ExecuteStreamStream = ExecuteStream;
 
     async fn execute_stream(&self, request: Request<pb::ExecuteRequest>) -> Result<Response<ExecuteStream>, Status> {
         let owner = principal(&request);
+        let trace = trace_of(&request);
         let req = request.into_inner();
         let options = options(&owner, req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
-        let results = self.run(&owner, &req.session_id, req.sql, options).await?;
+        let results = self.run(&owner, &req.session_id, req.sql, options, &trace).await?;
         // Batches stay well under the message limit.
         let budget = STREAM_BATCH_BYTES.min(self.max_message_bytes / 4);
         let items: Vec<Result<pb::ExecuteStreamResponse, Status>> = results.into_iter().flat_map(|r| stream_items(r, budget)).map(Ok).collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(items))))
+        Ok(traced(Response::new(Box::pin(futures::stream::iter(items))), &trace))
     }
 
     async fn begin(&self, request: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
         let owner = principal(&request);
+        let trace = trace_of(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Begin")?;
         let options = RequestOptions { protocol: protocol_from_pb(req.protocol)?, principal: owner.clone(), ..Default::default() };
-        self.run(&owner, &req.session_id, "BEGIN".into(), options).await?;
-        Ok(Response::new(pb::BeginResponse {}))
+        self.run(&owner, &req.session_id, "BEGIN".into(), options, &trace).await?;
+        Ok(traced(Response::new(pb::BeginResponse {}), &trace))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
         let owner = principal(&request);
+        let trace = trace_of(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Commit")?;
         let options = RequestOptions {
@@ -133,18 +157,43 @@ impl pb::tessera_server::Tessera for TesseraService {
             principal: owner.clone(),
             ..Default::default()
         };
-        let results = self.run(&owner, &req.session_id, "COMMIT".into(), options).await?;
+        let results = self.run(&owner, &req.session_id, "COMMIT".into(), options, &trace).await?;
         let tag = results.into_iter().last().map(|r| r.tag).unwrap_or_else(|| "COMMIT".into());
-        Ok(Response::new(pb::CommitResponse { tag }))
+        Ok(traced(Response::new(pb::CommitResponse { tag }), &trace))
     }
 
     async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::RollbackResponse>, Status> {
         let owner = principal(&request);
+        let trace = trace_of(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Rollback")?;
-        self.run(&owner, &req.session_id, "ROLLBACK".into(), RequestOptions::default()).await?;
-        Ok(Response::new(pb::RollbackResponse {}))
+        self.run(&owner, &req.session_id, "ROLLBACK".into(), RequestOptions::default(), &trace).await?;
+        Ok(traced(Response::new(pb::RollbackResponse {}), &trace))
     }
+}
+
+/// The request's trace id: the client's `x-tessera-trace-id` if it is a
+/// sane one, else a new one.
+pub fn trace_of<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(tessera_proto::TRACE_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(tessera_shard::telemetry::clean_id)
+        .unwrap_or_else(new_trace_id)
+}
+
+/// A fresh trace id: 16 hex digits.
+pub fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+/// Returns the trace id to the client with the answer.
+fn traced<T>(mut response: Response<T>, trace: &str) -> Response<T> {
+    if let Ok(value) = trace.parse() {
+        response.metadata_mut().insert(tessera_proto::TRACE_METADATA_KEY, value);
+    }
+    response
 }
 
 fn options(owner: &str, protocol: i32, params: Vec<pb::Value>, key: String, replica: Option<pb::ReplicaReadOptions>) -> Result<RequestOptions, Status> {

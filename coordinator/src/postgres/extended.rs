@@ -107,10 +107,10 @@ impl ExtendedQueryHandler for Backend {
         let (engine, session) = (self.engine.clone(), self.session.clone());
         let Some(parsed) = prepared.statement.clone() else {
             let sql = prepared.sql.clone();
-            let outcome = tokio::spawn(async move {
+            let outcome = tokio::spawn(crate::api::traced_task(async move {
                 let mut session = session.lock_owned().await;
                 engine.execute_each(&mut session, &sql).await
-            })
+            }))
             .await
             .map_err(task_failed)?;
             if let Some(e) = outcome.error {
@@ -123,12 +123,12 @@ impl ExtendedQueryHandler for Backend {
         let mut statement = parsed.0.clone();
         bind(&mut statement, &values).map_err(|e| user_error(&e))?;
         let compensation = parsed.1.clone();
-        let (result, in_txn) = tokio::spawn(async move {
+        let (result, in_txn) = tokio::spawn(crate::api::traced_task(async move {
             let mut session = session.lock_owned().await;
             let call = Call::new(session.protocol, compensation.as_deref());
             let result = engine.execute_statement(&mut session, &statement, call).await;
             (result, session.in_transaction())
-        })
+        }))
         .await
         .map_err(task_failed)?;
         response(result.map_err(|e| user_error(&e))?, &portal.result_column_format, &mut believed, in_txn)

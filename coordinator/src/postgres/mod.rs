@@ -232,10 +232,10 @@ impl SimpleQueryHandler for Backend {
             return Ok(vec![response(result, &Format::UnifiedText, &mut believed, false)?]);
         }
         let (engine, session, sql) = (self.engine.clone(), self.session.clone(), query.to_string());
-        let outcome = tokio::spawn(async move {
+        let outcome = tokio::spawn(crate::api::traced_task(async move {
             let mut session = session.lock_owned().await;
             engine.execute_each(&mut session, &sql).await
-        })
+        }))
         .await
         .map_err(task_failed)?;
         let mut responses = Vec::new();

@@ -67,6 +67,8 @@ struct Counters {
     rolled_back: AtomicU64,
     compensations: AtomicU64,
     parked: AtomicU64,
+    /// From a saga's start to its end, as its client waits.
+    duration: tessera_shard::metrics::Histogram,
 }
 
 pub struct Sagas {
@@ -198,8 +200,10 @@ impl Sagas {
         self.records.lock().unwrap().insert(id.clone(), record);
         let slot = self.reserve(&id).expect("a new saga has no driver");
         let sagas = self.clone();
-        let driver = tokio::spawn(async move { sagas.drive(slot, false).await });
+        let started = std::time::Instant::now();
+        let driver = tokio::spawn(tessera_shard::telemetry::inherit(async move { sagas.drive(slot, false).await }));
         let outcome = driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?;
+        self.counters.duration.observe_duration(started.elapsed());
         if outcome.is_err() && self.journal.get(&key(&id)).ok().flatten().is_none() {
             // Never logged (the first log write failed): nothing ran, and
             // nothing may resume it later.
@@ -285,6 +289,11 @@ impl Sagas {
         let mut list: Vec<SagaRecord> = self.records.lock().unwrap().values().cloned().collect();
         list.sort_by_key(|r| r.started_us);
         list
+    }
+
+    /// How long sagas took, start to end, as their clients waited.
+    pub fn durations(&self) -> &tessera_shard::metrics::Histogram {
+        &self.counters.duration
     }
 
     pub fn stats(&self) -> SagaStats {

@@ -181,6 +181,8 @@ pub struct Engine {
     idempotency: Arc<Idempotency>,
     failover: Arc<Failover>,
     limits: EngineLimits,
+    /// Errors statements returned, by SQLSTATE (metrics).
+    errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Engine {
@@ -193,7 +195,7 @@ impl Engine {
         failover: Arc<Failover>,
         limits: EngineLimits,
     ) -> Engine {
-        Engine { catalog, shards, txns, sagas, idempotency, failover, limits }
+        Engine { catalog, shards, txns, sagas, idempotency, failover, limits, errors: Default::default() }
     }
 
     pub fn failover(&self) -> &Arc<Failover> {
@@ -363,7 +365,16 @@ impl Engine {
 
     #[tracing::instrument(skip_all, fields(statement = %first_word(statement)))]
     pub async fn execute_statement(&self, session: &mut Session, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
-        self.run_statement(session, statement, call).await.map_err(|e| self.name_duplicate(e))
+        self.run_statement(session, statement, call).await.map_err(|e| {
+            let e = self.name_duplicate(e);
+            *self.errors.lock().unwrap().entry(e.sqlstate()).or_default() += 1;
+            e
+        })
+    }
+
+    /// How many statements failed, by SQLSTATE.
+    pub fn errors_by_sqlstate(&self) -> Vec<(&'static str, u64)> {
+        self.errors.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     async fn run_statement(&self, session: &mut Session, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_shard::metrics::Histogram;
 use tessera_shard::storage::group::gather;
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,6 +44,9 @@ pub struct Journal {
     db: Arc<DB>,
     queue: mpsc::UnboundedSender<Request>,
     syncs: Arc<AtomicU64>,
+    /// Durable puts per fsync, and the time of each write with its fsync.
+    pub batch_sizes: Arc<Histogram>,
+    pub write_seconds: Arc<Histogram>,
 }
 
 impl Journal {
@@ -52,8 +56,11 @@ impl Journal {
     pub fn start(db: Arc<DB>, window: Duration, in_flight: InFlight) -> Journal {
         let (queue, requests) = mpsc::unbounded_channel();
         let syncs = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer(db.clone(), requests, syncs.clone(), window, in_flight));
-        Journal { db, queue, syncs }
+        let batch_sizes = Arc::new(Histogram::sizes());
+        let write_seconds = Arc::new(Histogram::latency());
+        let meters = (batch_sizes.clone(), write_seconds.clone());
+        tokio::spawn(writer(db.clone(), requests, syncs.clone(), window, in_flight, meters));
+        Journal { db, queue, syncs, batch_sizes, write_seconds }
     }
 
     /// Durably stores `value` under `key`; returns once it is fsynced.
@@ -157,7 +164,14 @@ impl DecisionLog {
 /// How many callers may be about to write.
 pub type InFlight = Arc<dyn Fn() -> usize + Send + Sync>;
 
-async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syncs: Arc<AtomicU64>, window: Duration, in_flight: InFlight) {
+async fn writer(
+    db: Arc<DB>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    syncs: Arc<AtomicU64>,
+    window: Duration,
+    in_flight: InFlight,
+    (batch_sizes, write_seconds): (Arc<Histogram>, Arc<Histogram>),
+) {
     while let Some(first) = requests.recv().await {
         let batch = gather(first, &mut requests, window, in_flight.as_ref(), usize::MAX).await;
         let mut write = WriteBatch::default();
@@ -175,6 +189,7 @@ async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syn
         }
         let sync = !waiters.is_empty();
         let db = db.clone();
+        let started = std::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
             let mut options = WriteOptions::default();
             options.set_sync(sync);
@@ -184,6 +199,8 @@ async fn writer(db: Arc<DB>, mut requests: mpsc::UnboundedReceiver<Request>, syn
         .unwrap_or_else(|e| Err(format!("coordinator log write task failed: {e}")));
         if sync {
             syncs.fetch_add(1, Ordering::Relaxed);
+            batch_sizes.observe(waiters.len() as f64);
+            write_seconds.observe_duration(started.elapsed());
         }
         for done in waiters {
             let _ = done.send(outcome.clone());

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_shard::failpoint;
+use tessera_shard::metrics::{Counter, Histogram};
 use tessera_shard::txn::{Mutation, TxnContext};
 use tokio::time::Instant;
 
@@ -52,6 +53,22 @@ pub struct TxnManager {
     last_timestamp: AtomicU64,
     one_phase: AtomicU64,
     two_phase: AtomicU64,
+    /// Outcomes and commit latencies, by protocol.
+    pub metrics: TxnMetrics,
+}
+
+/// Transaction outcomes and commit latencies, by protocol (`one_phase`:
+/// one writing group; `2pc`: several).
+#[derive(Default)]
+pub struct TxnMetrics {
+    pub one_phase_committed: Counter,
+    pub one_phase_aborted: Counter,
+    /// The COMMIT went out and no answer came: it may or may not have applied.
+    pub one_phase_unknown: Counter,
+    pub two_phase_committed: Counter,
+    pub two_phase_aborted: Counter,
+    pub one_phase_seconds: Histogram,
+    pub two_phase_seconds: Histogram,
 }
 
 impl TxnManager {
@@ -78,6 +95,7 @@ impl TxnManager {
             last_timestamp: AtomicU64::new(0),
             one_phase: AtomicU64::new(0),
             two_phase: AtomicU64::new(0),
+            metrics: TxnMetrics::default(),
         }))
     }
 
@@ -172,26 +190,43 @@ impl TxnManager {
     }
 
     async fn commit_one_phase(&self, txn: &mut Txn, group: ShardGroupId) -> Result<()> {
+        let started = std::time::Instant::now();
         let mutations = txn.pending.remove(&group).unwrap_or_default();
         let ctx = txn.context(group);
-        let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await;
+        let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await.map_err(|e| match e {
+            // The COMMIT may have been applied before the answer was lost.
+            CoordError::ShardUnavailable(m) if !m.contains("circuit breaker") && !m.contains("bulkhead") => CoordError::OutcomeUnknown(format!(
+                "the COMMIT of transaction {} was sent to shard group {group} but no answer came back ({m}); it may or may not have been applied",
+                txn.id
+            )),
+            e => e,
+        });
         let release: Vec<ShardGroupId> = txn.groups().into_iter().filter(|g| *g != group || outcome.is_err()).collect();
         abort_everywhere(&self.shards, &ctx, release.into_iter()).await;
         self.forget(&txn.id);
-        if outcome.is_ok() {
-            self.one_phase.fetch_add(1, Ordering::Relaxed);
+        match &outcome {
+            Ok(()) => {
+                self.one_phase.fetch_add(1, Ordering::Relaxed);
+                self.metrics.one_phase_committed.inc();
+                self.metrics.one_phase_seconds.observe_duration(started.elapsed());
+            }
+            Err(CoordError::OutcomeUnknown(_)) => self.metrics.one_phase_unknown.inc(),
+            Err(_) => self.metrics.one_phase_aborted.inc(),
         }
         outcome
     }
 
     #[tracing::instrument(skip_all, fields(txn = %txn.id, groups = ?writers))]
     async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let started = std::time::Instant::now();
         self.set_state(&txn.id, "preparing", &writers, "preparing");
         let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, participants: writers.clone() };
         self.preparing.fetch_add(1, Ordering::Relaxed);
         let decided = self.prepare_and_decide(&mut txn, &writers, &record, extra).await;
         self.preparing.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = decided {
+            self.metrics.two_phase_aborted.inc();
+            tracing::debug!(txn = %txn.id, error = %e, "aborted before the commit point");
             self.rollback(txn).await;
             return Err(e);
         }
@@ -200,8 +235,18 @@ impl TxnManager {
         self.two_phase.fetch_add(1, Ordering::Relaxed);
         self.set_state(&txn.id, "committing", &writers, "prepared");
         let ctx = txn.plain_context();
-        let delivery = tokio::spawn(redrive::deliver(self.shards.clone(), self.registry.clone(), self.phase_two.clone(), record, txn.readers(), ctx));
+        let delivery = tokio::spawn(tessera_shard::telemetry::inherit(redrive::deliver(
+            self.shards.clone(),
+            self.registry.clone(),
+            self.phase_two.clone(),
+            record,
+            txn.readers(),
+            ctx,
+        )));
         let _ = tokio::time::timeout(DELIVERY_WAIT, delivery).await;
+        self.metrics.two_phase_committed.inc();
+        self.metrics.two_phase_seconds.observe_duration(started.elapsed());
+        tracing::debug!(txn = %txn.id, "committed");
         Ok(())
     }
 
@@ -253,6 +298,17 @@ impl TxnManager {
         let mut list: Vec<TxnInfo> = self.registry.lock().unwrap().values().cloned().collect();
         list.sort_by_key(|t| t.started);
         list
+    }
+
+    /// The journal the decision log is on.
+    pub fn journal(&self) -> &Arc<Journal> {
+        self.log.journal()
+    }
+
+    /// Transactions past their commit point whose COMMIT has not reached
+    /// every participant yet (their participants hold them prepared).
+    pub fn in_doubt(&self) -> usize {
+        self.registry.lock().unwrap().values().filter(|t| t.state.starts_with("commit")).count()
     }
 
     /// (decision log fsyncs, one-phase commits, two-phase commits)

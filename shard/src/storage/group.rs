@@ -8,6 +8,7 @@
 //! a lone client pays no delay.
 
 use super::{Engine, StorageError, Write};
+use crate::metrics::ShardMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -24,9 +25,9 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer. `in_flight` says how many transactions may still
     /// bring writes; the window is only waited when it is above one.
-    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: Arc<dyn Fn() -> usize + Send + Sync>) -> GroupCommit {
+    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: Arc<dyn Fn() -> usize + Send + Sync>, metrics: Arc<ShardMetrics>) -> GroupCommit {
         let (queue, requests) = mpsc::unbounded_channel();
-        tokio::spawn(writer(engine, window, in_flight, requests));
+        tokio::spawn(writer(engine, window, in_flight, requests, metrics));
         GroupCommit { queue }
     }
 
@@ -73,15 +74,19 @@ async fn writer(
     window: Duration,
     in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
     mut requests: mpsc::UnboundedReceiver<(Vec<Write>, Reply)>,
+    metrics: Arc<ShardMetrics>,
 ) {
     while let Some(first) = requests.recv().await {
         let group = gather(first, &mut requests, window, in_flight.as_ref(), MAX_GROUP).await;
+        metrics.group_commit_batch.observe(group.len() as f64);
         let (writes, replies): (Vec<Vec<Write>>, Vec<Reply>) = group.into_iter().unzip();
         let merged: Vec<Write> = writes.into_iter().flatten().collect();
         let engine = engine.clone();
+        let started = std::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(move || engine.apply(merged, true).map_err(|e| e.to_string()))
             .await
             .unwrap_or_else(|e| Err(format!("commit task failed: {e}")));
+        metrics.group_commit_write_seconds.observe_duration(started.elapsed());
         for reply in replies {
             let _ = reply.send(outcome.clone());
         }
@@ -97,7 +102,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_share_a_sync_and_each_is_applied() {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
-        let group = Arc::new(GroupCommit::start(engine.clone(), Duration::from_millis(20), Arc::new(|| 50)));
+        let group = Arc::new(GroupCommit::start(engine.clone(), Duration::from_millis(20), Arc::new(|| 50), Arc::default()));
         let commits: Vec<_> = (0..50u8)
             .map(|i| {
                 let group = group.clone();
@@ -116,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_commit_does_not_wait_for_the_window() {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::default());
-        let group = GroupCommit::start(engine, Duration::from_secs(30), Arc::new(|| 1));
+        let group = GroupCommit::start(engine, Duration::from_secs(30), Arc::new(|| 1), Arc::default());
         let started = std::time::Instant::now();
         group.apply(vec![Write { space: Space::Data, key: vec![1], value: Some(vec![1]) }]).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));

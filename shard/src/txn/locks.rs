@@ -7,6 +7,7 @@
 //! therefore only ever go from older to younger transactions, so no cycle, and
 //! no distributed deadlock, can form. The deadline is a backstop.
 
+use crate::metrics::{Counter, Histogram};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -19,6 +20,9 @@ type Owner = (u64, String);
 pub struct LockTable {
     owners: Mutex<HashMap<Vec<u8>, Owner>>,
     released: Notify,
+    /// Requests that waited for a holder, and how long (metrics).
+    pub waits: Counter,
+    pub wait_seconds: Histogram,
 }
 
 /// Why a lock was not granted.
@@ -35,6 +39,12 @@ impl LockTable {
     /// Returns true if newly taken, false if `txn` already held it.
     pub async fn acquire(&self, key: &[u8], txn: &str, ts: u64, deadline: Instant) -> Result<bool, LockConflict> {
         let me: Owner = (ts, txn.to_string());
+        let mut waiting_since: Option<Instant> = None;
+        let waited = |since: Option<Instant>| {
+            if let Some(since) = since {
+                self.wait_seconds.observe_duration(since.elapsed());
+            }
+        };
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -44,14 +54,26 @@ impl LockTable {
                 match owners.get(key) {
                     None => {
                         owners.insert(key.to_vec(), me);
+                        drop(owners);
+                        waited(waiting_since);
                         return Ok(true);
                     }
                     Some(owner) if owner.1 == txn => return Ok(false),
-                    Some(owner) if me > *owner => return Err(LockConflict::Die { holder: owner.1.clone() }),
+                    Some(owner) if me > *owner => {
+                        let holder = owner.1.clone();
+                        drop(owners);
+                        waited(waiting_since);
+                        return Err(LockConflict::Die { holder });
+                    }
                     Some(owner) => owner.1.clone(),
                 }
             };
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                self.waits.inc();
+            }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
+                waited(waiting_since);
                 return Err(LockConflict::Timeout { holder });
             }
         }

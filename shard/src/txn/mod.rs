@@ -34,6 +34,7 @@ mod state;
 use crate::data::expr::Expr;
 use crate::data::row::decode_row;
 use crate::error::{Result, ShardError};
+use crate::metrics::ShardMetrics;
 use crate::storage::group::GroupCommit;
 use crate::storage::{Engine, Space, Write};
 use locks::LockTable;
@@ -92,6 +93,7 @@ pub struct Participant {
     /// Writes that asked for durability (prepares, one-phase commits, ...),
     /// before group commit merges them.
     synced_writes: std::sync::atomic::AtomicU64,
+    pub metrics: Arc<ShardMetrics>,
 }
 
 impl Participant {
@@ -106,6 +108,7 @@ impl Participant {
             aborted: Mutex::default(),
             limits,
             synced_writes: Default::default(),
+            metrics: Arc::new(ShardMetrics::new()),
         };
         participant.recover()?;
         Ok(participant)
@@ -163,7 +166,7 @@ impl Participant {
     pub fn start_group_commit(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let in_flight = Arc::new(move || weak.upgrade().map(|p| p.txns.lock().unwrap().len()).unwrap_or(0));
-        let _ = self.group.set(GroupCommit::start(self.engine.clone(), self.limits.group_commit_window, in_flight));
+        let _ = self.group.set(GroupCommit::start(self.engine.clone(), self.limits.group_commit_window, in_flight, self.metrics.clone()));
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -306,8 +309,12 @@ impl Participant {
             state.encode_prepared()
         };
         crate::failpoint::hit("shard.prepare.before_vote").await;
+        let started = Instant::now();
         let write = Write { space: Space::Txn, key: txn.id.as_bytes().to_vec(), value: Some(record) };
         self.apply(vec![write]).await?;
+        self.metrics.prepares.inc();
+        self.metrics.prepare_seconds.observe_duration(started.elapsed());
+        tracing::debug!(txn = %txn.id, "prepared");
         self.with_txn(&txn.id, |t| {
             t.phase = Phase::Prepared;
             t.last_active = Instant::now();
@@ -331,6 +338,7 @@ impl Participant {
     /// [`Participant::sync_wal`] a crash may undo it, leaving the durable
     /// prepared record, which is resolved again from the coordinator's log.
     pub async fn commit(&self, txn: &TxnContext, one_phase: bool, mutations: Vec<Mutation>, lazy: bool) -> Result<()> {
+        let started = Instant::now();
         if one_phase {
             if let Err(e) = self.write(txn, mutations).await {
                 // A one-phase commit that fails leaves nothing behind.
@@ -365,6 +373,16 @@ impl Participant {
             return outcome;
         }
         self.locks.release(&state.id, state.locked.iter());
+        if outcome.is_ok() {
+            let (count, seconds) = if one_phase {
+                (&self.metrics.one_phase_commits, &self.metrics.one_phase_commit_seconds)
+            } else {
+                (&self.metrics.two_phase_commits, &self.metrics.two_phase_commit_seconds)
+            };
+            count.inc();
+            seconds.observe_duration(started.elapsed());
+            tracing::debug!(txn = %txn.id, one_phase, "committed");
+        }
         outcome
     }
 
@@ -373,6 +391,8 @@ impl Participant {
         let state = self.txns.lock().unwrap().remove(txn_id);
         self.aborted.lock().unwrap().insert(txn_id.to_string(), Instant::now());
         let Some(state) = state else { return Ok(()) };
+        self.metrics.aborts.inc();
+        tracing::debug!(txn = %txn_id, prepared = state.phase == Phase::Prepared, "aborted");
         if state.phase == Phase::Prepared {
             let write = Write { space: Space::Txn, key: txn_id.as_bytes().to_vec(), value: None };
             if let Err(e) = self.apply(vec![write]).await {
@@ -466,8 +486,14 @@ impl Participant {
     async fn lock_key(&self, txn: &TxnContext, key: &[u8]) -> Result<()> {
         let deadline = Instant::now() + self.limits.lock_timeout;
         let fresh = self.locks.acquire(key, &txn.id, txn.timestamp, deadline).await.map_err(|conflict| match conflict {
-            locks::LockConflict::Die { holder } => ShardError::Conflict { holder, reason: "wait-die: it is older" },
-            locks::LockConflict::Timeout { holder } => ShardError::Conflict { holder, reason: "lock wait timeout" },
+            locks::LockConflict::Die { holder } => {
+                self.metrics.conflicts_wait_die.inc();
+                ShardError::Conflict { holder, reason: "wait-die: it is older" }
+            }
+            locks::LockConflict::Timeout { holder } => {
+                self.metrics.conflicts_timeout.inc();
+                ShardError::Conflict { holder, reason: "lock wait timeout" }
+            }
         })?;
         if fresh {
             let recorded = self.with_txn(&txn.id, |t| {
@@ -513,6 +539,11 @@ impl Participant {
     /// Total locks held (for status and tests).
     pub fn locks_held(&self) -> usize {
         self.locks.len()
+    }
+
+    /// The lock table (its wait counters, for metrics).
+    pub fn locks(&self) -> &LockTable {
+        &self.locks
     }
 }
 
