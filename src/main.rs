@@ -196,6 +196,23 @@ enum BenchCommand {
         /// their credit step fails and the debit is compensated.
         #[arg(long, default_value_t = 0.02)]
         failing: f64,
+        /// Chaos mode: inject these faults (all, or a list of kill-primary,
+        /// kill-replica, kill-coordinator, pause-primary, partition, delay)
+        /// into a cluster of processes, then check nothing was lost.
+        #[arg(long)]
+        chaos: Option<String>,
+        /// Chaos mode: seconds between the starts of two faults.
+        #[arg(long, default_value_t = 8.0)]
+        fault_interval: f64,
+        /// Chaos mode: seconds each fault lasts before it is healed.
+        #[arg(long, default_value_t = 3.0)]
+        fault_hold: f64,
+        /// Chaos mode: latency the delay fault adds, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        fault_delay_ms: u64,
+        /// Chaos mode: seed of the fault targets and transfers.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -516,6 +533,36 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
         anyhow::bail!("--clients and --duration must be positive");
     }
     let modes = run.modes()?;
+    if let BenchCommand::Bank { chaos: Some(faults), protocol, accounts, fault_interval, fault_hold, fault_delay_ms, seed, .. } = &workload {
+        use tessera::bench::chaos::{ChaosOptions, FaultKind};
+        use tessera::client::Protocol;
+        if run.host.is_some() || modes.len() != 1 || modes[0] == ReplicationMode::None || run.replicas == 0 {
+            anyhow::bail!("--chaos runs its own cluster with replicas: give --replication async or sync (one), and no --host");
+        }
+        if !(*fault_hold > 0.0 && fault_interval > fault_hold) {
+            anyhow::bail!("--fault-hold must be positive and shorter than --fault-interval");
+        }
+        let protocols = match protocol.as_str() {
+            "saga" => vec![Protocol::Saga],
+            "both" => vec![Protocol::TwoPhaseCommit, Protocol::Saga],
+            _ => vec![Protocol::TwoPhaseCommit],
+        };
+        let options = ChaosOptions {
+            binary: std::env::current_exe()?,
+            faults: FaultKind::parse_list(faults).map_err(anyhow::Error::msg)?,
+            protocols,
+            replication: modes[0],
+            replicas: run.replicas,
+            clients: run.clients,
+            duration: Duration::from_secs(run.duration),
+            interval: Duration::from_secs_f64(*fault_interval),
+            hold: Duration::from_secs_f64(*fault_hold),
+            accounts: (*accounts).max(6),
+            delay: Duration::from_millis(*fault_delay_ms),
+            seed: *seed,
+        };
+        return tessera::bench::chaos::run(options).await;
+    }
     let kill_primary_at = run.kill_primary_at.map(Duration::from_secs_f64);
     if kill_primary_at.is_some() && (run.host.is_some() || modes.contains(&ReplicationMode::None)) {
         anyhow::bail!("--kill-primary-at needs the bench's own cluster with replicas: --replication async or sync");

@@ -4,12 +4,15 @@
 //! - [`kv`]: point inserts, then point reads, from N concurrent clients.
 //! - [`bank`]: transfers between accounts, single- and cross-shard, with the
 //!   bank invariant checked at the end.
+//! - [`chaos`]: the bank workload under injected faults, with the checks
+//!   that nothing was lost.
 //! - [`target`]: the cluster measured: `--host`, or one started here (in
 //!   this process or as processes), with the replication asked for.
 //! - [`run`]: one run per replication mode, compared in one table; the
 //!   option that kills a primary during the run.
 
 pub mod bank;
+pub mod chaos;
 pub mod kv;
 pub mod run;
 pub mod target;

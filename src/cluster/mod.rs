@@ -8,6 +8,7 @@
 //!   inject faults, the end-to-end tests).
 
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -302,3 +302,8 @@ pub async fn assert_bank_invariant(client: &mut Client) {
 pub async fn balance(client: &mut Client, id: i64) -> i64 {
     scalar(client, &format!("SELECT balance FROM bank WHERE id = {id}")).await.parse().unwrap()
 }
+
+/// Runs SQL and returns the outcome.
+pub async fn run_sql(client: &mut Client, sql: &str) -> Result<Vec<StatementResult>, ClientError> {
+    run(client, sql).await
+}

@@ -11,6 +11,7 @@ mod limits;
 mod observability;
 mod postgres;
 mod replication;
+mod resilience;
 mod restart;
 mod routing;
 mod sagas;
