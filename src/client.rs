@@ -110,12 +110,14 @@ impl ClientError {
         matches!(self.sqlstate.as_deref(), Some("40001") | Some("40P01"))
     }
 
-    /// True when the outcome is unknown: the call timed out or the
-    /// connection broke, so the request may or may not have taken effect.
+    /// True when the outcome is unknown: the call timed out, the connection
+    /// broke, or a COMMIT went unacknowledged (08007), so the request may or
+    /// may not have taken effect.
     /// Retry it with the same idempotency key to learn the outcome.
     pub fn is_unknown_outcome(&self) -> bool {
-        self.sqlstate.is_none()
-            && matches!(self.code, Some(tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown))
+        self.sqlstate.as_deref() == Some("08007")
+            || (self.sqlstate.is_none()
+                && matches!(self.code, Some(tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)))
     }
 }
 

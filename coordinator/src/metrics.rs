@@ -82,6 +82,7 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
         .histogram("tessera_decision_log_batch_size", "Durable journal writes sharing one fsync.", &[(&[], &journal.batch_sizes)])
         .histogram("tessera_decision_log_write_seconds", "One journal write with its fsync.", &[(&[], &journal.write_seconds)]);
     let failover = engine.failover();
+    let mut primary = Owned::new();
     let (mut up, mut circuit, mut in_flight, mut refused, mut opened, mut lag, mut stale, mut epochs) =
         (Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new());
     for (group, record) in engine.shards().records() {
@@ -89,7 +90,8 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
         epochs.push((l(&[("group", &g)]), record.epoch as f64));
         for m in failover.members(group) {
             let node = [("group", g.as_str()), ("node", m.address.as_str())];
-            up.push((l(&[node[0], node[1], ("role", m.role)]), if m.reachable { 1.0 } else { 0.0 }));
+            up.push((l(&node), if m.reachable { 1.0 } else { 0.0 }));
+            primary.push((l(&node), if m.role == "primary" { 1.0 } else { 0.0 }));
             for state in ["closed", "open", "half-open"] {
                 circuit.push((l(&[node[0], node[1], ("state", state)]), if m.circuit == state { 1.0 } else { 0.0 }));
             }
@@ -106,6 +108,7 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
         }
     }
     gauge(&mut out, "tessera_shard_node_up", "1 when the node answered heartbeats within the failover timeout.", &up);
+    gauge(&mut out, "tessera_shard_node_primary", "1 for the primary of each shard group, 0 for its replicas.", &primary);
     gauge(&mut out, "tessera_circuit_breaker_state", "1 for the state of each shard node's circuit breaker.", &circuit);
     counter(&mut out, "tessera_circuit_breaker_opened_total", "Times a shard node's circuit breaker opened.", &opened);
     counter(&mut out, "tessera_shard_calls_refused_total", "Calls refused without being sent (breaker open or bulkhead full).", &refused);
@@ -114,8 +117,8 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
     gauge(&mut out, "tessera_replication_staleness_seconds", "How stale each replica reported itself (+Inf: unknown).", &stale);
     gauge(&mut out, "tessera_shard_group_epoch", "Each shard group's epoch (raised by every failover).", &epochs);
     let mut failovers: BTreeMap<String, u64> = engine.shards().records().into_iter().map(|(g, _)| (g.to_string(), 0)).collect();
-    for e in failover.events() {
-        *failovers.entry(e.group.to_string()).or_default() += 1;
+    for (group, n) in failover.counts() {
+        failovers.insert(group.to_string(), n);
     }
     let owned: Owned = failovers.iter().map(|(g, n)| (l(&[("group", g)]), *n as f64)).collect();
     counter(&mut out, "tessera_failovers_total", "Failovers and switchovers since the coordinator started.", &owned);

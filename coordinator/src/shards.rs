@@ -102,6 +102,9 @@ impl TxnOf for pb::StatusRequest {}
 enum Repeat {
     Safe,
     Once,
+    /// A one-phase COMMIT: sent once, and if it goes unanswered (or is
+    /// answered "done but not acknowledged") its outcome is unknown (08007).
+    Commit,
 }
 
 struct Group {
@@ -226,7 +229,9 @@ impl ShardClient {
             tonic::Code::Unauthenticated => {
                 CoordError::ShardUnavailable(format!("{who} refused the coordinator: {} (is cluster_secret the same on both?)", status.message()))
             }
-            tonic::Code::Unavailable if sqlstate.as_deref() == Some("08006") => CoordError::ShardUnavailable(format!("{who}: {}", status.message())),
+            tonic::Code::Unavailable if matches!(sqlstate.as_deref(), Some("08006" | "08007")) => {
+                CoordError::ShardUnavailable(format!("{who}: {}", status.message()))
+            }
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                 CoordError::ShardUnavailable(format!("{who} unreachable: {}", describe_transport(&status)))
             }
@@ -269,15 +274,21 @@ impl ShardClient {
             self.guard.finish(admitted, silent);
             match answer {
                 Err(_) if silent && attempt < attempts => tokio::time::sleep(self.guard.backoff(attempt)).await,
+                Err(status) if repeat == Repeat::Commit && (silent || sqlstate_of(&status) == Some("08007")) => {
+                    let cause = if silent { describe_transport(&status) } else { status.message().to_string() };
+                    return Err(CoordError::OutcomeUnknown(format!(
+                        "the COMMIT sent to shard group {} ({}) was not acknowledged ({cause}); it may or may not have been applied",
+                        self.group, self.address
+                    )));
+                }
                 answer => break answer.map_err(|s| self.error(s))?,
             }
         };
         let now = self.epoch();
         if now != epoch {
-            return Err(CoordError::ShardUnavailable(format!(
-                "shard group {} failed over (epoch {epoch} -> {now}) while the call to {} ran; its outcome is unknown",
-                self.group, self.address
-            )));
+            let message =
+                format!("shard group {} failed over (epoch {epoch} -> {now}) while the call to {} ran; its outcome is unknown", self.group, self.address);
+            return Err(if repeat == Repeat::Commit { CoordError::OutcomeUnknown(message) } else { CoordError::ShardUnavailable(message) });
         }
         Ok(answer.into_inner())
     }
@@ -346,7 +357,7 @@ impl ShardClient {
             mutations: mutations.iter().map(wire::mutation_to_pb).collect(),
             lazy: false,
         };
-        rpc!(self, Repeat::Once, commit, request)?;
+        rpc!(self, Repeat::Commit, commit, request)?;
         Ok(())
     }
 
@@ -433,12 +444,18 @@ impl ShardClient {
 /// True when the node did not answer (as opposed to answering with an
 /// error): what trips the breaker and what a retry may get past.
 fn node_silent(status: &tonic::Status) -> bool {
-    let fenced = status.metadata().get(tessera_proto::SQLSTATE_METADATA_KEY).is_some_and(|v| v.as_bytes() == b"08006");
+    // A node that refuses (fenced) or reports a result sends a SQLSTATE.
+    let answered = sqlstate_of(status).is_some();
     match status.code() {
-        tonic::Code::Unavailable => !fenced,
+        tonic::Code::Unavailable => !answered,
         tonic::Code::DeadlineExceeded | tonic::Code::Unknown | tonic::Code::Cancelled => true,
         _ => false,
     }
+}
+
+/// The SQLSTATE a node sent with an error, if any.
+fn sqlstate_of(status: &tonic::Status) -> Option<&str> {
+    status.metadata().get(tessera_proto::SQLSTATE_METADATA_KEY).and_then(|v| v.to_str().ok())
 }
 
 /// The innermost cause of a transport failure, e.g. "connection refused".

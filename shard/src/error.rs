@@ -29,6 +29,11 @@ pub enum ShardError {
     /// elsewhere.
     #[error("{0}")]
     Fenced(String),
+    /// The request was carried out here but may not be acknowledged: sync
+    /// replicas did not confirm it in time, or the node lost its epoch or
+    /// lease while it ran. Its outcome is unknown to the caller (08007).
+    #[error("{0}")]
+    NotAcknowledged(String),
     /// A replica read found the replica staler than the request allows.
     #[error("{0}")]
     TooStale(String),
@@ -52,6 +57,7 @@ impl ShardError {
             ShardError::Storage(_) => "58030",
             ShardError::Corrupt(_) => "XX001",
             ShardError::Fenced(_) => "08006",
+            ShardError::NotAcknowledged(_) => "08007",
             ShardError::TooStale(_) => "TR001",
         }
     }
@@ -65,7 +71,7 @@ impl From<ShardError> for tonic::Status {
             ShardError::TxnState(_) => tonic::Code::FailedPrecondition,
             ShardError::InvalidRequest(_) | ShardError::Eval { .. } => tonic::Code::InvalidArgument,
             ShardError::Storage(_) | ShardError::Corrupt(_) => tonic::Code::Internal,
-            ShardError::Fenced(_) => tonic::Code::Unavailable,
+            ShardError::Fenced(_) | ShardError::NotAcknowledged(_) => tonic::Code::Unavailable,
             ShardError::TooStale(_) => tonic::Code::OutOfRange,
         };
         let details = match &e {

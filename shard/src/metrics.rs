@@ -217,7 +217,11 @@ pub fn serve(listener: TcpListener, render: Render, mut stop: watch::Receiver<bo
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((stream, _)) = accepted else {
+                        // Out of descriptors, say: do not spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
                     let render = render.clone();
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, render)).await;

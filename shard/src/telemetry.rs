@@ -63,7 +63,7 @@ pub fn attach<T>(request: &mut tonic::Request<T>, txn: Option<&str>) {
 pub fn call_span<B>(request: &tonic::codegen::http::Request<B>) -> tracing::Span {
     let header = |key: &str| request.headers().get(key).and_then(|v| v.to_str().ok()).and_then(clean_id).unwrap_or_default();
     let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_string();
-    tracing::debug_span!("call", method = %method, trace = %header(TRACE_METADATA_KEY), txn = %header(TXN_METADATA_KEY))
+    tracing::info_span!("call", method = %method, trace = %header(TRACE_METADATA_KEY), txn = %header(TXN_METADATA_KEY))
 }
 
 /// The shard node's metrics page.

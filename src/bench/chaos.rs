@@ -230,10 +230,18 @@ impl Chaos {
     }
 
     /// Each group's members as (proxy address, role), from the shard map.
+    /// Waits up to 15 s for the coordinator (it may be restarting).
     async fn members(&self) -> Vec<(u32, String, String)> {
-        let Ok(mut admin) = self.builder.clone().connect().await else { return Vec::new() };
-        let Ok(map) = admin.shard_map().await else { return Vec::new() };
-        map.shard_groups.into_iter().flat_map(|g| g.members.into_iter().map(move |m| (g.id, m.address, m.role))).collect()
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if let Ok(mut admin) = self.builder.clone().connect().await {
+                if let Ok(map) = admin.shard_map().await {
+                    return map.shard_groups.into_iter().flat_map(|g| g.members.into_iter().map(move |m| (g.id, m.address, m.role))).collect();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Vec::new()
     }
 
     fn backend(&self, proxy: &str) -> Option<String> {
@@ -259,7 +267,7 @@ impl Chaos {
         let at = Instant::now();
         let (target, group) = match kind {
             FaultKind::KillCoordinator => {
-                self.cluster.coordinator.kill();
+                tokio::task::block_in_place(|| self.cluster.coordinator.kill());
                 ("coordinator".to_string(), None)
             }
             FaultKind::KillPrimary | FaultKind::PausePrimary | FaultKind::KillReplica => {
@@ -267,11 +275,7 @@ impl Chaos {
                 let Some((group, proxy)) = pick(role, rng) else { anyhow::bail!("no {role} to hit (shard map unavailable)") };
                 let backend = self.backend(&proxy).unwrap_or_default();
                 let node = self.cluster.node(&backend).ok_or_else(|| anyhow::anyhow!("no process on {backend}"))?;
-                if kind == FaultKind::PausePrimary {
-                    node.pause().map_err(anyhow::Error::msg)?;
-                } else {
-                    node.kill();
-                }
+                tokio::task::block_in_place(|| if kind == FaultKind::PausePrimary { node.pause() } else { Ok(node.kill()) }).map_err(anyhow::Error::msg)?;
                 (node.name.clone(), Some(group))
             }
             FaultKind::Partition | FaultKind::Delay => {
@@ -287,8 +291,12 @@ impl Chaos {
     }
 
     /// Undoes every fault: restarts dead processes, resumes paused ones,
-    /// clears the proxies.
+    /// clears the proxies. (Process calls block: off the async workers.)
     fn heal(&mut self) -> anyhow::Result<()> {
+        tokio::task::block_in_place(|| self.heal_blocking())
+    }
+
+    fn heal_blocking(&mut self) -> anyhow::Result<()> {
         for proxy in self.proxies.lock().unwrap().values() {
             proxy.set(Fault::None);
         }
@@ -349,7 +357,13 @@ async fn worker(chaos_builder: ClientBuilder, protocol: Protocol, per_group: u64
         let (outcome, detail) = loop {
             attempt += 1;
             match c.execute(&body).await {
-                Ok(_) => break (Outcome::Ok, None),
+                Ok(results) if results.last().is_some_and(|r| r.tag == "COMMIT") => break (Outcome::Ok, None),
+                Ok(results) => {
+                    // A transaction that had already failed ends in ROLLBACK.
+                    let tag = results.last().map(|r| r.tag.clone()).unwrap_or_default();
+                    let _ = c.execute("ROLLBACK").await;
+                    break (Outcome::Failed, Some(format!("ended with {tag}")));
+                }
                 Err(e) => {
                     let outcome = classify(&e);
                     if outcome == Outcome::Unknown || e.code.is_none() {
@@ -460,7 +474,8 @@ async fn run_protocol(chaos: &mut Chaos, options: &ChaosOptions, protocol: Proto
     let mut anomalies = Vec::new();
     let settled = settle(chaos, &mut anomalies).await?;
     let resolution = healed_at.elapsed();
-    let check = verify(chaos, &ops, &mut anomalies).await?;
+    let excused = parked_accounts(&settled.parked);
+    let check = verify(chaos, &ops, &excused, &mut anomalies).await?;
     print_report(name, &ops, &injected, ran, &shared, settled, resolution, &check, &anomalies);
     Ok(ChaosReport { anomalies })
 }
@@ -468,7 +483,21 @@ async fn run_protocol(chaos: &mut Chaos, options: &ChaosOptions, protocol: Proto
 /// What the end of a run found settled.
 struct Settled {
     in_doubt_resolved: Option<Duration>,
-    parked: Vec<String>,
+    /// Sagas still parked after a resume: their ids and statements.
+    parked: Vec<(String, Vec<String>)>,
+}
+
+/// The accounts a parked saga's statements name (`WHERE id = N`).
+fn parked_accounts(parked: &[(String, Vec<String>)]) -> HashSet<i64> {
+    let mut accounts = HashSet::new();
+    for statement in parked.iter().flat_map(|(_, s)| s) {
+        for part in statement.split("WHERE id = ").skip(1) {
+            if let Ok(id) = part.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse() {
+                accounts.insert(id);
+            }
+        }
+    }
+    accounts
 }
 
 /// Waits until every group has a reachable primary, no transaction is in
@@ -505,16 +534,23 @@ async fn settle(chaos: &Chaos, anomalies: &mut Vec<String>) -> anyhow::Result<Se
                 Err(e) => problems.push(format!("transactions: {e}")),
             }
         }
-        let sagas = admin.sagas().await.unwrap_or_default();
+        let sagas = match admin.sagas().await {
+            Ok(sagas) => sagas,
+            Err(e) => {
+                problems.push(format!("sagas: {e}"));
+                Vec::new()
+            }
+        };
         let unfinished: Vec<_> = sagas.iter().filter(|s| matches!(s.state.as_str(), "running" | "compensating")).collect();
         if !unfinished.is_empty() {
             problems.push(format!("{} saga(s) still running", unfinished.len()));
         }
-        let parked: Vec<String> = sagas.iter().filter(|s| s.state == "needs_operator").map(|s| s.saga_id.clone()).collect();
+        let parked: Vec<(String, Vec<String>)> =
+            sagas.iter().filter(|s| s.state == "needs_operator").map(|s| (s.saga_id.clone(), s.statements.clone())).collect();
         if problems.is_empty() && !parked.is_empty() && !resumed {
             // After healing, what parked during a fault may now finish.
             resumed = true;
-            for id in &parked {
+            for (id, _) in &parked {
                 let _ = admin.resume_saga(id).await;
             }
             continue;
@@ -542,7 +578,9 @@ struct Check {
 }
 
 /// The money checks.
-async fn verify(chaos: &Chaos, ops: &[Op], anomalies: &mut Vec<String>) -> anyhow::Result<Check> {
+/// Accounts in `excused` belong to parked sagas, half applied until an
+/// operator resumes them: they (and the sum) are not checked.
+async fn verify(chaos: &Chaos, ops: &[Op], excused: &HashSet<i64>, anomalies: &mut Vec<String>) -> anyhow::Result<Check> {
     use futures::StreamExt;
     let mut admin = chaos.client().await?;
     let mut balances: BTreeMap<i64, i64> = BTreeMap::new();
@@ -565,7 +603,7 @@ async fn verify(chaos: &Chaos, ops: &[Op], anomalies: &mut Vec<String>) -> anyho
     if balances.len() != accounts {
         anomalies.push(format!("{} accounts, expected {accounts}", balances.len()));
     }
-    if sum != expected_sum {
+    if sum != expected_sum && excused.is_empty() {
         anomalies.push(format!("sum of balances {sum}, expected {expected_sum}"));
     }
     for (id, balance) in &balances {
@@ -674,7 +712,8 @@ fn print_report(
         None => println!("recovery: did not settle"),
     }
     if !settled.parked.is_empty() {
-        println!("parked sagas (need an operator): {}", settled.parked.join(", "));
+        let ids: Vec<&str> = settled.parked.iter().map(|(id, _)| id.as_str()).collect();
+        println!("parked sagas (need an operator; their accounts and the sum were not checked): {}", ids.join(", "));
     }
     println!(
         "checks: {} accounts, sum {}, ledger {} rows; unknown outcomes applied {} / not applied {}",

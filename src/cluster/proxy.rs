@@ -11,6 +11,10 @@
 //!   behind a dead link. Healing closes those and lets new ones through.
 //! - [`Fault::Delay`]: every chunk of bytes, in both directions, waits this
 //!   long before it is forwarded.
+//!
+//! Only traffic *to* the node passes its proxy: a replica's own stream to
+//! its primary goes through the primary's proxy, so partitioning a replica
+//! cuts the coordinator off from it but not it from its primary.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +85,10 @@ impl Drop for Proxy {
 
 async fn accept(listener: TcpListener, backend: String, fault: watch::Receiver<Fault>, generation: watch::Receiver<u64>, connections: Arc<Mutex<u64>>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         *connections.lock().unwrap() += 1;
         let _ = client.set_nodelay(true);
         let (fault, mut generation, backend) = (fault.clone(), generation.clone(), backend.clone());
@@ -104,17 +111,20 @@ async fn serve(client: TcpStream, backend: &str, fault: watch::Receiver<Fault>) 
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    tokio::select! {
-        _ = pipe(client_read, server_write, fault.clone()) => {}
-        _ = pipe(server_read, client_write, fault) => {}
-    }
+    // Each direction ends on its own (a half-close goes through), so bytes
+    // still in flight the other way are not lost.
+    tokio::join!(pipe(client_read, server_write, fault.clone()), pipe(server_read, client_write, fault));
 }
 
 async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, fault: watch::Receiver<Fault>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Err(_) => return,
             Ok(n) => n,
         };
         let now = *fault.borrow();

@@ -31,12 +31,15 @@ use crate::catalog::{Catalog, GroupRecord, ReplicationMode, ShardGroupId};
 use crate::error::{CoordError, Result};
 use crate::shards::{ShardClient, ShardPool};
 use decide::{decide, Decision, MemberView};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_proto::shard as pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// Failover events kept for the admin status.
+const MAX_EVENTS: usize = 1000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FailoverConfig {
@@ -113,7 +116,10 @@ pub struct Failover {
     /// One promotion at a time.
     promoting: tokio::sync::Mutex<()>,
     started: Instant,
+    /// The latest failovers and switchovers (at most [`MAX_EVENTS`]).
     events: Mutex<Vec<Event>>,
+    /// Failovers and switchovers per group since the start (metrics).
+    counts: Mutex<BTreeMap<ShardGroupId, u64>>,
 }
 
 impl Failover {
@@ -130,6 +136,7 @@ impl Failover {
             promoting: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             events: Mutex::default(),
+            counts: Mutex::default(),
         });
         let looping = failover.clone();
         tokio::spawn(async move {
@@ -324,7 +331,14 @@ impl Failover {
         self.shards.set_primary(group, target, epoch);
         tracing::warn!(group, from = %record.primary, to = %target, epoch, "shard group failed over: {why}");
         let at_us = crate::sql::now_micros();
-        self.events.lock().unwrap().push(Event { group, from: record.primary.clone(), to: target.to_string(), epoch, at_us, reason: why.to_string() });
+        {
+            let mut events = self.events.lock().unwrap();
+            if events.len() >= MAX_EVENTS {
+                events.remove(0);
+            }
+            events.push(Event { group, from: record.primary.clone(), to: target.to_string(), epoch, at_us, reason: why.to_string() });
+        }
+        *self.counts.lock().unwrap().entry(group).or_default() += 1;
         Ok(updated)
     }
 
@@ -428,7 +442,12 @@ impl Failover {
         self.members(group).into_iter().filter(|m| m.role == "replica" && m.reachable).map(|m| m.address).collect()
     }
 
-    /// Failovers and switchovers since the coordinator started.
+    /// Failovers and switchovers per group since the coordinator started.
+    pub fn counts(&self) -> BTreeMap<ShardGroupId, u64> {
+        self.counts.lock().unwrap().clone()
+    }
+
+    /// The latest failovers and switchovers since the coordinator started.
     pub fn events(&self) -> Vec<Event> {
         self.events.lock().unwrap().clone()
     }

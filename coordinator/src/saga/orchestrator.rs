@@ -240,7 +240,9 @@ impl Sagas {
         }
         tracing::info!(saga = %id, "resuming a saga on an operator's request");
         let sagas = self.clone();
-        tokio::spawn(async move { sagas.drive(slot, true).await }).await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
+        tokio::spawn(tessera_shard::telemetry::inherit(async move { sagas.drive(slot, true).await }))
+            .await
+            .map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
     }
 
     /// The unfinished saga (running, compensating or parked) started by a
@@ -559,7 +561,9 @@ fn attempt_id(step_id: &str, epoch: u32, kind: char, attempt: u32) -> String {
 
 /// Failures worth retrying a step for: the same step may succeed later.
 fn passing(e: &CoordError) -> bool {
-    matches!(e, CoordError::Serialization(_) | CoordError::ShardUnavailable(_) | CoordError::TxnAborted(_))
+    // A step whose COMMIT went unacknowledged is sent again: its marker
+    // makes a repeat a no-op.
+    matches!(e, CoordError::Serialization(_) | CoordError::ShardUnavailable(_) | CoordError::TxnAborted(_) | CoordError::OutcomeUnknown(_))
 }
 
 /// The first line of a statement, cut to a readable length.

@@ -193,14 +193,8 @@ impl TxnManager {
         let started = std::time::Instant::now();
         let mutations = txn.pending.remove(&group).unwrap_or_default();
         let ctx = txn.context(group);
-        let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await.map_err(|e| match e {
-            // The COMMIT may have been applied before the answer was lost.
-            CoordError::ShardUnavailable(m) if !m.contains("circuit breaker") && !m.contains("bulkhead") => CoordError::OutcomeUnknown(format!(
-                "the COMMIT of transaction {} was sent to shard group {group} but no answer came back ({m}); it may or may not have been applied",
-                txn.id
-            )),
-            e => e,
-        });
+        // An unanswered COMMIT comes back as OutcomeUnknown (08007).
+        let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await;
         let release: Vec<ShardGroupId> = txn.groups().into_iter().filter(|g| *g != group || outcome.is_err()).collect();
         abort_everywhere(&self.shards, &ctx, release.into_iter()).await;
         self.forget(&txn.id);
@@ -210,7 +204,7 @@ impl TxnManager {
                 self.metrics.one_phase_committed.inc();
                 self.metrics.one_phase_seconds.observe_duration(started.elapsed());
             }
-            Err(CoordError::OutcomeUnknown(_)) => self.metrics.one_phase_unknown.inc(),
+            Err(CoordError::OutcomeUnknown(_) | CoordError::Internal(_)) => self.metrics.one_phase_unknown.inc(),
             Err(_) => self.metrics.one_phase_aborted.inc(),
         }
         outcome

@@ -228,12 +228,18 @@ impl Node {
     pub fn confirm(&self, ticket: Ticket) -> Result<(), ShardError> {
         let state = self.state.lock().unwrap();
         if state.epoch != ticket.epoch || state.role != Role::Primary {
-            return Err(ShardError::Fenced(format!("node {} left epoch {} while the request ran; it is not acknowledged", self.node_id, ticket.epoch)));
+            return Err(ShardError::NotAcknowledged(format!(
+                "node {} left epoch {} while the request ran; it is not acknowledged",
+                self.node_id, ticket.epoch
+            )));
         }
         if !state.accept_writes {
-            return Err(ShardError::Fenced(format!("node {} began handing over to a new primary while the request ran; it is not acknowledged", self.node_id)));
+            return Err(ShardError::NotAcknowledged(format!(
+                "node {} began handing over to a new primary while the request ran; it is not acknowledged",
+                self.node_id
+            )));
         }
-        lease_valid(&state, &self.node_id)
+        lease_valid(&state, &self.node_id).map_err(|e| ShardError::NotAcknowledged(format!("{e}; the request ran but is not acknowledged")))
     }
 
     /// Staleness of this node's data (zero on a primary).
@@ -255,7 +261,7 @@ impl Node {
             return Ok(());
         }
         let seq = self.log.last().0;
-        self.tracker.wait(seq, replicas as usize, self.sync_timeout).await.map_err(|e| ShardError::Fenced(format!("node {}: {e}", self.node_id)))
+        self.tracker.wait(seq, replicas as usize, self.sync_timeout).await.map_err(|e| ShardError::NotAcknowledged(format!("node {}: {e}", self.node_id)))
     }
 
     /// Applies the coordinator's heartbeat: role, epoch, lease and mode.
