@@ -464,9 +464,14 @@ async fn run_protocol(chaos: &mut Chaos, options: &ChaosOptions, protocol: Proto
     let started = Instant::now();
     let mut injected: Vec<Injected> = Vec::new();
     let mut next = 0;
-    // A quiet start, then a fault every interval, each healed after the hold.
-    tokio::time::sleep(options.interval.min(options.duration / 4)).await;
-    while started.elapsed() + options.hold < options.duration {
+    // A quiet start, then a fault every interval on a fixed schedule (so
+    // the number of faults does not depend on how long healing takes),
+    // each healed after the hold.
+    let quiet = options.interval.min(options.duration / 4);
+    let mut planned = quiet;
+    while planned + options.hold < options.duration {
+        tokio::time::sleep(planned.saturating_sub(started.elapsed())).await;
+        planned += options.interval;
         let kind = options.faults[next % options.faults.len()];
         next += 1;
         match chaos.inject(kind, &mut rng, options.delay).await {
@@ -479,11 +484,6 @@ async fn run_protocol(chaos: &mut Chaos, options: &ChaosOptions, protocol: Proto
             }
             Err(e) => println!("[{:>5.1} s] {} skipped: {e}", started.elapsed().as_secs_f64(), kind.name()),
         }
-        let rest = options.interval.saturating_sub(options.hold);
-        if started.elapsed() + rest >= options.duration {
-            break;
-        }
-        tokio::time::sleep(rest).await;
     }
     tokio::time::sleep(options.duration.saturating_sub(started.elapsed())).await;
     shared.stop.store(true, Ordering::Relaxed);

@@ -106,7 +106,12 @@ impl ProcessNode {
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        let running = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+        if !running {
+            // Reaped: its pid may be reused, so it must never be signalled.
+            self.child = None;
+        }
+        running
     }
 
     /// SIGSTOP: the process freezes; its connections stay open.
@@ -120,6 +125,9 @@ impl ProcessNode {
     }
 
     fn signal(&mut self, signal: &str) -> Result<(), String> {
+        if !self.is_running() {
+            return Err(format!("{} is not running", self.name));
+        }
         let pid = self.child.as_ref().ok_or_else(|| format!("{} is not running", self.name))?.id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().map_err(|e| e.to_string())?;
         if status.success() {
