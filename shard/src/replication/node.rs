@@ -250,7 +250,7 @@ impl Node {
         }
     }
 
-    /// Sync mode: waits until enough replicas have every record written so far.
+    /// Sync mode: waits until enough replicas have every durable record so far.
     pub async fn wait_replicated(&self) -> Result<(), ShardError> {
         let (mode, role) = {
             let state = self.state.lock().unwrap();
@@ -260,7 +260,10 @@ impl Node {
         if role != Role::Primary || replicas == 0 {
             return Ok(());
         }
-        let seq = self.log.last().0;
+        // Only durable records are shipped, and the caller's durable write
+        // is among them; an unsynced (lazy) write logged since must not be
+        // waited for, as no replica gets it before the next sync.
+        let seq = self.log.durable();
         self.tracker.wait(seq, replicas as usize, self.sync_timeout).await.map_err(|e| ShardError::NotAcknowledged(format!("node {}: {e}", self.node_id)))
     }
 
