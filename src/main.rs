@@ -523,6 +523,16 @@ fn run_token(name: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// `--protocol`: 2pc, saga, or both (2PC first).
+fn bench_protocols(protocol: &str) -> Vec<tessera::client::Protocol> {
+    use tessera::client::Protocol;
+    match protocol {
+        "saga" => vec![Protocol::Saga],
+        "both" => vec![Protocol::TwoPhaseCommit, Protocol::Saga],
+        _ => vec![Protocol::TwoPhaseCommit],
+    }
+}
+
 async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     use tessera::bench::run::{Plan, Workload};
     init_logging("warn");
@@ -535,18 +545,13 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     let modes = run.modes()?;
     if let BenchCommand::Bank { chaos: Some(faults), protocol, accounts, fault_interval, fault_hold, fault_delay_ms, seed, .. } = &workload {
         use tessera::bench::chaos::{ChaosOptions, FaultKind};
-        use tessera::client::Protocol;
         if run.host.is_some() || modes.len() != 1 || modes[0] == ReplicationMode::None || run.replicas == 0 {
             anyhow::bail!("--chaos runs its own cluster with replicas: give --replication async or sync (one), and no --host");
         }
         if !(*fault_hold > 0.0 && fault_interval > fault_hold) {
             anyhow::bail!("--fault-hold must be positive and shorter than --fault-interval");
         }
-        let protocols = match protocol.as_str() {
-            "saga" => vec![Protocol::Saga],
-            "both" => vec![Protocol::TwoPhaseCommit, Protocol::Saga],
-            _ => vec![Protocol::TwoPhaseCommit],
-        };
+        let protocols = bench_protocols(protocol);
         let options = ChaosOptions {
             binary: std::env::current_exe()?,
             faults: FaultKind::parse_list(faults).map_err(anyhow::Error::msg)?,
@@ -571,15 +576,10 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     let workload = match &workload {
         BenchCommand::Kv { .. } => Workload::Kv(tessera::bench::kv::KvOptions { clients, duration }),
         BenchCommand::Bank { accounts, cross_shard, protocol, failing, .. } => {
-            use tessera::client::Protocol;
             if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) || !(0.0..=1.0).contains(failing) {
                 anyhow::bail!("--accounts must be at least 2, and --cross-shard and --failing between 0 and 1");
             }
-            let protocols = match protocol.as_str() {
-                "saga" => vec![Protocol::Saga],
-                "both" => vec![Protocol::TwoPhaseCommit, Protocol::Saga],
-                _ => vec![Protocol::TwoPhaseCommit],
-            };
+            let protocols = bench_protocols(protocol);
             let options = tessera::bench::bank::BankOptions {
                 clients,
                 duration,

@@ -53,6 +53,17 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
+    /// Refuses a key first used for a different request.
+    pub fn check_fingerprint(&self, stored: &str) -> Result<()> {
+        if stored != self.fingerprint {
+            return Err(CoordError::invalid_value(
+                format!("idempotency key \"{}\" was already used for a different request (other SQL, parameters or protocol)", self.key),
+                "22023",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn new(owner: &str, key: &str, sql: &str, params: &[Value], protocol: Option<Protocol>) -> Result<IdempotencyKey> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
             return Err(CoordError::invalid_value(format!("an idempotency key must be 1 to {MAX_KEY_BYTES} bytes without control characters"), "22023"));
@@ -140,23 +151,27 @@ impl SagaIdempotency {
 
 /// The response a finished keyed saga gave (what its journal entry holds).
 pub fn saga_response(saga: &SagaRecord) -> Option<Result<Vec<QueryResult>>> {
-    let (_, bytes) = for_finished_saga(saga)?;
-    let stored: StoredOutcome = serde_json::from_slice(&bytes).ok()?;
-    Some(stored.into_response())
+    let outcome = finished_outcome(saga)?;
+    Some(StoredOutcome { fingerprint: String::new(), created_us: 0, outcome }.into_response())
 }
 
 /// The journal entry a finished keyed saga writes with its final state.
 pub fn for_finished_saga(saga: &SagaRecord) -> Option<(String, Vec<u8>)> {
     let idem = saga.idempotency.as_ref()?;
-    let outcome = match saga.state {
-        SagaState::Committed => Outcome::Results(idem.committed_response(saga.steps.iter().map(|s| s.rows).sum())),
+    Some(record(&idem.key, finished_outcome(saga)?))
+}
+
+/// The outcome of a finished keyed saga; `None` while it runs or parks.
+fn finished_outcome(saga: &SagaRecord) -> Option<Outcome> {
+    let idem = saga.idempotency.as_ref()?;
+    match saga.state {
+        SagaState::Committed => Some(Outcome::Results(idem.committed_response(saga.steps.iter().map(|s| s.rows).sum()))),
         SagaState::RolledBack => match crate::sql::saga::saga_outcome(saga) {
-            Err(e) => Outcome::SagaRolledBack { saga_id: saga.id.clone(), sqlstate: e.sqlstate().to_string(), message: e.to_string() },
-            Ok(()) => return None,
+            Err(e) => Some(Outcome::SagaRolledBack { saga_id: saga.id.clone(), sqlstate: e.sqlstate().to_string(), message: e.to_string() }),
+            Ok(()) => None,
         },
-        _ => return None,
-    };
-    Some(record(&idem.key, outcome))
+        _ => None,
+    }
 }
 
 /// The store of outcomes and the per-key locks of requests in flight.
@@ -194,10 +209,6 @@ impl Idempotency {
         lock.lock_owned().await
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The stored outcome of `key`, if it has one that has not expired. The
     /// same key with another request is refused.
     pub fn lookup(&self, key: &IdempotencyKey) -> Result<Option<StoredOutcome>> {
@@ -207,12 +218,7 @@ impl Idempotency {
         if self.expired(&stored) {
             return Ok(None);
         }
-        if stored.fingerprint != key.fingerprint {
-            return Err(CoordError::invalid_value(
-                format!("idempotency key \"{}\" was already used for a different request (other SQL, parameters or protocol)", key.key),
-                "22023",
-            ));
-        }
+        key.check_fingerprint(&stored.fingerprint)?;
         Ok(Some(stored))
     }
 

@@ -208,7 +208,7 @@ impl ShardClient {
     /// Converts a failed call into an error naming this group.
     pub fn error(&self, status: tonic::Status) -> CoordError {
         let who = format!("shard group {} ({})", self.group, self.address);
-        let sqlstate = status.metadata().get(tessera_proto::SQLSTATE_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let sqlstate = sqlstate_of(&status).map(str::to_string);
         match status.code() {
             tonic::Code::AlreadyExists => match tessera_shard::data::keys::decode_row_key(status.details()) {
                 Some((table_id, value)) => CoordError::DuplicateKey { table_id, key: value.to_string() },

@@ -74,10 +74,6 @@ impl Histogram {
     pub fn observe_duration(&self, d: Duration) {
         self.observe(d.as_secs_f64());
     }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
 }
 
 impl Default for Histogram {

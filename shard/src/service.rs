@@ -58,13 +58,13 @@ impl ShardService {
     /// still acknowledge it. The work runs in a task of its own, to its end
     /// even if the caller goes away (its deadline passed, the connection
     /// broke): a COMMIT or ABORT dropped halfway would leave its locks held.
-    async fn admitted<T, R, F, Fut>(&self, request: &Request<T>, work: F) -> Result<R, Status>
+    async fn admitted<R, F, Fut>(&self, epoch: Option<u64>, work: F) -> Result<R, Status>
     where
         F: FnOnce(Arc<Participant>) -> Fut,
         Fut: std::future::Future<Output = Result<R, ShardError>> + Send + 'static,
         R: Send + 'static,
     {
-        let ticket = self.node.admit(epoch(request)?, Access::Write)?;
+        let ticket = self.node.admit(epoch, Access::Write)?;
         let task = tokio::spawn(tracing::Instrument::in_current_span(work(self.participant.clone())));
         let result = task.await.map_err(|e| Status::internal(format!("request task failed: {e}")))??;
         self.node.confirm(ticket)?;
@@ -115,34 +115,38 @@ impl pb::shard_server::Shard for ShardService {
     }
 
     async fn prepare(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::PrepareResponse>, Status> {
-        let txn = required_txn(request.get_ref().txn.clone())?;
-        self.admitted(&request, move |p| async move { p.prepare(&txn).await }).await?;
+        let epoch = epoch(&request)?;
+        let txn = required_txn(request.into_inner().txn)?;
+        self.admitted(epoch, move |p| async move { p.prepare(&txn).await }).await?;
         Ok(Response::new(pb::PrepareResponse {}))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let req = request.get_ref().clone();
+        let epoch = epoch(&request)?;
+        let req = request.into_inner();
         let txn = required_txn(req.txn)?;
         let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
-        self.admitted(&request, move |p| async move { p.commit(&txn, req.one_phase, mutations, req.lazy).await }).await?;
+        self.admitted(epoch, move |p| async move { p.commit(&txn, req.one_phase, mutations, req.lazy).await }).await?;
         Ok(Response::new(pb::TxnResponse {}))
     }
 
     async fn abort(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let txn = required_txn(request.get_ref().txn.clone())?;
-        self.admitted(&request, move |p| async move { p.abort(&txn.id).await }).await?;
+        let epoch = epoch(&request)?;
+        let txn = required_txn(request.into_inner().txn)?;
+        self.admitted(epoch, move |p| async move { p.abort(&txn.id).await }).await?;
         Ok(Response::new(pb::TxnResponse {}))
     }
 
     async fn sync_wal(&self, request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {
         crate::failpoint::hit("shard.sync_wal").await;
-        self.admitted(&request, |p| async move { p.sync_wal().await }).await?;
+        self.admitted(epoch(&request)?, |p| async move { p.sync_wal().await }).await?;
         Ok(Response::new(pb::SyncWalResponse {}))
     }
 
     async fn delete_range(&self, request: Request<pb::DeleteRangeRequest>) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let req = request.get_ref().clone();
-        self.admitted(&request, move |p| async move { p.delete_range(req.start, req.end).await }).await?;
+        let epoch = epoch(&request)?;
+        let req = request.into_inner();
+        self.admitted(epoch, move |p| async move { p.delete_range(req.start, req.end).await }).await?;
         Ok(Response::new(pb::DeleteRangeResponse {}))
     }
 

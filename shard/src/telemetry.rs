@@ -50,7 +50,7 @@ pub fn clean_id(value: &str) -> Option<String> {
 /// Adds the current trace id and `txn` to an outgoing call's metadata.
 pub fn attach<T>(request: &mut tonic::Request<T>, txn: Option<&str>) {
     let metadata = request.metadata_mut();
-    if let Some(trace) = current_trace().and_then(|t| t.parse().ok()) {
+    if let Some(trace) = TRACE_ID.try_with(|t| t.parse().ok()).ok().flatten() {
         metadata.insert(TRACE_METADATA_KEY, trace);
     }
     if let Some(txn) = txn.filter(|t| !t.is_empty()).and_then(|t| t.parse().ok()) {

@@ -49,8 +49,8 @@ pub struct BankReport {
 /// group.
 pub struct FailoverProbe {
     pub group: u64,
-    killed_at: std::sync::Mutex<Option<Instant>>,
-    first_write: std::sync::Mutex<Option<Instant>>,
+    killed_at: std::sync::OnceLock<Instant>,
+    first_write: std::sync::OnceLock<Instant>,
 }
 
 impl FailoverProbe {
@@ -58,30 +58,28 @@ impl FailoverProbe {
         FailoverProbe { group, killed_at: Default::default(), first_write: Default::default() }
     }
 
+    /// The primary was killed (once per probe).
     pub fn killed(&self) {
-        *self.killed_at.lock().unwrap() = Some(Instant::now());
+        let _ = self.killed_at.set(Instant::now());
     }
 
     /// A transfer that began at `began` and touched `groups` committed.
     /// Only one begun after the kill counts: one already in flight may have
     /// been decided before it.
     fn committed(&self, groups: [u64; 2], began: Instant) {
-        let killed = *self.killed_at.lock().unwrap();
-        if !groups.contains(&self.group) || killed.is_none_or(|k| began < k) {
+        if !groups.contains(&self.group) || self.killed_at.get().is_none_or(|k| began < *k) {
             return;
         }
-        self.first_write.lock().unwrap().get_or_insert_with(Instant::now);
+        self.first_write.get_or_init(Instant::now);
     }
 
     /// Kill to first write, once both happened.
     pub fn failover_time(&self) -> Option<Duration> {
-        let killed = (*self.killed_at.lock().unwrap())?;
-        let first = (*self.first_write.lock().unwrap())?;
-        Some(first.duration_since(killed))
+        Some(self.first_write.get()?.duration_since(*self.killed_at.get()?))
     }
 }
 
-const INITIAL_BALANCE: i64 = 1_000;
+pub const INITIAL_BALANCE: i64 = 1_000;
 const MAX_AMOUNT: i64 = 100;
 const MAX_ATTEMPTS: usize = 20;
 
@@ -188,17 +186,23 @@ struct Shape {
 
 async fn setup(admin: &mut Client, groups: u64, per_group: u64) -> anyhow::Result<()> {
     admin.execute("DROP TABLE IF EXISTS bench_bank").await?;
+    create_accounts(admin, "bench_bank", groups, per_group).await
+}
+
+/// Creates `table` with `groups * per_group` accounts of
+/// [`INITIAL_BALANCE`], range-partitioned `per_group` to a shard group.
+pub async fn create_accounts(admin: &mut Client, table: &str, groups: u64, per_group: u64) -> anyhow::Result<()> {
     let splits: Vec<String> = (1..groups).map(|g| (g * per_group).to_string()).collect();
     admin
         .execute(&format!(
-            "CREATE TABLE bench_bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '{}')",
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '{}')",
             splits.join(",")
         ))
         .await?;
     let ids: Vec<u64> = (0..groups * per_group).collect();
     for chunk in ids.chunks(1000) {
         let rows: Vec<String> = chunk.iter().map(|id| format!("({id}, {INITIAL_BALANCE})")).collect();
-        admin.execute(&format!("INSERT INTO bench_bank VALUES {}", rows.join(", "))).await?;
+        admin.execute(&format!("INSERT INTO {table} VALUES {}", rows.join(", "))).await?;
     }
     Ok(())
 }

@@ -27,9 +27,11 @@
 //! (a missing acknowledged transfer, half a transfer, a changed sum) is
 //! listed as lost rather than counted as an anomaly.
 
+use crate::bench::bank::{create_accounts, INITIAL_BALANCE};
 use crate::bench::histogram;
+use crate::bench::target::process_spec;
 use crate::client::{Client, ClientBuilder, ClientError, Protocol};
-use crate::cluster::process::{ProcessCluster, ProcessSpec};
+use crate::cluster::process::ProcessCluster;
 use crate::cluster::proxy::{Fault, Proxy};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_coordinator::config::ReplicationMode;
 
-const INITIAL_BALANCE: i64 = 1_000;
 const MAX_AMOUNT: i64 = 300;
 const MAX_ATTEMPTS: usize = 5;
 
@@ -164,36 +165,20 @@ struct Chaos {
 
 impl Chaos {
     fn start(options: &ChaosOptions) -> anyhow::Result<Chaos> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let coordinator_toml = format!(
-            "heartbeat_interval_ms = 100\nlease_ms = 700\nfailover_timeout_ms = 1400\nrpc_timeout_ms = 2000\nbreaker_open_ms = 500\n\
-             [limits]\nmax_sessions = 10000\nmax_result_rows = 100000000\nstatement_timeout_ms = 15000\n\
-             [[auth.tokens]]\nname = \"chaos\"\ntoken = \"{token}\"\n"
-        );
+        let top = "heartbeat_interval_ms = 100\nlease_ms = 700\nfailover_timeout_ms = 1400\nrpc_timeout_ms = 2000\nbreaker_open_ms = 500\n";
+        let limits = "max_result_rows = 100000000\nstatement_timeout_ms = 15000\n";
+        let shard_toml = Some("idle_txn_timeout_ms = 5000\n".to_string());
+        let (mut spec, token) = process_spec(&options.binary, 3, options.replication, options.replicas, top, limits, shard_toml);
         let proxies: Arc<Mutex<HashMap<String, Proxy>>> = Arc::default();
         let registered = proxies.clone();
-        let front = Box::new(move |backend: &str| {
+        spec.front = Some(Box::new(move |backend: &str| {
             let proxy = Proxy::start(backend).map_err(|e| format!("cannot start a proxy for {backend}: {e}"))?;
             let address = proxy.address.clone();
             registered.lock().unwrap().insert(address.clone(), proxy);
             Ok(address)
-        });
-        let spec = ProcessSpec {
-            binary: options.binary.clone(),
-            groups: 3,
-            replicas: options.replicas,
-            replication: options.replication,
-            sync_replicas: (options.replication == ReplicationMode::Sync && options.replicas > 1).then_some(1),
-            coordinator_toml,
-            shard_toml: Some("idle_txn_timeout_ms = 5000\n".into()),
-            shard_env: Vec::new(),
-            coordinator_env: Vec::new(),
-            secret: uuid::Uuid::new_v4().simple().to_string(),
-            dir: None,
-            env: Vec::new(),
-            front: Some(front),
-        };
-        let cluster = ProcessCluster::start(spec).map_err(anyhow::Error::msg)?;
+        }));
+        // Starting processes blocks: off the async workers.
+        let cluster = tokio::task::block_in_place(|| ProcessCluster::start(spec)).map_err(anyhow::Error::msg)?;
         let builder =
             Client::builder(&cluster.coordinator.address).token(token).request_timeout(Duration::from_secs(20)).connect_timeout(Duration::from_secs(2));
         Ok(Chaos { cluster, proxies, builder, per_group: options.accounts.div_ceil(3).max(2), groups: 3 })
@@ -218,23 +203,11 @@ impl Chaos {
         let mut admin = self.client().await?;
         admin.execute("DROP TABLE IF EXISTS chaos_accounts").await?;
         admin.execute("DROP TABLE IF EXISTS chaos_ledger").await?;
-        let splits: Vec<String> = (1..self.groups as u64).map(|g| (g * self.per_group).to_string()).collect();
-        admin
-            .execute(&format!(
-                "CREATE TABLE chaos_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '{}')",
-                splits.join(",")
-            ))
-            .await?;
+        create_accounts(&mut admin, "chaos_accounts", self.groups as u64, self.per_group).await?;
         admin.execute("CREATE TABLE chaos_ledger (id BIGINT PRIMARY KEY, src BIGINT NOT NULL, dst BIGINT NOT NULL, amount BIGINT NOT NULL) WITH (partitioning = 'hash')").await?;
-        let ids: Vec<u64> = (0..self.accounts()).collect();
-        for chunk in ids.chunks(500) {
-            let rows: Vec<String> = chunk.iter().map(|id| format!("({id}, {INITIAL_BALANCE})")).collect();
-            admin.execute(&format!("INSERT INTO chaos_accounts VALUES {}", rows.join(", "))).await?;
-        }
         Ok(())
     }
 
-    /// Each group's members as (proxy address, role), from the shard map.
     /// Every group's epoch (each failover or switchover raises it by one).
     async fn epochs(&self) -> BTreeMap<u32, u64> {
         let mut admin = match self.client().await {
@@ -244,6 +217,7 @@ impl Chaos {
         admin.shard_map().await.map(|m| m.shard_groups.into_iter().map(|g| (g.id, g.epoch)).collect()).unwrap_or_default()
     }
 
+    /// Each group's members as (proxy address, role), from the shard map.
     /// Waits up to 15 s for the coordinator (it may be restarting).
     async fn members(&self) -> Vec<(u32, String, String)> {
         let started = Instant::now();
@@ -547,7 +521,6 @@ async fn settle(chaos: &Chaos, anomalies: &mut Vec<String>) -> anyhow::Result<Se
     let mut admin = chaos.client().await?;
     let deadline = Duration::from_secs(120);
     let mut resumed = false;
-    let mut last = String::new();
     loop {
         let mut problems = Vec::new();
         match admin.cluster_status().await {
@@ -601,9 +574,6 @@ async fn settle(chaos: &Chaos, anomalies: &mut Vec<String>) -> anyhow::Result<Se
         if started.elapsed() > deadline {
             anomalies.push(format!("not settled {} s after healing: {}", deadline.as_secs(), problems.join("; ")));
             return Ok(Settled { in_doubt_resolved: None, parked });
-        }
-        if problems.join("; ") != last {
-            last = problems.join("; ");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

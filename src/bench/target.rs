@@ -51,28 +51,9 @@ impl Target {
             let builder = Client::builder(&cluster.address.to_string());
             return Ok(Target::Local(Box::new(cluster), builder));
         }
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut toml = String::new();
-        if let Some(window) = o.group_commit_window {
-            toml.push_str(&format!("decision_log_window_us = {}\n", window.as_micros()));
-        }
-        toml.push_str(&format!("[limits]\nmax_sessions = 10000\n[[auth.tokens]]\nname = \"bench\"\ntoken = \"{token}\"\n"));
-        let spec = ProcessSpec {
-            binary: o.binary.clone(),
-            groups: o.groups,
-            replicas: if replication == ReplicationMode::None { 0 } else { o.replicas },
-            replication,
-            // With two or more replicas a sync group waits for any one of them.
-            sync_replicas: (replication == ReplicationMode::Sync && o.replicas > 1).then_some(1),
-            coordinator_toml: toml,
-            shard_toml: o.group_commit_window.map(|w| format!("group_commit_window_us = {}\n", w.as_micros())),
-            shard_env: Vec::new(),
-            coordinator_env: Vec::new(),
-            secret: uuid::Uuid::new_v4().simple().to_string(),
-            dir: None,
-            env: Vec::new(),
-            front: None,
-        };
+        let top = o.group_commit_window.map(|w| format!("decision_log_window_us = {}\n", w.as_micros())).unwrap_or_default();
+        let shard_toml = o.group_commit_window.map(|w| format!("group_commit_window_us = {}\n", w.as_micros()));
+        let (spec, token) = process_spec(&o.binary, o.groups, replication, o.replicas, &top, "", shard_toml);
         let cluster = ProcessCluster::start(spec).map_err(anyhow::Error::msg)?;
         let builder = Client::builder(&cluster.coordinator.address).token(token);
         wait_ready(&builder).await?;
@@ -124,4 +105,37 @@ async fn wait_ready(builder: &ClientBuilder) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A bench's cluster of processes: `replicas` per group (none without
+/// replication), a fresh secret, and a coordinator config with `top`
+/// lines, `limits` lines and a fresh bearer token, which is returned.
+pub fn process_spec(
+    binary: &std::path::Path,
+    groups: usize,
+    replication: ReplicationMode,
+    replicas: usize,
+    top: &str,
+    limits: &str,
+    shard_toml: Option<String>,
+) -> (ProcessSpec, String) {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let coordinator_toml = format!("{top}[limits]\nmax_sessions = 10000\n{limits}[[auth.tokens]]\nname = \"bench\"\ntoken = \"{token}\"\n");
+    let spec = ProcessSpec {
+        binary: binary.to_path_buf(),
+        groups,
+        replicas: if replication == ReplicationMode::None { 0 } else { replicas },
+        replication,
+        // With two or more replicas a sync group waits for any one of them.
+        sync_replicas: (replication == ReplicationMode::Sync && replicas > 1).then_some(1),
+        coordinator_toml,
+        shard_toml,
+        shard_env: Vec::new(),
+        coordinator_env: Vec::new(),
+        secret: uuid::Uuid::new_v4().simple().to_string(),
+        dir: None,
+        env: Vec::new(),
+        front: None,
+    };
+    (spec, token)
 }

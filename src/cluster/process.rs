@@ -321,9 +321,4 @@ impl ProcessCluster {
     pub fn node(&mut self, address: &str) -> Option<&mut ProcessNode> {
         self.shards.iter_mut().find(|n| n.address == address)
     }
-
-    /// Where the coordinator serves the PostgreSQL protocol.
-    pub fn pg_address(&self) -> Option<String> {
-        self.coordinator.stdout_line("coordinator postgres protocol on ", Duration::from_secs(30))
-    }
 }

@@ -66,10 +66,6 @@ impl Proxy {
         }
     }
 
-    pub fn fault(&self) -> Fault {
-        *self.fault.borrow()
-    }
-
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         *self.connections.lock().unwrap()

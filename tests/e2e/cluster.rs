@@ -286,6 +286,13 @@ pub async fn seed_bank(client: &mut Client) {
     }
 }
 
+/// `accounts` over two groups: account 1 on group 1 and 150 on group 2,
+/// 100 in each.
+pub async fn two_group_accounts(client: &mut Client) {
+    exec(client, "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL) WITH (partitioning = 'range', split_points = '100')").await;
+    exec(client, "INSERT INTO accounts VALUES (1, 100), (150, 100)").await;
+}
+
 /// The SQL of a transfer.
 pub fn transfer_sql(from: i64, to: i64, amount: i64) -> String {
     format!("BEGIN; UPDATE bank SET balance = balance - {amount} WHERE id = {from}; UPDATE bank SET balance = balance + {amount} WHERE id = {to}; COMMIT")

@@ -72,8 +72,7 @@ async fn one_trace_id_follows_a_transaction_through_every_process() {
     let spec = Spec { groups: 2, log_filter: Some(filter), ..Spec::default() };
     let cluster = TestCluster::start_spec(spec);
     let mut client = cluster.client().await;
-    exec(&mut client, "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL) WITH (partitioning = 'range', split_points = '100')").await;
-    exec(&mut client, "INSERT INTO accounts VALUES (1, 100), (150, 100)").await;
+    two_group_accounts(&mut client).await;
     let trace = "transfer-7f3a9c";
     client.set_trace_id(Some(trace.to_string()));
     exec(&mut client, "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = 1; UPDATE accounts SET balance = balance + 10 WHERE id = 150; COMMIT")

@@ -183,15 +183,11 @@ async fn a_transaction_prepared_on_a_killed_primary_commits_on_the_promoted_repl
     };
     let mut cluster = TestCluster::start_spec(spec);
     let mut c = cluster.client().await;
-    c.execute("CREATE TABLE bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '100')")
-        .await
-        .unwrap();
-    c.execute("INSERT INTO bank VALUES (1, 1000), (2, 1000)").await.unwrap();
-    c.execute("INSERT INTO bank VALUES (100, 1000), (101, 1000)").await.unwrap();
+    two_group_bank(&mut c).await;
     wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
     // Two-phase commit: both groups prepare (replicated), the decision is
     // logged, group 2 commits, group 1's primary stops before applying.
-    c.execute("BEGIN; UPDATE bank SET balance = balance - 300 WHERE id = 1; UPDATE bank SET balance = balance + 300 WHERE id = 100; COMMIT").await.unwrap();
+    exec(&mut c, &transfer_sql(1, 100, 300)).await;
     let old = primary(&mut c, 1).await;
     cluster.node(&old).wait_for_log("failpoint shard.commit.before_apply reached", Duration::from_secs(30));
     cluster.node(&old).kill();
@@ -227,12 +223,8 @@ async fn a_commit_lost_with_its_primary_before_the_wal_sync_is_delivered_again()
     };
     let mut cluster = TestCluster::start_spec(spec);
     let mut c = cluster.client().await;
-    c.execute("CREATE TABLE bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '100')")
-        .await
-        .unwrap();
-    c.execute("INSERT INTO bank VALUES (1, 1000), (2, 1000)").await.unwrap();
-    c.execute("INSERT INTO bank VALUES (100, 1000), (101, 1000)").await.unwrap();
-    c.execute("BEGIN; UPDATE bank SET balance = balance - 300 WHERE id = 1; UPDATE bank SET balance = balance + 300 WHERE id = 100; COMMIT").await.unwrap();
+    two_group_bank(&mut c).await;
+    exec(&mut c, &transfer_sql(1, 100, 300)).await;
     let old = primary(&mut c, 1).await;
     cluster.node(&old).wait_for_log("failpoint shard.sync_wal reached", Duration::from_secs(30));
     // The replica has everything durable: the prepared transaction.
@@ -405,4 +397,13 @@ async fn a_planned_switchover_under_load_loses_nothing_even_in_async_mode() {
     wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
     assert_eq!(replica(&mut c, 1).await, old);
     let _ = &mut cluster;
+}
+
+/// `bank` over two groups: accounts 1 and 2 on group 1, 100 and 101 on
+/// group 2, 1000 in each.
+async fn two_group_bank(c: &mut Client) {
+    exec(c, "CREATE TABLE bank (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0)) WITH (partitioning = 'range', split_points = '100')")
+        .await;
+    exec(c, "INSERT INTO bank VALUES (1, 1000), (2, 1000)").await;
+    exec(c, "INSERT INTO bank VALUES (100, 1000), (101, 1000)").await;
 }

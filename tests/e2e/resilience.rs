@@ -4,11 +4,6 @@ use crate::cluster::*;
 use std::time::{Duration, Instant};
 use tessera::client::Client;
 
-async fn two_groups(client: &mut Client) {
-    exec(client, "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL) WITH (partitioning = 'range', split_points = '100')").await;
-    exec(client, "INSERT INTO accounts VALUES (1, 100), (150, 100)").await;
-}
-
 /// The member of group 1 as the shard map shows it: (circuit, calls in flight).
 async fn guard_of(client: &mut Client, address: &str) -> (String, u32) {
     let map = client.shard_map().await.unwrap();
@@ -21,7 +16,7 @@ async fn a_silent_node_opens_its_breaker_fails_fast_and_recovers() {
     let toml = "rpc_timeout_ms = 1000\nbreaker_failure_threshold = 3\nbreaker_open_ms = 60000\n";
     let mut cluster = TestCluster::start_spec(Spec { groups: 2, coordinator_toml: Some(toml), ..Spec::default() });
     let mut client = cluster.client().await;
-    two_groups(&mut client).await;
+    two_group_accounts(&mut client).await;
     let address = cluster.shards[0].address.clone();
     cluster.shards[0].pause();
 
@@ -69,7 +64,7 @@ async fn the_bulkhead_bounds_calls_to_a_slow_node() {
     let toml = "rpc_timeout_ms = 4000\nbreaker_failure_threshold = 1000\nmax_in_flight_per_node = 2\n";
     let mut cluster = TestCluster::start_spec(Spec { groups: 2, coordinator_toml: Some(toml), ..Spec::default() });
     let mut client = cluster.client().await;
-    two_groups(&mut client).await;
+    two_group_accounts(&mut client).await;
     let address = cluster.shards[0].address.clone();
     cluster.shards[0].pause();
     let mut waiting = Vec::new();

@@ -18,6 +18,12 @@ impl AdminService {
     pub fn new(engine: Arc<Engine>, sessions: Arc<Sessions>) -> AdminService {
         AdminService { engine, sessions }
     }
+
+    /// Every shard group with its members as the heartbeats see them.
+    fn groups_pb(&self) -> Vec<pb::ShardGroup> {
+        let failover = self.engine.failover();
+        self.engine.shards().records().into_iter().map(|(id, record)| group_to_pb(id, &record, failover.members(id))).collect()
+    }
 }
 
 #[tonic::async_trait]
@@ -46,7 +52,7 @@ impl pb::admin_server::Admin for AdminService {
         let (decision_log_syncs, one_phase_commits, two_phase_commits) = self.engine.txns().stats();
         let sagas = self.engine.sagas().stats();
         let failover = self.engine.failover();
-        let groups = self.engine.shards().records().into_iter().map(|(id, record)| group_to_pb(id, &record, failover.members(id))).collect();
+        let groups = self.groups_pb();
         let failovers = failover
             .events()
             .into_iter()
@@ -68,8 +74,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn shard_map(&self, _request: Request<pb::ShardMapRequest>) -> Result<Response<pb::ShardMapResponse>, Status> {
-        let failover = self.engine.failover();
-        let shard_groups = self.engine.shards().records().into_iter().map(|(id, record)| group_to_pb(id, &record, failover.members(id))).collect();
+        let shard_groups = self.groups_pb();
         let tables = self
             .engine
             .catalog()

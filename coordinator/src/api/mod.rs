@@ -39,5 +39,18 @@ pub fn bearer_check(auth: Arc<Authenticator>) -> impl FnMut(Request<()>) -> Resu
 pub fn traced_task<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
     let trace = tessera::new_trace_id();
     let span = tracing::info_span!("request", trace = %trace);
+    in_trace(trace, span, work)
+}
+
+/// `work` with `trace` as its trace id (for its calls to shard nodes), in
+/// `span` (for its log lines).
+pub fn in_trace<F: std::future::Future>(trace: String, span: tracing::Span, work: F) -> impl std::future::Future<Output = F::Output> {
     tessera_shard::telemetry::with_trace(trace, tracing::Instrument::instrument(work, span))
+}
+
+/// Returns the trace id to the client in an answer's metadata.
+pub fn put_trace(metadata: &mut tonic::metadata::MetadataMap, trace: &str) {
+    if let Ok(value) = trace.parse() {
+        metadata.insert(tessera_proto::TRACE_METADATA_KEY, value);
+    }
 }

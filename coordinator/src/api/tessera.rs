@@ -33,49 +33,36 @@ impl TesseraService {
     /// decision, that would leave participants waiting on a transaction the
     /// coordinator still lists as in progress).
     /// The request runs under `trace` (see [`trace_of`]): its log lines and
-    /// its calls to shard nodes carry it.
-    async fn run(&self, owner: &str, session_id: &str, sql: String, options: RequestOptions, trace: &str) -> Result<Vec<QueryResult>, Status> {
-        self.run_traced(owner, session_id, sql, options, trace).await.map_err(|mut status| {
-            if let Ok(value) = trace.parse() {
-                status.metadata_mut().insert(tessera_proto::TRACE_METADATA_KEY, value);
-            }
-            status
-        })
-    }
-
-    async fn run_traced(&self, owner: &str, session_id: &str, sql: String, options: RequestOptions, trace: &str) -> Result<Vec<QueryResult>, Status> {
+    /// its calls to shard nodes carry it, and so does the error it may end in.
+    async fn run(&self, owner: &str, session_id: &str, sql: String, mut options: RequestOptions, trace: &str) -> Result<Vec<QueryResult>, Status> {
+        options.principal = owner.to_string();
         let engine = self.engine.clone();
         let shared = if session_id.is_empty() { None } else { Some(self.sessions.get(session_id, owner)?) };
         let mut fresh = self.sessions.new_session();
         let span = tracing::info_span!("request", trace = %trace, session = %session_id);
         tracing::debug!(parent: &span, sql = %crate::saga::orchestrator::short(&sql), "request");
-        let work = tessera_shard::telemetry::with_trace(
-            trace.to_string(),
-            tracing::Instrument::instrument(
-                async move {
-                    match shared {
-                        Some(shared) => {
-                            let mut session = shared.lock_owned().await;
-                            engine.execute_request(&mut session, &sql, &options).await
-                        }
-                        None => {
-                            // No session: a transaction must end within this call.
-                            let results = engine.execute_request(&mut fresh, &sql, &options).await;
-                            if let Some(txn) = fresh.txn.take() {
-                                engine.txns().rollback(txn).await;
-                            }
-                            results
-                        }
+        let work = super::in_trace(trace.to_string(), span, async move {
+            match shared {
+                Some(shared) => {
+                    let mut session = shared.lock_owned().await;
+                    engine.execute_request(&mut session, &sql, &options).await
+                }
+                None => {
+                    // No session: a transaction must end within this call.
+                    let results = engine.execute_request(&mut fresh, &sql, &options).await;
+                    if let Some(txn) = fresh.txn.take() {
+                        engine.txns().rollback(txn).await;
                     }
-                },
-                span,
-            ),
-        );
-        let task = tokio::spawn(work);
-        let results = task.await.map_err(|e| Status::internal(format!("statement task failed: {e}")))?;
+                    results
+                }
+            }
+        });
+        let results = tokio::spawn(work).await.map_err(|e| Status::internal(format!("statement task failed: {e}")))?;
         results.map_err(|e| {
             tracing::debug!(error = %e, "statement failed");
-            Status::from(e)
+            let mut status = Status::from(e);
+            super::put_trace(status.metadata_mut(), trace);
+            status
         })
     }
 
@@ -106,7 +93,7 @@ impl pb::tessera_server::Tessera for TesseraService {
         let owner = principal(&request);
         let trace = trace_of(&request);
         let req = request.into_inner();
-        let mut options = options(&owner, req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
+        let mut options = options(req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
         // The results must fit in one message: checked as they are made,
         // so a request that could not be answered fails before its commit.
         options.response_budget = Some(self.max_message_bytes * 9 / 10);
@@ -129,7 +116,7 @@ impl pb::tessera_server::Tessera for TesseraService {
         let owner = principal(&request);
         let trace = trace_of(&request);
         let req = request.into_inner();
-        let options = options(&owner, req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
+        let options = options(req.protocol, req.params, req.idempotency_key, req.replica_reads)?;
         let results = self.run(&owner, &req.session_id, req.sql, options, &trace).await?;
         // Batches stay well under the message limit.
         let budget = STREAM_BATCH_BYTES.min(self.max_message_bytes / 4);
@@ -142,7 +129,7 @@ impl pb::tessera_server::Tessera for TesseraService {
         let trace = trace_of(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Begin")?;
-        let options = RequestOptions { protocol: protocol_from_pb(req.protocol)?, principal: owner.clone(), ..Default::default() };
+        let options = RequestOptions { protocol: protocol_from_pb(req.protocol)?, ..Default::default() };
         self.run(&owner, &req.session_id, "BEGIN".into(), options, &trace).await?;
         Ok(traced(Response::new(pb::BeginResponse {}), &trace))
     }
@@ -152,11 +139,7 @@ impl pb::tessera_server::Tessera for TesseraService {
         let trace = trace_of(&request);
         let req = request.into_inner();
         Self::required_session(&req.session_id, "Commit")?;
-        let options = RequestOptions {
-            idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
-            principal: owner.clone(),
-            ..Default::default()
-        };
+        let options = RequestOptions { idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key), ..Default::default() };
         let results = self.run(&owner, &req.session_id, "COMMIT".into(), options, &trace).await?;
         let tag = results.into_iter().last().map(|r| r.tag).unwrap_or_else(|| "COMMIT".into());
         Ok(traced(Response::new(pb::CommitResponse { tag }), &trace))
@@ -190,18 +173,16 @@ pub fn new_trace_id() -> String {
 
 /// Returns the trace id to the client with the answer.
 fn traced<T>(mut response: Response<T>, trace: &str) -> Response<T> {
-    if let Ok(value) = trace.parse() {
-        response.metadata_mut().insert(tessera_proto::TRACE_METADATA_KEY, value);
-    }
+    super::put_trace(response.metadata_mut(), trace);
     response
 }
 
-fn options(owner: &str, protocol: i32, params: Vec<pb::Value>, key: String, replica: Option<pb::ReplicaReadOptions>) -> Result<RequestOptions, Status> {
+fn options(protocol: i32, params: Vec<pb::Value>, key: String, replica: Option<pb::ReplicaReadOptions>) -> Result<RequestOptions, Status> {
     Ok(RequestOptions {
         protocol: protocol_from_pb(protocol)?,
         params: params.into_iter().map(value_from_pb).collect(),
         idempotency_key: (!key.is_empty()).then_some(key),
-        principal: owner.to_string(),
+        principal: String::new(), // set by `run`
         response_budget: None,
         replica_reads: replica.map(|r| ReplicaReads {
             max_staleness: (r.max_staleness_ms > 0).then(|| std::time::Duration::from_millis(r.max_staleness_ms)),

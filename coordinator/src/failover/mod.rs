@@ -418,7 +418,7 @@ impl Failover {
             .iter()
             .map(|m| {
                 let h = health.get(&(group, m.clone())).cloned().unwrap_or_default();
-                let reachable = h.last_ok.is_some_and(|t| t.elapsed() < self.config.failover_timeout) && h.error.is_none();
+                let reachable = self.reachable(&h);
                 let applied_seq = h.report.as_ref().map(|r| r.applied_seq).unwrap_or(0);
                 let primary = *m == record.primary;
                 let guard = self.shards.member(group, m).map(|c| c.guard().clone());
@@ -438,8 +438,16 @@ impl Failover {
     }
 
     /// The replicas of a group that answer, for replica reads.
+    /// (On every replica read: reads the heartbeat table only.)
     pub fn live_replicas(&self, group: ShardGroupId) -> Vec<String> {
-        self.members(group).into_iter().filter(|m| m.role == "replica" && m.reachable).map(|m| m.address).collect()
+        let Some(record) = self.shards.record(group) else { return Vec::new() };
+        let health = self.health.lock().unwrap();
+        record.replicas().filter(|m| health.get(&(group, (*m).clone())).is_some_and(|h| self.reachable(h))).cloned().collect()
+    }
+
+    /// It answered heartbeats lately, and the last one.
+    fn reachable(&self, h: &Health) -> bool {
+        h.last_ok.is_some_and(|t| t.elapsed() < self.config.failover_timeout) && h.error.is_none()
     }
 
     /// Failovers and switchovers per group since the coordinator started.

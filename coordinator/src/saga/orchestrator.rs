@@ -252,13 +252,10 @@ impl Sagas {
         let records = self.records.lock().unwrap();
         let found =
             records.values().find(|r| !r.state.is_finished() && r.idempotency.as_ref().is_some_and(|i| i.key.key == key.key && i.key.owner == key.owner));
-        match found {
-            Some(r) if r.idempotency.as_ref().is_some_and(|i| i.key.fingerprint != key.fingerprint) => Err(CoordError::invalid_value(
-                format!("idempotency key \"{}\" was already used for a different request (other SQL, parameters or protocol)", key.key),
-                "22023",
-            )),
-            other => Ok(other.cloned()),
+        if let Some(idem) = found.and_then(|r| r.idempotency.as_ref()) {
+            key.check_fingerprint(&idem.key.fingerprint)?;
         }
+        Ok(found.cloned())
     }
 
     /// Waits until the saga has finished or parked; its record then. A

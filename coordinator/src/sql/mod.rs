@@ -310,7 +310,10 @@ impl Engine {
             });
             match result {
                 Ok(r) => {
-                    prior.push(r.clone());
+                    // Only a keyed commit stores the results before it.
+                    if key.is_some() {
+                        prior.push(r.clone());
+                    }
                     outcome.results.push((r, session.in_transaction()))
                 }
                 Err(e) => {

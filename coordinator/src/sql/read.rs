@@ -73,19 +73,31 @@ pub async fn fetch(
     lock: bool,
 ) -> Result<Vec<FetchedRow>> {
     let requests = targets.iter().map(|(group, fetch)| async move {
-        let client = shards.get(*group)?;
         let txn = txn.and_then(|contexts| contexts.get(group));
-        let raw = match fetch {
-            Fetch::Keys(keys) => client.get_rows(keys.clone(), txn, lock).await?,
-            Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, txn, lock).await?,
-        };
-        Ok::<_, CoordError>((*group, raw))
+        Ok::<_, CoordError>((*group, from_primary(shards, *group, fetch, filter, limit, txn, lock).await?))
     });
     let mut rows = Vec::new();
     for (group, raw) in try_join_all(requests).await? {
         decode(table, group, raw, &mut rows)?;
     }
     Ok(rows)
+}
+
+/// One group's part of a read, from its primary.
+async fn from_primary(
+    shards: &ShardPool,
+    group: ShardGroupId,
+    fetch: &Fetch,
+    filter: Option<&Expr>,
+    limit: u64,
+    txn: Option<&TxnContext>,
+    lock: bool,
+) -> Result<RawRows> {
+    let client = shards.get(group)?;
+    match fetch {
+        Fetch::Keys(keys) => client.get_rows(keys.clone(), txn, lock).await,
+        Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, txn, lock).await,
+    }
 }
 
 fn decode(table: &Table, group: ShardGroupId, raw: RawRows, rows: &mut Vec<FetchedRow>) -> Result<()> {
@@ -154,12 +166,7 @@ pub async fn fetch_from_replicas(
             return Err(CoordError::ReplicaTooStale(format!("no replica of shard group {group} could serve the read within {bound}: {why}")));
         }
         // No replica (or none fresh enough): the primary.
-        let client = shards.get(*group)?;
-        let raw = match fetch {
-            Fetch::Keys(keys) => client.get_rows(keys.clone(), None, false).await?,
-            Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, None, false).await?,
-        };
-        Ok((*group, raw, 0))
+        Ok((*group, from_primary(shards, *group, fetch, filter, limit, None, false).await?, 0))
     });
     let mut rows = Vec::new();
     let mut staleness = 0;

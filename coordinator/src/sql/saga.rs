@@ -292,8 +292,7 @@ impl Engine {
 
 /// True for `SHOW SAGAS`, `SHOW SAGA <id>` and `RESUME SAGA <id>`.
 pub fn is_admin(sql: &str) -> bool {
-    let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
-    matches!(words.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), ["show", "sagas" | "saga"] | ["resume", "saga"])
+    !admin_columns(sql).is_empty()
 }
 
 /// The result columns of an admin text (`SHOW SAGAS`, `SHOW SAGA <id>`,

@@ -51,8 +51,6 @@ pub struct TxnManager {
     /// waits for them to share an fsync).
     preparing: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
-    one_phase: AtomicU64,
-    two_phase: AtomicU64,
     /// Outcomes and commit latencies, by protocol.
     pub metrics: TxnMetrics,
 }
@@ -85,18 +83,7 @@ impl TxnManager {
             registry.lock().unwrap().insert(record.txn_id.clone(), delivering(&record));
             let _ = phase_two.redrive.send(record);
         }
-        Ok(Arc::new(TxnManager {
-            shards,
-            log,
-            registry,
-            phase_two,
-            address,
-            preparing,
-            last_timestamp: AtomicU64::new(0),
-            one_phase: AtomicU64::new(0),
-            two_phase: AtomicU64::new(0),
-            metrics: TxnMetrics::default(),
-        }))
+        Ok(Arc::new(TxnManager { shards, log, registry, phase_two, address, preparing, last_timestamp: AtomicU64::new(0), metrics: TxnMetrics::default() }))
     }
 
     /// A unique, increasing start timestamp (microseconds).
@@ -200,7 +187,6 @@ impl TxnManager {
         self.forget(&txn.id);
         match &outcome {
             Ok(()) => {
-                self.one_phase.fetch_add(1, Ordering::Relaxed);
                 self.metrics.one_phase_committed.inc();
                 self.metrics.one_phase_seconds.observe_duration(started.elapsed());
             }
@@ -226,7 +212,7 @@ impl TxnManager {
         }
         // The commit point has passed: the outcome is COMMIT whatever happens next.
         failpoint::hit("coordinator.after_commit_logged").await;
-        self.two_phase.fetch_add(1, Ordering::Relaxed);
+        self.metrics.two_phase_committed.inc();
         self.set_state(&txn.id, "committing", &writers, "prepared");
         let ctx = txn.plain_context();
         let delivery = tokio::spawn(tessera_shard::telemetry::inherit(redrive::deliver(
@@ -238,7 +224,6 @@ impl TxnManager {
             ctx,
         )));
         let _ = tokio::time::timeout(DELIVERY_WAIT, delivery).await;
-        self.metrics.two_phase_committed.inc();
         self.metrics.two_phase_seconds.observe_duration(started.elapsed());
         tracing::debug!(txn = %txn.id, "committed");
         Ok(())
@@ -307,7 +292,7 @@ impl TxnManager {
 
     /// (decision log fsyncs, one-phase commits, two-phase commits)
     pub fn stats(&self) -> (u64, u64, u64) {
-        (self.log.syncs(), self.one_phase.load(Ordering::Relaxed), self.two_phase.load(Ordering::Relaxed))
+        (self.log.syncs(), self.metrics.one_phase_committed.get(), self.metrics.two_phase_committed.get())
     }
 }
 

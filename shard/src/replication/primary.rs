@@ -234,11 +234,14 @@ async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: S
         if next < log.first() {
             next = send_snapshot(&log, &out, &hello.replica).await? + 1;
         }
-        let reader = log.clone();
-        let records = tokio::task::spawn_blocking(move || reader.records(next, BATCH_BYTES)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        if let Some(last) = records.last() {
-            next = last.seq + 1;
-            send(&out, pb::primary_message::Kind::Entries(pb::LogEntries { entries: records })).await?;
+        if next <= log.durable() {
+            let reader = log.clone();
+            let records =
+                tokio::task::spawn_blocking(move || reader.records(next, BATCH_BYTES)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            if let Some(last) = records.last() {
+                next = last.seq + 1;
+                send(&out, pb::primary_message::Kind::Entries(pb::LogEntries { entries: records })).await?;
+            }
         }
         if last_heartbeat.elapsed() >= HEARTBEAT {
             let time_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);

@@ -48,18 +48,7 @@ impl Engine for MemoryEngine {
     }
 
     fn apply(&self, writes: Vec<Write>, sync: bool) -> Result<()> {
-        let mut spaces = self.spaces.write().unwrap();
-        for w in writes {
-            let map = &mut spaces[index(w.space)];
-            match w.value {
-                Some(v) => map.insert(w.key, v),
-                None => map.remove(&w.key),
-            };
-        }
-        if sync {
-            self.syncs.bump();
-        }
-        Ok(())
+        self.apply_with_range_delete(&[], &[], writes, sync)
     }
 
     fn apply_with_range_delete(&self, start: &[u8], end: &[u8], writes: Vec<Write>, sync: bool) -> Result<()> {
@@ -93,14 +82,7 @@ impl Engine for MemoryEngine {
         if start >= end {
             return Ok(());
         }
-        let mut spaces = self.spaces.write().unwrap();
-        let map = &mut spaces[index(Space::Data)];
-        let doomed: Vec<Vec<u8>> = map.range(start.to_vec()..end.to_vec()).map(|(k, _)| k.clone()).collect();
-        for k in doomed {
-            map.remove(&k);
-        }
-        self.syncs.bump();
-        Ok(())
+        self.apply_with_range_delete(start, end, Vec::new(), true)
     }
 
     fn clear(&self, space: Space) -> Result<()> {

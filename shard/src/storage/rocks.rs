@@ -123,13 +123,7 @@ impl Engine for RocksEngine {
         if start >= end {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(Space::Data), start, end);
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.err("delete range", e))?;
-        self.syncs.bump();
-        Ok(())
+        self.apply_with_range_delete(start, end, Vec::new(), true)
     }
 
     fn clear(&self, space: Space) -> Result<()> {
@@ -141,11 +135,7 @@ impl Engine for RocksEngine {
         end.push(0);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, &first[..], &end[..]);
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.err("clear", e))?;
-        self.syncs.bump();
-        Ok(())
+        self.write_batch(batch, Vec::new(), true)
     }
 
     fn snapshot(&self) -> Box<dyn Snapshot + '_> {
