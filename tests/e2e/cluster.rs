@@ -80,6 +80,8 @@ pub struct Spec<'a> {
     pub shard_toml: Option<&'a str>,
     /// `RUST_LOG` for every process.
     pub log_filter: Option<&'a str>,
+    /// Sync groups: replicas that must have each write (default: all).
+    pub sync_replicas: Option<u32>,
 }
 
 impl Default for Spec<'_> {
@@ -93,6 +95,7 @@ impl Default for Spec<'_> {
             coordinator_toml: None,
             shard_toml: None,
             log_filter: None,
+            sync_replicas: None,
         }
     }
 }
@@ -148,7 +151,7 @@ impl TestCluster {
             groups: spec.groups,
             replicas: spec.replicas,
             replication: if spec.replication == "async" { ReplicationMode::Async } else { ReplicationMode::Sync },
-            sync_replicas: None,
+            sync_replicas: spec.sync_replicas,
             // Top-level keys first: the auth tables come after them.
             coordinator_toml: format!("{}\n{}", spec.coordinator_toml.unwrap_or(""), auth_toml()),
             shard_toml: spec.shard_toml.map(str::to_string),

@@ -63,6 +63,39 @@ async fn coordinator_killed_after_logging_commit_finishes_the_commit_on_restart(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_commit_retried_with_its_key_after_the_coordinator_died_applies_once() {
+    let mut cluster = TestCluster::start_with_failpoints(3, Some("coordinator.after_commit_logged"), None);
+    let mut c = cluster.client().await;
+    seed_bank(&mut c).await;
+    let transfer = transfer_sql(1, 201, 100);
+    let mut victim = cluster.client().await;
+    let mut old_session = victim.clone();
+    let sql = transfer.clone();
+    let pending = tokio::spawn(async move { tokio::time::timeout(STATEMENT_TIMEOUT, victim.execute_idempotent(&sql, &[], "transfer-1")).await });
+    // The decision (and the key's record with it) is durable; the answer
+    // never leaves.
+    cluster.coordinator.wait_for_log("failpoint coordinator.after_commit_logged reached", FAILPOINT_WAIT);
+    cluster.coordinator.kill();
+    let lost = pending.await.unwrap().expect("the call ends when the coordinator dies").expect_err("no answer");
+    assert!(lost.is_unknown_outcome(), "{lost:?}");
+    cluster.coordinator.env.clear();
+    cluster.coordinator.restart();
+    // The old session died with the coordinator.
+    let gone = fail(&mut old_session, "SELECT 1").await;
+    assert_eq!(gone.sqlstate.as_deref(), Some("08003"), "{gone}");
+    // The client retries with the same key, twice: the first outcome each
+    // time, and the money moves once.
+    let mut c = cluster.client().await;
+    for _ in 0..2 {
+        let results = c.execute_idempotent(&transfer, &[], "transfer-1").await.unwrap();
+        assert_eq!(results.last().unwrap().tag, "COMMIT");
+    }
+    wait_quiet(&mut c, SETTLE).await;
+    assert_eq!((balance(&mut c, 1).await, balance(&mut c, 201).await), (900, 1100));
+    assert_bank_invariant(&mut c).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn participant_killed_after_voting_yes_commits_after_restart() {
     let mut cluster = TestCluster::start_with_failpoints(3, None, Some((2, "shard.commit.before_apply")));
     let mut c = cluster.client().await;

@@ -399,6 +399,62 @@ async fn a_planned_switchover_under_load_loses_nothing_even_in_async_mode() {
     let _ = &mut cluster;
 }
 
+/// The replicas of a group.
+async fn replicas(c: &mut Client, id: u32) -> Vec<String> {
+    group(c, id).await.members.into_iter().filter(|m| m.role == "replica").map(|m| m.address).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_group_short_of_replicas_does_not_acknowledge_and_resumes_when_one_returns() {
+    // Two replicas, either one enough for a write.
+    let spec = Spec {
+        groups: 2,
+        replicas: 2,
+        replication: "sync",
+        sync_replicas: Some(1),
+        coordinator_toml: Some(FAST_FAILOVER),
+        shard_toml: Some("sync_timeout_ms = 1000\n"),
+        ..Spec::default()
+    };
+    let mut cluster = TestCluster::start_spec(spec);
+    let mut c = cluster.client().await;
+    two_group_bank(&mut c).await;
+    wait_caught_up(&mut c, 1, Duration::from_secs(20)).await;
+    let [first, second] = <[String; 2]>::try_from(replicas(&mut c, 1).await).unwrap();
+
+    // One replica gone: the other acknowledges; nothing stops.
+    cluster.node(&first).kill();
+    exec(&mut c, &transfer_sql(1, 100, 100)).await;
+    exec(&mut c, "UPDATE bank SET balance = balance + 1 WHERE id = 2").await;
+    assert_eq!(balance(&mut c, 1).await, 900);
+
+    // Both gone: a one-phase COMMIT is applied on the primary but not
+    // acknowledged, and the client is told its outcome is unknown.
+    cluster.node(&second).kill();
+    let e = fail(&mut c, "UPDATE bank SET balance = balance + 1 WHERE id = 2").await;
+    assert_eq!(e.sqlstate.as_deref(), Some("08007"), "{e}");
+    assert!(e.is_unknown_outcome(), "{e}");
+    assert!(e.message.contains("shard group 1") && e.message.contains("acknowledged"), "{e}");
+    // The other group does not care.
+    exec(&mut c, "UPDATE bank SET balance = balance + 1 WHERE id = 101").await;
+
+    // A replica comes back, catches up (the unacknowledged write included:
+    // it was on the primary), and writes are acknowledged again.
+    cluster.node(&first).restart();
+    let mut unknown = 1;
+    let started = Instant::now();
+    loop {
+        match run_sql(&mut c, "UPDATE bank SET balance = balance + 1 WHERE id = 2").await {
+            Ok(_) => break,
+            Err(e) if e.sqlstate.as_deref() == Some("08007") && started.elapsed() < Duration::from_secs(30) => unknown += 1,
+            Err(e) => panic!("writes did not resume: {e}"),
+        }
+    }
+    // Every unacknowledged write had been applied on the primary.
+    assert_eq!(balance(&mut c, 2).await, 1000 + 1 + unknown + 1);
+    assert_eq!(scalar(&mut c, "SELECT sum(balance) FROM bank").await, (4000 + 1 + unknown + 1 + 1).to_string());
+}
+
 /// `bank` over two groups: accounts 1 and 2 on group 1, 100 and 101 on
 /// group 2, 1000 in each.
 async fn two_group_bank(c: &mut Client) {

@@ -116,3 +116,22 @@ fn a_short_chaos_run_finds_no_anomaly() {
     assert_eq!(stdout.lines().filter(|l| l.starts_with("operations: ") && !l.contains(": ok 0 ")).count(), 2, "{stdout}");
     println!("{stdout}");
 }
+
+/// Async replicas: losses a failover explains are listed apart; anything
+/// else still fails the run. Faults are held past the failover timeout so
+/// groups fail over.
+#[test]
+fn a_short_async_chaos_run_finds_no_anomaly() {
+    let output = std::process::Command::new(BIN)
+        .args(["bench", "bank", "--chaos", "kill-primary,pause-primary,partition", "--protocol", "2pc", "--replication", "async"])
+        .args(["--duration", "24", "--fault-interval", "6", "--fault-hold", "4", "--clients", "8", "--accounts", "120"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chaos run failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("anomalies: 0"), "{stdout}");
+    let failovers = stdout.lines().find_map(|l| l.strip_prefix("failovers during the run: ")).and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(failovers.is_some_and(|n| n >= 1), "the kills and pauses of primaries fail groups over:\n{stdout}");
+    println!("{stdout}");
+}
