@@ -276,8 +276,30 @@ fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
     })
 }
 
+/// Tessera's own crates, which a bare level in `RUST_LOG` is about.
+const OWN_CRATES: [&str; 4] = ["tessera", "tessera_coordinator", "tessera_shard", "tessera_proto"];
+
+/// Scopes the bare levels of a `RUST_LOG` value to Tessera's crates: with
+/// `RUST_LOG=debug` other crates (the SQL parser's token traces, HTTP/2
+/// frames) stay at `info` unless named, as in `RUST_LOG=debug,h2=trace`.
+fn scoped_log_filter(spec: &str) -> String {
+    let mut directives = Vec::new();
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.to_ascii_lowercase().as_str() {
+            level @ ("trace" | "debug") => {
+                directives.extend(OWN_CRATES.iter().map(|c| format!("{c}={level}")));
+                directives.push("info".to_string());
+            }
+            _ => directives.push(d.to_string()),
+        }
+    }
+    directives.join(",")
+}
+
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let spec = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
+    let filter =
+        spec.and_then(|s| tracing_subscriber::EnvFilter::try_new(scoped_log_filter(&s)).ok()).unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     // Colors only on a terminal: log files stay greppable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
@@ -440,6 +462,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
         postgres: true,
         replicas: args.replicas,
         replication,
+        small_footprint: true,
         ..ClusterOptions::default()
     };
     let cluster = LocalCluster::start(options).await.map_err(anyhow::Error::msg)?;
@@ -464,9 +487,33 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
         println!("  data: {}{}", cluster.data_dir().display(), if args.data_dir.is_some() { "" } else { " (removed on exit; keep it with --data-dir)" });
         println!("Sample table: accounts (300 rows, range-partitioned at 100 and 200). Try: EXPLAIN SELECT * FROM accounts WHERE id = 150;");
     }
-    let ok = shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }).await?;
+    // SIGTERM and SIGINT stop the cluster as `\q` does, removing its
+    // temporary data.
+    let outcome = tokio::select! {
+        ok = shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }) => Some(ok),
+        signal = termination_signal() => {
+            eprintln!("tessera demo: {signal}: stopping the cluster");
+            None
+        }
+    };
     cluster.shutdown().await;
-    Ok(ok)
+    match outcome {
+        Some(ok) => Ok(ok?),
+        // The shell may be blocked reading the terminal: leave without it.
+        None => std::process::exit(1),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; names the one that came.
+async fn termination_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 async fn run_admin(connect: Connect, action: AdminAction) -> anyhow::Result<bool> {
@@ -603,4 +650,14 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
         binary: std::env::current_exe()?,
     };
     tessera::bench::run::run(Plan { workload, target, modes, kill_primary_at }).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bare_debug_levels_stay_in_tessera() {
+        let scoped = super::scoped_log_filter("debug");
+        assert!(scoped.contains("tessera_coordinator=debug") && scoped.ends_with(",info"), "{scoped}");
+        assert_eq!(super::scoped_log_filter("warn,h2=trace"), "warn,h2=trace");
+    }
 }

@@ -178,10 +178,10 @@ mod tests {
     fn config() -> AuthConfig {
         AuthConfig {
             trust: false,
-            users: vec![UserConfig { name: "app".into(), password: Some("pencil".into()), scram: None }],
+            users: vec![UserConfig { name: "app".into(), password: Some("pencil".into()), scram: None, operator: false }],
             tokens: vec![
-                TokenConfig { name: "app".into(), token: Some("secret-token".into()), sha256: None },
-                TokenConfig { name: "ops".into(), token: None, sha256: Some(token_digest_hex("ops-token")) },
+                TokenConfig { name: "app".into(), token: Some("secret-token".into()), sha256: None, operator: false },
+                TokenConfig { name: "ops".into(), token: None, sha256: Some(token_digest_hex("ops-token")), operator: false },
             ],
         }
     }

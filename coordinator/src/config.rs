@@ -78,6 +78,8 @@ pub struct CoordinatorConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Directory of the coordinator's own RocksDB (catalog).
     pub data_dir: PathBuf,
+    /// Small RocksDB buffers and no large preallocated files (`tessera demo`).
+    pub small_footprint: bool,
     /// The shard groups. Recorded in the catalog on first start.
     pub shard_groups: Vec<ShardGroupConfig>,
     /// Deadline of each RPC to a shard.
@@ -160,6 +162,9 @@ pub struct UserConfig {
     /// (`SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`, as
     /// `tessera passwd` prints), so the file holds no password.
     pub scram: Option<String>,
+    /// May use the places `limits.reserved_sessions` keeps free.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +176,9 @@ pub struct TokenConfig {
     pub token: Option<String>,
     /// its SHA-256, hex-encoded.
     pub sha256: Option<String>,
+    /// May use the places `limits.reserved_sessions` keeps free.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,9 +203,30 @@ pub struct LimitsConfig {
     pub max_result_rows: u64,
     /// Most sessions open at once (gRPC sessions plus PostgreSQL connections).
     pub max_sessions: usize,
+    /// How deeply a statement's expressions (or set operations) may nest
+    /// once long runs of one operator are flattened; deeper fails with
+    /// SQLSTATE 54001.
+    pub max_expr_depth: usize,
+    /// How long a PostgreSQL connection may take to authenticate; then it is
+    /// closed (PostgreSQL's `authentication_timeout`).
+    pub auth_timeout_ms: u64,
+    /// The last places of `max_sessions` kept for users and tokens marked
+    /// `operator = true` (PostgreSQL's `superuser_reserved_connections`).
+    /// Unset: 3, or fewer when `max_sessions` is below 300 (1 per 100).
+    pub reserved_sessions: Option<usize>,
+    /// Most PostgreSQL connections authenticating at once: when one more
+    /// arrives, the oldest is closed, so connections that never finish
+    /// authenticating cannot keep anyone out.
+    pub max_authenticating: usize,
     /// Default statement timeout; 0: none. Sessions change it with
     /// `SET statement_timeout`.
     pub statement_timeout_ms: u64,
+}
+
+impl LimitsConfig {
+    pub fn reserved_sessions(&self) -> usize {
+        self.reserved_sessions.unwrap_or((self.max_sessions / 100).min(3))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -207,6 +236,10 @@ impl Default for LimitsConfig {
             max_statement_bytes: 4 * 1024 * 1024,
             max_result_rows: 1_000_000,
             max_sessions: 1_000,
+            max_expr_depth: crate::sql::shape::DEFAULT_MAX_EXPR_DEPTH,
+            auth_timeout_ms: 10_000,
+            reserved_sessions: None,
+            max_authenticating: 64,
             statement_timeout_ms: 0,
         }
     }
@@ -218,6 +251,7 @@ impl Default for CoordinatorConfig {
             listen: "127.0.0.1:7700".parse().unwrap(),
             pg_listen: None,
             metrics_listen: None,
+            small_footprint: false,
             data_dir: PathBuf::from("tessera-data/coordinator"),
             shard_groups: Vec::new(),
             rpc_timeout_ms: 5_000,
@@ -304,6 +338,15 @@ impl CoordinatorConfig {
             return Err(
                 "coordinator config: limits.max_message_bytes must be at least 1024, and max_statement_bytes, max_result_rows and max_sessions positive".into(),
             );
+        }
+        if l.auth_timeout_ms == 0 || l.max_authenticating == 0 {
+            return Err("coordinator config: limits.auth_timeout_ms and limits.max_authenticating must be positive".into());
+        }
+        if l.reserved_sessions() >= l.max_sessions {
+            return Err("coordinator config: limits.reserved_sessions must be below limits.max_sessions".into());
+        }
+        if !(16..=10_000).contains(&l.max_expr_depth) {
+            return Err("coordinator config: limits.max_expr_depth must be between 16 and 10000".into());
         }
         Ok(())
     }

@@ -76,6 +76,10 @@ pub enum CoordError {
     /// message size); names the limit.
     #[error("{0}")]
     LimitExceeded(String),
+    /// A statement nested deeper than `limits.max_expr_depth` (PostgreSQL's
+    /// 54001, statement too complex); names the limit.
+    #[error("{0}")]
+    TooComplex(String),
     /// A statement ran longer than the session's `statement_timeout`.
     #[error("{0}")]
     StatementTimeout(String),
@@ -140,6 +144,7 @@ impl CoordError {
             CoordError::Saga { parked: true, .. } => "55000",
             CoordError::TooManySessions(_) => "53300",
             CoordError::LimitExceeded(_) => "54000",
+            CoordError::TooComplex(_) => "54001",
             CoordError::StatementTimeout(_) => "57014",
             CoordError::SessionNotFound(_) => "08003",
             CoordError::ReplicaTooStale(_) => "TR001",
@@ -152,8 +157,8 @@ impl CoordError {
     pub fn known_sqlstate(code: &str) -> Option<&'static str> {
         const KNOWN: &[&str] = &[
             "08006", "08007", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001",
-            "40003", "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "55000", "57014", "08003", "P0002", "TR001",
-            "XX000",
+            "40003", "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "54001", "55000", "57014", "08003", "P0002",
+            "TR001", "XX000",
         ];
         KNOWN.iter().copied().find(|k| *k == code)
     }
@@ -173,7 +178,7 @@ impl CoordError {
             CoordError::Fenced(_) => tonic::Code::Aborted,
             CoordError::Saga { parked: false, .. } => tonic::Code::Aborted,
             CoordError::Saga { parked: true, .. } => tonic::Code::FailedPrecondition,
-            CoordError::TooManySessions(_) | CoordError::LimitExceeded(_) => tonic::Code::ResourceExhausted,
+            CoordError::TooManySessions(_) | CoordError::LimitExceeded(_) | CoordError::TooComplex(_) => tonic::Code::ResourceExhausted,
             CoordError::StatementTimeout(_) => tonic::Code::DeadlineExceeded,
             CoordError::SessionNotFound(_) => tonic::Code::NotFound,
             CoordError::ReplicaTooStale(_) => tonic::Code::Unavailable,

@@ -82,7 +82,7 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
         .histogram("tessera_decision_log_batch_size", "Durable journal writes sharing one fsync.", &[(&[], &journal.batch_sizes)])
         .histogram("tessera_decision_log_write_seconds", "One journal write with its fsync.", &[(&[], &journal.write_seconds)]);
     let failover = engine.failover();
-    let mut primary = Owned::new();
+    let (mut primary, mut skews) = (Owned::new(), Owned::new());
     let (mut up, mut circuit, mut in_flight, mut refused, mut opened, mut lag, mut stale, mut epochs) =
         (Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new(), Owned::new());
     for (group, record) in engine.shards().records() {
@@ -96,6 +96,9 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
                 circuit.push((l(&[node[0], node[1], ("state", state)]), if m.circuit == state { 1.0 } else { 0.0 }));
             }
             in_flight.push((l(&node), m.in_flight as f64));
+            if let Some(skew) = m.clock_skew_ms {
+                skews.push((l(&node), skew as f64 / 1000.0));
+            }
             if let Some(client) = engine.shards().member(group, &m.address) {
                 let (r, o) = client.guard().counters();
                 refused.push((l(&node), r as f64));
@@ -115,6 +118,12 @@ pub fn render(engine: &Engine, sessions: &Sessions) -> String {
     gauge(&mut out, "tessera_shard_calls_in_flight", "Calls in flight to each shard node (bounded by max_in_flight_per_node).", &in_flight);
     gauge(&mut out, "tessera_replication_lag_records", "Records each replica is behind its primary, from the last heartbeats.", &lag);
     gauge(&mut out, "tessera_replication_staleness_seconds", "How stale each replica reported itself (+Inf: unknown).", &stale);
+    gauge(
+        &mut out,
+        "tessera_node_clock_skew_seconds",
+        "How far each node's clock is from the coordinator's (positive: ahead), from the last heartbeat.",
+        &skews,
+    );
     gauge(&mut out, "tessera_shard_group_epoch", "Each shard group's epoch (raised by every failover).", &epochs);
     let mut failovers: BTreeMap<String, u64> = engine.shards().records().into_iter().map(|(g, _)| (g.to_string(), 0)).collect();
     for (group, n) in failover.counts() {

@@ -64,7 +64,7 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     let secret = config.secret()?;
     let auth = Arc::new(Authenticator::from_config(&config.auth)?);
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-    let catalog = Arc::new(Catalog::open(&config.data_dir).map_err(|e| e.to_string())?);
+    let catalog = Arc::new(Catalog::open_with(&config.data_dir, config.small_footprint).map_err(|e| e.to_string())?);
     if !config.shard_groups.is_empty() {
         catalog.set_shard_groups(&config.shard_groups).map_err(|e| e.to_string())?;
     }
@@ -92,11 +92,15 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
     let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga()).map_err(|e| e.to_string())?;
     let idempotency = Arc::new(Idempotency::new(journal, Duration::from_secs(config.idempotency_ttl_s)));
+    crate::sql::shape::set_max_expr_depth(config.limits.max_expr_depth);
     let limits = EngineLimits { max_statement_bytes: config.limits.max_statement_bytes, max_result_rows: config.limits.max_result_rows };
     let (shutdown, mut signal) = watch::channel(false);
     let failover = Failover::start(catalog.clone(), shards.clone(), config.failover(), shutdown.subscribe());
     let engine = Arc::new(Engine::new(catalog, shards, txns, sagas, idempotency.clone(), failover, limits));
-    let sessions = Arc::new(Sessions::new(config.limits.max_sessions, Duration::from_millis(config.limits.statement_timeout_ms)));
+    let operators = config.auth.users.iter().filter(|u| u.operator).map(|u| u.name.clone());
+    let operators: Vec<String> = operators.chain(config.auth.tokens.iter().filter(|t| t.operator).map(|t| t.name.clone())).collect();
+    let sessions = Sessions::new(config.limits.max_sessions, Duration::from_millis(config.limits.statement_timeout_ms));
+    let sessions = Arc::new(sessions.with_reserved(config.limits.reserved_sessions(), operators));
     idempotency.spawn_gc(shutdown.subscribe());
     let reaper = spawn_session_reaper(sessions.clone(), engine.clone(), shutdown.subscribe());
     let max_message = config.limits.max_message_bytes;
@@ -121,7 +125,11 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         Some(pg_listen) => {
             let pg_listener = bind(pg_listen).await?;
             let pg_address = pg_listener.local_addr().map_err(|e| e.to_string())?;
-            let front = crate::postgres::Frontend::new(engine.clone(), sessions.clone(), auth.clone(), tls.as_ref().map(Tls::acceptor));
+            let front = crate::postgres::Frontend::new(engine.clone(), sessions.clone(), auth.clone(), tls.as_ref().map(Tls::acceptor)).with_limits(
+                Duration::from_millis(config.limits.auth_timeout_ms),
+                config.limits.max_message_bytes,
+                config.limits.max_authenticating,
+            );
             tokio::spawn(crate::postgres::serve(pg_listener, Arc::new(front), shutdown.subscribe()));
             tracing::info!(address = %pg_address, tls = tls.is_some(), "serving the PostgreSQL wire protocol");
             Some(pg_address)

@@ -107,6 +107,10 @@ pub struct Sessions {
     connections: Arc<AtomicUsize>,
     max: usize,
     default_timeout: Duration,
+    /// The last `reserved` places are for `operators` only (PostgreSQL's
+    /// `superuser_reserved_connections`).
+    reserved: usize,
+    operators: std::collections::HashSet<String>,
 }
 
 /// A PostgreSQL connection's place in the session count, given back on drop.
@@ -120,7 +124,28 @@ impl Drop for ConnectionSlot {
 
 impl Sessions {
     pub fn new(max: usize, default_timeout: Duration) -> Sessions {
-        Sessions { map: Mutex::default(), connections: Arc::default(), max, default_timeout }
+        Sessions { map: Mutex::default(), connections: Arc::default(), max, default_timeout, reserved: 0, operators: Default::default() }
+    }
+
+    /// Keeps the last `reserved` places for the named operators.
+    pub fn with_reserved(mut self, reserved: usize, operators: impl IntoIterator<Item = String>) -> Sessions {
+        self.reserved = reserved.min(self.max.saturating_sub(1));
+        self.operators = operators.into_iter().collect();
+        self
+    }
+
+    /// Refuses the place `open + 1` to `who` if it is full or reserved.
+    fn admit(&self, open: usize, who: &str) -> Result<()> {
+        if open >= self.max {
+            return Err(self.full(open));
+        }
+        if open >= self.max - self.reserved && !self.operators.contains(who) {
+            return Err(CoordError::TooManySessions(format!(
+                "remaining connection slots are reserved for operators: {open} sessions are open, limits.max_sessions is {} and limits.reserved_sessions {}",
+                self.max, self.reserved
+            )));
+        }
+        Ok(())
     }
 
     /// Sessions open now (gRPC sessions and PostgreSQL connections).
@@ -136,9 +161,7 @@ impl Sessions {
     pub fn open(&self, owner: &str) -> Result<String> {
         let mut map = self.map.lock().unwrap();
         let open = map.len() + self.connections.load(Ordering::Relaxed);
-        if open >= self.max {
-            return Err(self.full(open));
-        }
+        self.admit(open, owner)?;
         let id = uuid::Uuid::new_v4().to_string();
         let session = Arc::new(tokio::sync::Mutex::new(self.new_session()));
         map.insert(id.clone(), Entry { owner: owner.to_string(), session });
@@ -150,14 +173,12 @@ impl Sessions {
         Session::with_timeout(self.default_timeout)
     }
 
-    /// A place for a PostgreSQL connection.
-    pub fn connection(&self) -> Result<ConnectionSlot> {
+    /// A place for a PostgreSQL connection of `user`.
+    pub fn connection(&self, user: &str) -> Result<ConnectionSlot> {
         let map = self.map.lock().unwrap();
         let open = map.len() + self.connections.fetch_add(1, Ordering::Relaxed);
         let slot = ConnectionSlot(self.connections.clone());
-        if open >= self.max {
-            return Err(self.full(open));
-        }
+        self.admit(open, user)?;
         Ok(slot)
     }
 
@@ -218,12 +239,23 @@ mod tests {
         let id = sessions.open("app").unwrap();
         assert!(sessions.get(&id, "app").is_ok());
         assert!(matches!(sessions.get(&id, "other"), Err(CoordError::SessionNotFound(_))));
-        let slot = sessions.connection().unwrap();
+        let slot = sessions.connection("app").unwrap();
         assert_eq!(sessions.count(), 2);
         assert!(matches!(sessions.open("app"), Err(CoordError::TooManySessions(_))));
-        assert!(matches!(sessions.connection(), Err(CoordError::TooManySessions(_))));
+        assert!(matches!(sessions.connection("app"), Err(CoordError::TooManySessions(_))));
         assert_eq!(sessions.count(), 2, "a refused connection gives its place back");
         drop(slot);
         assert!(sessions.open("app").is_ok());
+    }
+
+    #[test]
+    fn reserved_places_admit_operators_only() {
+        let sessions = Sessions::new(3, Duration::ZERO).with_reserved(1, ["ops".to_string()]);
+        let _a = sessions.connection("app").unwrap();
+        let _b = sessions.open("app").unwrap();
+        let refused = sessions.connection("app").err().unwrap();
+        assert!(refused.to_string().contains("reserved for operators"), "{refused}");
+        let _ops = sessions.connection("ops").unwrap();
+        assert!(matches!(sessions.open("ops"), Err(CoordError::TooManySessions(_))), "the limit holds for operators too");
     }
 }

@@ -35,6 +35,9 @@ pub struct ShardConfig {
     pub sync_timeout_ms: u64,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Small RocksDB buffers and no large preallocated files, for a node
+    /// that holds little data (`tessera demo`).
+    pub small_footprint: bool,
 }
 
 impl Default for ShardConfig {
@@ -52,6 +55,7 @@ impl Default for ShardConfig {
             log_retention_records: 100_000,
             sync_timeout_ms: 5_000,
             metrics_listen: None,
+            small_footprint: false,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - `name`: [`hit`] prints `failpoint <name> reached` on stderr and then
 //!   blocks the task forever;
 //! - `name=error`: [`fail`] returns an error every time;
-//! - `name=error*N`: [`fail`] returns an error the first N times.
+//! - `name=error*N`: [`fail`] returns an error the first N times;
+//! - `name=panic`, `name=panic*N`: [`fail`] panics (every time, or the first
+//!   N times), for tests of what a panic in a request leaves behind.
 //!
 //! Unarmed failpoints cost one lookup in a map read once.
 
@@ -18,6 +20,8 @@ enum Mode {
     Block,
     /// Fail this many more times (`u64::MAX`: always).
     Error(AtomicU64),
+    /// Panic this many more times.
+    Panic(AtomicU64),
 }
 
 fn armed() -> &'static HashMap<String, Mode> {
@@ -31,13 +35,18 @@ fn parse(spec: &str) -> HashMap<String, Mode> {
         let (name, mode) = match item.split_once('=') {
             None => (item, Mode::Block),
             Some((name, "error")) => (name, Mode::Error(AtomicU64::new(u64::MAX))),
-            Some((name, action)) => match action.strip_prefix("error*").and_then(|n| n.parse().ok()) {
-                Some(n) => (name, Mode::Error(AtomicU64::new(n))),
-                None => {
-                    eprintln!("failpoint {name}: unknown action \"{action}\" (use error or error*N); ignored");
-                    continue;
+            Some((name, "panic")) => (name, Mode::Panic(AtomicU64::new(u64::MAX))),
+            Some((name, action)) => {
+                let count = |prefix: &str| action.strip_prefix(prefix).and_then(|n| n.parse().ok()).map(AtomicU64::new);
+                match (count("error*"), count("panic*")) {
+                    (Some(n), _) => (name, Mode::Error(n)),
+                    (_, Some(n)) => (name, Mode::Panic(n)),
+                    _ => {
+                        eprintln!("failpoint {name}: unknown action \"{action}\" (use error, error*N, panic or panic*N); ignored");
+                        continue;
+                    }
                 }
-            },
+            }
         };
         map.insert(name.trim().to_string(), mode);
     }
@@ -59,18 +68,26 @@ pub fn fail(name: &str) -> Result<(), String> {
 }
 
 fn fail_in(map: &HashMap<String, Mode>, name: &str) -> Result<(), String> {
-    let Some(Mode::Error(left)) = map.get(name) else { return Ok(()) };
+    let (left, panics) = match map.get(name) {
+        Some(Mode::Error(left)) => (left, false),
+        Some(Mode::Panic(left)) => (left, true),
+        _ => return Ok(()),
+    };
     let taken = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| match n {
         0 => None,
         u64::MAX => Some(u64::MAX),
         n => Some(n - 1),
     });
-    match taken {
-        Ok(_) => {
+    match (taken, panics) {
+        (Err(_), _) => Ok(()),
+        (Ok(_), true) => {
+            eprintln!("failpoint {name} panics");
+            panic!("injected panic at failpoint {name}");
+        }
+        (Ok(_), false) => {
             eprintln!("failpoint {name} failed an operation");
             Err(format!("injected failure at failpoint {name}"))
         }
-        Err(_) => Ok(()),
     }
 }
 
@@ -89,5 +106,12 @@ mod tests {
         }
         assert!(fail_in(&map, "c").is_ok(), "a blocking failpoint does not fail");
         assert!(!map.contains_key("d"));
+    }
+
+    #[test]
+    fn counted_panics_run_out() {
+        let map = parse("p=panic*1");
+        assert!(std::panic::catch_unwind(|| fail_in(&map, "p")).is_err());
+        assert!(fail_in(&map, "p").is_ok());
     }
 }

@@ -11,12 +11,14 @@
 //! - [`replication`]: the replication log, shipping records to replicas,
 //!   following a primary, roles, epochs and leases (fencing).
 //! - [`secret`]: the cluster secret every internal call carries.
+//! - [`clock`]: the node's wall clock for leases (shiftable for tests).
 //! - [`config`], [`server`]: configuration and running a node.
 //! - [`error`]: the shard's errors and their gRPC mapping.
 //! - [`failpoint`]: named stopping places for crash tests.
 //! - [`metrics`]: counters, histograms and the Prometheus endpoint.
 //! - [`telemetry`]: trace ids in gRPC metadata, and the shard's metrics page.
 
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod error;

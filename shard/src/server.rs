@@ -60,7 +60,7 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         Arc::new(MemoryEngine::default())
     } else {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-        Arc::new(RocksEngine::open(&config.data_dir).map_err(|e| e.to_string())?)
+        Arc::new(RocksEngine::open_with(&config.data_dir, config.small_footprint).map_err(|e| e.to_string())?)
     };
     // Every durable batch the participant writes goes through the log.
     let log = LoggedEngine::open(engine).map_err(|e| e.to_string())?;

@@ -6,8 +6,13 @@ use crate::data::Value;
 use crate::txn::{Mutation, MutationOp, TxnContext};
 use tessera_proto::shard as pb;
 
-/// Nesting limit for filter expressions from the wire.
-const MAX_EXPR_DEPTH: usize = 128;
+/// How deeply protobuf messages may nest in a request: prost refuses to
+/// decode more than 100 levels, so nothing deeper is ever sent.
+const MAX_MESSAGE_DEPTH: usize = 90;
+
+/// Nesting limit for filter expressions from the wire (each level of an
+/// expression is at least two protobuf messages).
+const MAX_EXPR_DEPTH: usize = MAX_MESSAGE_DEPTH / 2;
 
 pub fn value_to_pb(v: &Value) -> pb::Value {
     use pb::value::Kind;
@@ -92,20 +97,48 @@ fn unary_from_pb(op: i32) -> Result<UnaryOp, String> {
 }
 
 /// Converts a filter for the wire; `None` if it uses something shards do not
-/// evaluate (casts and functions stay on the coordinator).
+/// evaluate (casts and functions stay on the coordinator) or nests too
+/// deeply for a shard to decode.
 pub fn expr_to_pb(e: &Expr) -> Option<pb::Expr> {
+    // The request is the first message, the filter the second.
+    let pb = expr_to_pb_at(e, 2)?;
+    // A huge filter (an IN list of 100,000 values) is cheaper to evaluate
+    // on the coordinator than to send to every shard in every scan page.
+    (prost::Message::encoded_len(&pb) <= MAX_FILTER_BYTES).then_some(pb)
+}
+
+/// The largest filter sent to shards, encoded.
+const MAX_FILTER_BYTES: usize = 256 * 1024;
+
+/// `depth` counts the protobuf messages from the request down to `e`.
+fn expr_to_pb_at(e: &Expr, depth: usize) -> Option<pb::Expr> {
     use pb::expr::Kind;
-    let boxed = |e: &Expr| expr_to_pb(e).map(Box::new);
+    if depth + 2 > MAX_MESSAGE_DEPTH {
+        return None;
+    }
+    // A part that cannot be sent makes the whole expression stay home.
+    let sub = |e: &Expr| expr_to_pb_at(e, depth + 2);
+    let boxed = |e: &Expr| sub(e).map(Box::new);
     let kind = match e {
         Expr::Column(i) => Kind::Column(u32::try_from(*i).ok()?),
         Expr::Literal(v) => Kind::Literal(value_to_pb(v)),
-        Expr::Binary(op, l, r) => Kind::Binary(Box::new(pb::BinaryExpr { op: binary_to_pb(*op) as i32, left: boxed(l), right: boxed(r) })),
-        Expr::Unary(op, e) => Kind::Unary(Box::new(pb::UnaryExpr { op: unary_to_pb(*op) as i32, operand: boxed(e) })),
-        Expr::Like { operand, pattern, negated, case_insensitive } => {
-            Kind::Like(Box::new(pb::LikeExpr { operand: boxed(operand), pattern: boxed(pattern), negated: *negated, case_insensitive: *case_insensitive }))
+        Expr::Binary(op, l, r) => Kind::Binary(Box::new(pb::BinaryExpr { op: binary_to_pb(*op) as i32, left: Some(boxed(l)?), right: Some(boxed(r)?) })),
+        Expr::Chain(first, rest) => {
+            let rest = rest
+                .iter()
+                .map(|(op, e)| Some(pb::ChainStep { op: binary_to_pb(*op) as i32, operand: Some(expr_to_pb_at(e, depth + 3)?) }))
+                .collect::<Option<_>>()?;
+            Kind::Chain(Box::new(pb::ChainExpr { first: Some(boxed(first)?), rest }))
         }
+        Expr::Unary(op, e) => Kind::Unary(Box::new(pb::UnaryExpr { op: unary_to_pb(*op) as i32, operand: Some(boxed(e)?) })),
+        Expr::Like { operand, pattern, negated, case_insensitive } => Kind::Like(Box::new(pb::LikeExpr {
+            operand: Some(boxed(operand)?),
+            pattern: Some(boxed(pattern)?),
+            negated: *negated,
+            case_insensitive: *case_insensitive,
+        })),
         Expr::InList { operand, list, negated } => {
-            Kind::InList(Box::new(pb::InListExpr { operand: boxed(operand), list: list.iter().map(expr_to_pb).collect::<Option<_>>()?, negated: *negated }))
+            Kind::InList(Box::new(pb::InListExpr { operand: Some(boxed(operand)?), list: list.iter().map(sub).collect::<Option<_>>()?, negated: *negated }))
         }
         Expr::Cast(..) | Expr::Call(..) => return None,
     };
@@ -129,6 +162,15 @@ fn expr_from_pb_at(e: pb::Expr, depth: usize) -> Result<Expr, String> {
         Kind::Column(i) => Expr::Column(i as usize),
         Kind::Literal(v) => Expr::Literal(value_from_pb(v)),
         Kind::Binary(b) => Expr::Binary(binary_from_pb(b.op)?, sub(b.left, "left operand")?, sub(b.right, "right operand")?),
+        Kind::Chain(c) => {
+            let first = sub(c.first, "first operand of a chain")?;
+            if c.rest.is_empty() {
+                return Err("filter chain has no operators".into());
+            }
+            let rest =
+                c.rest.into_iter().map(|s| Ok((binary_from_pb(s.op)?, *sub(s.operand.map(Box::new), "chain operand")?))).collect::<Result<_, String>>()?;
+            Expr::Chain(first, rest)
+        }
         Kind::Unary(u) => Expr::Unary(unary_from_pb(u.op)?, sub(u.operand, "operand")?),
         Kind::Like(l) => Expr::Like {
             operand: sub(l.operand, "LIKE operand")?,
@@ -175,4 +217,53 @@ pub fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, String> {
         Op::Delete(_) => MutationOp::Delete,
     };
     Ok(Mutation { key: m.key, op })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::expr::Function;
+    use prost::Message;
+
+    fn lit(i: i64) -> Expr {
+        Expr::Literal(Value::Int(i))
+    }
+
+    #[test]
+    fn chains_round_trip_flat() {
+        let e = Expr::chain(Expr::Column(0), (0..10_000).map(|i| (BinaryOp::Plus, lit(i))).collect());
+        let pb = expr_to_pb(&e).expect("a flat chain is sent");
+        let decoded = pb::Expr::decode(pb.encode_to_vec().as_slice()).expect("prost decodes it");
+        assert_eq!(expr_from_pb(decoded).unwrap(), e);
+    }
+
+    #[test]
+    fn a_part_shards_cannot_evaluate_keeps_the_whole_filter_home() {
+        let e = Expr::binary(BinaryOp::Gt, Expr::Call(Function::Abs, vec![Expr::Column(1)]), lit(5));
+        assert_eq!(expr_to_pb(&e), None);
+        let deep = (0..100).fold(Expr::Column(0), |e, _| Expr::Unary(UnaryOp::Not, Box::new(e)));
+        assert_eq!(expr_to_pb(&deep), None, "deeper than a shard decodes");
+        let huge = Expr::InList { operand: Box::new(Expr::Column(0)), list: (0..100_000).map(lit).collect(), negated: false };
+        assert_eq!(expr_to_pb(&huge), None, "larger than a filter is sent");
+    }
+
+    #[test]
+    fn hostile_nesting_from_the_wire_is_refused_not_a_crash() {
+        // 10,000 nested NOTs, encoded by hand (prost's encoder would recurse).
+        let mut bytes = pb::Expr { kind: Some(pb::expr::Kind::Column(0)) }.encode_to_vec();
+        for _ in 0..10_000 {
+            let unary = [vec![0x08, 0x01], field(2, &bytes)].concat();
+            bytes = field(4, &unary);
+        }
+        assert!(pb::Expr::decode(bytes.as_slice()).is_err());
+    }
+
+    /// A length-delimited protobuf field.
+    fn field(number: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
 }

@@ -30,11 +30,21 @@ pub struct ClusterOptions {
     /// replicas).
     pub replicas: usize,
     pub replication: ReplicationMode,
+    /// Small RocksDB buffers and files on every node (the demo).
+    pub small_footprint: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { shards: 3, group_commit_window: None, data_dir: None, postgres: false, replicas: 0, replication: ReplicationMode::None }
+        ClusterOptions {
+            shards: 3,
+            group_commit_window: None,
+            data_dir: None,
+            postgres: false,
+            replicas: 0,
+            replication: ReplicationMode::None,
+            small_footprint: false,
+        }
     }
 }
 
@@ -83,6 +93,7 @@ impl LocalCluster {
                     listen: loopback,
                     data_dir: data_dir.join(&name),
                     cluster_secret: secret.clone(),
+                    small_footprint: options.small_footprint,
                     ..ShardConfig::default()
                 };
                 if let Some(window) = options.group_commit_window {
@@ -102,6 +113,7 @@ impl LocalCluster {
             data_dir: data_dir.join("coordinator"),
             shard_groups: groups,
             cluster_secret: secret,
+            small_footprint: options.small_footprint,
             ..CoordinatorConfig::default()
         };
         config.auth.trust = true;

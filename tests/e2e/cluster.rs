@@ -82,6 +82,8 @@ pub struct Spec<'a> {
     pub log_filter: Option<&'a str>,
     /// Sync groups: replicas that must have each write (default: all).
     pub sync_replicas: Option<u32>,
+    /// Extra environment for one shard node: (group, member, name, value).
+    pub shard_var: Option<(usize, usize, &'a str, &'a str)>,
 }
 
 impl Default for Spec<'_> {
@@ -96,6 +98,7 @@ impl Default for Spec<'_> {
             shard_toml: None,
             log_filter: None,
             sync_replicas: None,
+            shard_var: None,
         }
     }
 }
@@ -155,7 +158,12 @@ impl TestCluster {
             // Top-level keys first: the auth tables come after them.
             coordinator_toml: format!("{}\n{}", spec.coordinator_toml.unwrap_or(""), auth_toml()),
             shard_toml: spec.shard_toml.map(str::to_string),
-            shard_env: spec.shard_failpoints.map(|(g, m, f)| vec![(g, m, failpoints(f))]).unwrap_or_default(),
+            shard_env: spec
+                .shard_failpoints
+                .map(|(g, m, f)| (g, m, failpoints(f)))
+                .into_iter()
+                .chain(spec.shard_var.map(|(g, m, name, value)| (g, m, vec![(name.to_string(), value.to_string())])))
+                .collect(),
             coordinator_env: spec.coordinator_failpoints.map(failpoints).unwrap_or_default(),
             secret: CLUSTER_SECRET.into(),
             dir: None,

@@ -7,6 +7,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod ddl_dml;
+mod hostile;
 mod limits;
 mod observability;
 mod postgres;

@@ -29,8 +29,16 @@ fn internal(e: impl std::fmt::Display) -> CoordError {
 impl Catalog {
     /// Opens the catalog at `path` and loads every table and shard group.
     pub fn open(path: &Path) -> Result<Catalog> {
+        Catalog::open_with(path, false)
+    }
+
+    /// Opens the catalog, with small RocksDB buffers if `small` (the demo).
+    pub fn open_with(path: &Path, small: bool) -> Result<Catalog> {
         std::fs::create_dir_all(path).map_err(|e| internal(format!("cannot create {}: {e}", path.display())))?;
         let mut options = rocksdb::Options::default();
+        if small {
+            tessera_shard::storage::rocks::small_footprint(&mut options);
+        }
         options.create_if_missing(true);
         let db = DB::open(&options, path).map_err(|e| internal(format!("cannot open {}: {e}", path.display())))?;
         let mut tables = BTreeMap::new();

@@ -71,6 +71,13 @@ struct Health {
     report: Option<pb::HeartbeatResponse>,
     error: Option<String>,
     in_flight: bool,
+    /// The last answer that said the node holds its lease.
+    last_leased: Option<Instant>,
+    /// How far the node's clock is from the coordinator's (ms, positive:
+    /// ahead), measured at the last answer.
+    clock_skew_ms: Option<i64>,
+    /// The skew was beyond `max_clock_skew` (reported once per change).
+    skewed: bool,
 }
 
 /// One member of a group as the admin status shows it.
@@ -88,6 +95,8 @@ pub struct MemberStatus {
     /// The coordinator's circuit breaker for the node.
     pub circuit: &'static str,
     pub in_flight: usize,
+    /// How far its clock is from the coordinator's (ms, positive: ahead).
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// A failover or switchover that happened.
@@ -198,7 +207,21 @@ impl Failover {
             }
             match decide(&current, &self.views(group, &current), self.config.failover_timeout) {
                 Decision::Promote { target } => {
-                    let why = format!("its primary {old} missed heartbeats for {} ms", self.config.failover_timeout.as_millis());
+                    let answering = self
+                        .health
+                        .lock()
+                        .unwrap()
+                        .get(&(group, old.clone()))
+                        .and_then(|h| h.last_ok)
+                        .is_some_and(|t| t.elapsed() < self.config.failover_timeout);
+                    let why = if answering {
+                        format!(
+                            "its primary {old} answers but held no lease for {} ms (its clock is off: see clock_skew_ms in SHOW SHARDS)",
+                            self.config.failover_timeout.as_millis()
+                        )
+                    } else {
+                        format!("its primary {old} missed heartbeats for {} ms", self.config.failover_timeout.as_millis())
+                    };
                     self.promote_locked(group, &target, &why, Some(&old)).map(Some)
                 }
                 Decision::Keep => Ok(None),
@@ -226,6 +249,9 @@ impl Failover {
 
     fn views(&self, group: ShardGroupId, record: &GroupRecord) -> Vec<MemberView> {
         let health = self.health.lock().unwrap();
+        // A primary fenced for a switchover has no lease on purpose; one
+        // fenced by a failover still counts as failed.
+        let handing_over = self.fenced.lock().unwrap().contains(&(group, record.primary.clone())) && !self.failing_over.lock().unwrap().contains(&group);
         record
             .members
             .iter()
@@ -234,9 +260,16 @@ impl Failover {
                 // Silence counts from the coordinator's start at the latest.
                 let silent_for = Some(h.and_then(|h| h.last_ok).unwrap_or(self.started).elapsed());
                 let report = h.and_then(|h| h.report.as_ref());
+                // A primary that must hold a lease but cannot (its clock runs
+                // ahead) takes no writes: it counts as failed, as if silent.
+                let needs_lease = *m == record.primary && record.members.len() > 1 && !handing_over;
+                let leaseless_for = needs_lease.then(|| h.and_then(|h| h.last_leased).unwrap_or(self.started).elapsed());
                 MemberView {
                     address: m.clone(),
-                    silent_for,
+                    silent_for: match (silent_for, leaseless_for) {
+                        (Some(s), Some(l)) => Some(s.max(l)),
+                        (s, _) => s,
+                    },
                     applied_seq: report.map(|r| r.applied_seq).unwrap_or(0),
                     applied_epoch: report.map(|r| r.applied_epoch).unwrap_or(0),
                     installing: report.is_some_and(|r| r.installing_snapshot),
@@ -290,21 +323,54 @@ impl Failover {
             h.in_flight = true;
         }
         let task = tokio::spawn(async move {
+            let sent = now_unix_ms();
             let outcome = self.heartbeat_once(group, &member).await;
+            let received = now_unix_ms();
             let mut health = self.health.lock().unwrap();
             let h = health.entry((group, member.clone())).or_default();
             h.in_flight = false;
             match &outcome {
                 Ok(report) => {
                     h.last_ok = Some(Instant::now());
+                    if report.lease_held {
+                        h.last_leased = h.last_ok;
+                    }
                     h.report = Some(report.clone());
                     h.error = None;
+                    self.measure_skew(group, &member, h, report.node_unix_ms, sent, received);
                 }
                 Err(e) => h.error = Some(e.to_string()),
             }
             outcome
         });
         Some(task)
+    }
+
+    /// Records how far `member`'s clock is from ours: its time against the
+    /// middle of the round trip, give or take half of it. Beyond
+    /// `max_clock_skew` it cannot hold leases safely: said in the log once.
+    fn measure_skew(&self, group: ShardGroupId, member: &str, h: &mut Health, node_unix_ms: u64, sent: u64, received: u64) {
+        if node_unix_ms == 0 {
+            return;
+        }
+        let middle = (sent + received) / 2;
+        let skew = node_unix_ms as i64 - middle as i64;
+        let uncertainty = (received.saturating_sub(sent) / 2) as i64;
+        h.clock_skew_ms = Some(skew);
+        let bound = self.config.max_clock_skew.as_millis() as i64;
+        let skewed = skew.abs() > bound + uncertainty;
+        if skewed && !h.skewed {
+            tracing::warn!(
+                group,
+                node = member,
+                skew_ms = skew,
+                max_clock_skew_ms = bound,
+                "node's clock is off by more than max_clock_skew_ms: it cannot hold a lease"
+            );
+        } else if !skewed && h.skewed {
+            tracing::info!(group, node = member, skew_ms = skew, "node's clock is back within max_clock_skew_ms");
+        }
+        h.skewed = skewed;
     }
 
     async fn heartbeat_once(&self, group: ShardGroupId, member: &str) -> Result<pb::HeartbeatResponse> {
@@ -432,6 +498,7 @@ impl Failover {
                     lag_records: if primary { 0 } else { primary_seq.saturating_sub(applied_seq) },
                     staleness_ms: if primary { Some(0) } else { h.report.as_ref().map(|r| r.staleness_ms).filter(|s| *s != u64::MAX) },
                     error: h.error.clone(),
+                    clock_skew_ms: h.clock_skew_ms,
                 }
             })
             .collect()

@@ -54,6 +54,9 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if let Some(e) = super::refused_text(sql) {
+            return Err(user_error(&e));
+        }
         self.engine.check_length(sql).map_err(|e| user_error(&e))?;
         let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.to_ascii_lowercase()).collect();
         if matches!(words.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), ["show", "sagas" | "sagas;" | "saga"] | ["resume", "saga"]) {
@@ -126,7 +129,7 @@ impl ExtendedQueryHandler for Backend {
         let (result, in_txn) = tokio::spawn(crate::api::traced_task(async move {
             let mut session = session.lock_owned().await;
             let call = Call::new(session.protocol, compensation.as_deref());
-            let result = engine.execute_statement(&mut session, &statement, call).await;
+            let result = engine.execute_parsed(&mut session, &statement, call).await;
             (result, session.in_transaction())
         }))
         .await
@@ -217,7 +220,12 @@ fn parameters(portal: &Portal<Prepared>, types: &[Type]) -> PgWireResult<Vec<Val
             Type::FLOAT8 => portal.parameter::<f64>(i, &t)?.map(Value::Double),
             Type::FLOAT4 => portal.parameter::<f32>(i, &t)?.map(|v| Value::Double(v as f64)),
             Type::BOOL => portal.parameter::<bool>(i, &t)?.map(Value::Bool),
-            _ => portal.parameter::<String>(i, &Type::TEXT)?.map(Value::Text),
+            _ => {
+                if let Some((code, message)) = portal.parameters.get(i).and_then(|p| p.as_deref()).and_then(super::frames::text_error) {
+                    return Err(user_error(&CoordError::invalid_value(format!("{message} (parameter ${})", i + 1), code)));
+                }
+                portal.parameter::<String>(i, &Type::TEXT)?.map(Value::Text)
+            }
         };
         values.push(value.unwrap_or(Value::Null));
     }

@@ -9,6 +9,8 @@
 //! - [`extended`]: the extended query protocol (Parse, Bind, Describe,
 //!   Execute) with `$1`, `$2`, ... parameters.
 //! - [`catalog`]: answers to psql's `\d` queries from Tessera's catalog.
+//! - [`frames`]: every frontend message's layout is checked before pgwire
+//!   decodes it (08P01 for a malformed one, 22021 for text that is not UTF-8).
 //!
 //! Each connection is a [`Session`]: a transaction opened by BEGIN lives as
 //! long as the connection, and closing the connection rolls it back.
@@ -18,6 +20,7 @@
 
 mod catalog;
 mod extended;
+pub mod frames;
 mod startup;
 
 use crate::auth::Authenticator;
@@ -27,12 +30,13 @@ use crate::sql::{Engine, OutputColumn, QueryResult};
 use async_trait::async_trait;
 use futures::stream;
 use pgwire::api::portal::Format;
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_shard::data::{DataType, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
@@ -43,11 +47,68 @@ pub struct Frontend {
     sessions: Arc<Sessions>,
     auth: Arc<Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// How long a connection may take from its first byte to the end of
+    /// authentication.
+    auth_timeout: Duration,
+    max_message: usize,
+    authenticating: Arc<Authenticating>,
 }
 
 impl Frontend {
     pub fn new(engine: Arc<Engine>, sessions: Arc<Sessions>, auth: Arc<Authenticator>, tls: Option<tokio_rustls::TlsAcceptor>) -> Frontend {
-        Frontend { engine, sessions, auth, tls }
+        let authenticating = Arc::new(Authenticating::new(64));
+        Frontend { engine, sessions, auth, tls, auth_timeout: Duration::from_secs(60), max_message: 64 << 20, authenticating }
+    }
+
+    /// `auth_timeout`, the largest message accepted and how many
+    /// connections may authenticate at once.
+    pub fn with_limits(mut self, auth_timeout: Duration, max_message: usize, max_authenticating: usize) -> Frontend {
+        self.auth_timeout = auth_timeout;
+        self.max_message = max_message;
+        self.authenticating = Arc::new(Authenticating::new(max_authenticating));
+        self
+    }
+}
+
+/// Connections that have not finished authenticating, oldest first. One
+/// more than `max` closes the oldest: connections parked at the password
+/// exchange cannot keep a real client (or an operator) from starting its
+/// own. Each also holds a session place, so the queue bounds those too.
+struct Authenticating {
+    queue: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+    max: usize,
+}
+
+/// A connection's place in [`Authenticating`]; given back on drop.
+struct AuthTicket {
+    id: u64,
+    evicted: Arc<tokio::sync::Notify>,
+    owner: Arc<Authenticating>,
+}
+
+impl Authenticating {
+    fn new(max: usize) -> Authenticating {
+        Authenticating { queue: Default::default(), next: Default::default(), max: max.max(1) }
+    }
+
+    fn enter(self: &Arc<Self>) -> AuthTicket {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_back((id, evicted.clone()));
+        while queue.len() > self.max {
+            if let Some((_, oldest)) = queue.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        AuthTicket { id, evicted, owner: self.clone() }
+    }
+}
+
+impl Drop for AuthTicket {
+    fn drop(&mut self) {
+        self.owner.queue.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -60,8 +121,9 @@ pub async fn serve(listener: TcpListener, front: Arc<Frontend>, mut shutdown: wa
                     let _ = socket.set_nodelay(true);
                     let connection = Arc::new(Connection::new(front.clone()));
                     let tls = front.tls.clone();
+                    let limits = (front.auth_timeout, front.max_message, front.authenticating.enter());
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, connection).await {
+                        if let Err(e) = serve_connection(socket, tls, connection, limits).await {
                             tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
                         }
                     });
@@ -76,6 +138,100 @@ pub async fn serve(listener: TcpListener, front: Arc<Frontend>, mut shutdown: wa
     }
 }
 
+/// One connection: TLS negotiation, then every message checked by
+/// [`frames::Checked`] and handed to pgwire's dispatcher. Startup and
+/// authentication must end within `auth_timeout`.
+async fn serve_connection(
+    socket: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    connection: Arc<Connection>,
+    (auth_timeout, max_message, ticket): (Duration, usize, AuthTicket),
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+    use pgwire::api::PgWireConnectionState as State;
+    let deadline = tokio::time::sleep(auth_timeout);
+    tokio::pin!(deadline);
+    let evicted = ticket.evicted.clone();
+    let mut ticket = Some(ticket);
+    let negotiated = tokio::select! {
+        _ = &mut deadline => return Ok(()),
+        _ = evicted.notified() => return Ok(()),
+        negotiated = pgwire::tokio::server::negotiate_tls::<extended::Prepared>(socket, tls) => negotiated?,
+    };
+    let Some(framed) = negotiated else { return Ok(()) };
+    let old = framed.into_parts();
+    let io = frames::Checked::new(old.io, old.read_buf, max_message);
+    let mut parts = tokio_util::codec::FramedParts::new(io, old.codec);
+    parts.write_buf = old.write_buf;
+    let mut socket = tokio_util::codec::Framed::from_parts(parts);
+    let (startup, simple, extended) = (connection.startup.clone(), connection.backend.clone(), connection.backend.clone());
+    let (copy, cancel, errors) = (Arc::new(pgwire::api::NoopHandler), Arc::new(pgwire::api::NoopHandler), startup::NameTheUser);
+    loop {
+        let authenticating = matches!(socket.state(), State::AwaitingStartup | State::AuthenticationInProgress);
+        if !authenticating {
+            ticket = None;
+        }
+        let next = if ticket.is_some() {
+            tokio::select! {
+                _ = &mut deadline => {
+                    fatal(&mut socket, "08P01", "canceling authentication due to timeout (limits.auth_timeout_ms)".into()).await;
+                    return Ok(());
+                }
+                _ = evicted.notified() => {
+                    let why = "too many connections are authenticating at once (limits.max_authenticating); this one waited longest";
+                    fatal(&mut socket, "53300", why.into()).await;
+                    return Ok(());
+                }
+                next = socket.next() => next,
+            }
+        } else {
+            socket.next().await
+        };
+        let message = match next {
+            None => return Ok(()),
+            Some(Ok(message)) => message,
+            Some(Err(PgWireError::IoError(e))) if frames::violation(&e).is_some() => {
+                let cause = frames::violation(&e).map(|v| v.to_string()).unwrap_or_default();
+                tracing::info!(error = %cause, "closing a postgres connection that sent a malformed message");
+                fatal(&mut socket, "08P01", cause).await;
+                return Ok(());
+            }
+            Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+        };
+        if matches!(message, pgwire::messages::PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let wait_for_sync = match socket.state() {
+            State::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let cancel_request = matches!(message, pgwire::messages::PgWireFrontendMessage::CancelRequest(_));
+        let outcome =
+            pgwire::tokio::server::process_message(message, &mut socket, startup.clone(), simple.clone(), extended.clone(), copy.clone(), cancel.clone()).await;
+        if let Err(mut e) = outcome {
+            pgwire::api::ErrorHandler::on_error(&errors, &socket, &mut e);
+            let fatal = e.is_fatal();
+            pgwire::tokio::server::process_error(&mut socket, e, wait_for_sync).await?;
+            if fatal {
+                return Ok(());
+            }
+        }
+        if cancel_request {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends a FATAL error before the connection closes.
+async fn fatal<S>(socket: &mut tokio_util::codec::Framed<S, pgwire::tokio::server::PgWireMessageServerCodec<extended::Prepared>>, code: &str, message: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::SinkExt;
+    let info = ErrorInfo::new("FATAL".into(), code.into(), message);
+    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+}
+
 /// The handlers of one connection.
 struct Connection {
     startup: Arc<startup::Startup>,
@@ -87,24 +243,6 @@ impl Connection {
         let startup = Arc::new(startup::Startup::new(front.sessions.clone(), front.auth.clone(), front.tls.is_some()));
         let backend = Arc::new(Backend::new(front.engine.clone(), front.sessions.new_session()));
         Connection { startup, backend }
-    }
-}
-
-impl PgWireServerHandlers for Connection {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.backend.clone()
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.backend.clone()
-    }
-
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
-    }
-
-    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
-        Arc::new(startup::NameTheUser)
     }
 }
 
@@ -131,6 +269,13 @@ impl Drop for Backend {
             runtime.spawn(async move { engine.txns().rollback(txn).await });
         }
     }
+}
+
+/// The error of a Query or Parse text that [`frames`] marked as refused.
+fn refused_text(text: &str) -> Option<CoordError> {
+    let (code, message) = frames::rejected_text(text)?;
+    let code = if code == "22021" { "22021" } else { "08P01" };
+    Some(CoordError::invalid_value(message, code))
 }
 
 fn error_info(e: &CoordError) -> ErrorInfo {
@@ -225,6 +370,10 @@ impl SimpleQueryHandler for Backend {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         let mut believed = believed_from(client.transaction_status());
+        if let Some(e) = refused_text(query) {
+            let e = self.engine.refuse(&mut *self.session.lock().await, e).await;
+            return Ok(vec![Response::Error(Box::new(error_info(&e)))]);
+        }
         if let Err(e) = self.engine.check_length(query) {
             return Ok(vec![Response::Error(Box::new(error_info(&e)))]);
         }

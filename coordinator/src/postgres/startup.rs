@@ -106,11 +106,12 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if let PgWireFrontendMessage::Startup(_) = &message {
+        if let PgWireFrontendMessage::Startup(startup) = &message {
             if self.require_tls && !client.is_secure() {
                 return Err(fatal("28000", "this server requires TLS: connect with sslmode=require (or verify-full)".into()));
             }
-            let slot = self.sessions.connection().map_err(|e| fatal(e.sqlstate(), e.to_string()))?;
+            let user = startup.parameters.get("user").map(String::as_str).unwrap_or("");
+            let slot = self.sessions.connection(user).map_err(|e| fatal(e.sqlstate(), e.to_string()))?;
             *self.slot.lock().unwrap() = Some(slot);
         }
         match &self.method {

@@ -22,14 +22,19 @@ pub enum KeyAccess {
 
 /// Splits an expression into its top-level AND terms.
 pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    match e {
-        Expr::Binary(BinaryOp::And, l, r) => {
-            let mut terms = conjuncts(l);
-            terms.extend(conjuncts(r));
-            terms
+    let mut terms = Vec::new();
+    let mut todo = vec![e];
+    while let Some(e) = todo.pop() {
+        match e {
+            Expr::Binary(BinaryOp::And, l, r) => todo.extend([r.as_ref(), l.as_ref()]),
+            Expr::Chain(first, rest) if rest.iter().all(|(op, _)| *op == BinaryOp::And) => {
+                todo.extend(rest.iter().rev().map(|(_, e)| e));
+                todo.push(first);
+            }
+            other => terms.push(other),
         }
-        other => vec![other],
     }
+    terms
 }
 
 /// Converts a constant to the primary key's type, if it is one exactly.

@@ -64,17 +64,19 @@ pub fn contains_aggregate(e: &ast::Expr) -> bool {
     found
 }
 
+#[recursive::recursive]
 pub fn bind(e: &ast::Expr, scope: &dyn Scope) -> Result<Expr> {
     if let Some(bound) = scope.whole(e)? {
         return Ok(bound);
     }
     let b = |e: &ast::Expr| bind(e, scope).map(Box::new);
     Ok(match e {
+        ast::Expr::BinaryOp { op, .. } if chain_class(op).is_some() => bind_chain(e, scope)?,
         ast::Expr::Identifier(i) => scope.column(None, &ident(i))?,
         ast::Expr::CompoundIdentifier(parts) if parts.len() == 2 => scope.column(Some(&ident(&parts[0])), &ident(&parts[1]))?,
         ast::Expr::Value(v) => Expr::Literal(literal(&v.value)?),
         ast::Expr::Nested(inner) => bind(inner, scope)?,
-        ast::Expr::BinaryOp { left, op, right } => Expr::Binary(binary_op(op)?, b(left)?, b(right)?),
+        ast::Expr::BinaryOp { left, op, right } => Expr::binary(binary_op(op)?, bind(left, scope)?, bind(right, scope)?),
         ast::Expr::UnaryOp { op, expr } => match op {
             ast::UnaryOperator::Not => Expr::Unary(UnaryOp::Not, b(expr)?),
             ast::UnaryOperator::Minus => negate(bind(expr, scope)?),
@@ -113,6 +115,58 @@ pub fn bind(e: &ast::Expr, scope: &dyn Scope) -> Result<Expr> {
         ast::Expr::Function(f) => function(f, scope)?,
         other => return Err(CoordError::Unsupported(format!("expression {other}"))),
     })
+}
+
+/// Operators that chain: the same class means the same precedence, and a
+/// run of them binds as one flat [`Expr::Chain`].
+pub fn chain_class(op: &ast::BinaryOperator) -> Option<u8> {
+    use ast::BinaryOperator as B;
+    match op {
+        B::Or => Some(0),
+        B::And => Some(1),
+        B::Plus | B::Minus => Some(2),
+        B::Multiply | B::Divide | B::Modulo => Some(3),
+        B::StringConcat => Some(4),
+        _ => None,
+    }
+}
+
+/// Binds a run of same-precedence operators as one chain, reading the
+/// operands in order without recursion: the parser nests `a + b + c` to
+/// the left, and the statement checker ([`super::shape`]) may have
+/// rebalanced a long run into a shallow tree with the same order.
+/// Parentheses (`Nested`) end a run, and so does a part of the run that
+/// the scope resolves as a whole (`a + b` in `GROUP BY a + b`).
+fn bind_chain(e: &ast::Expr, scope: &dyn Scope) -> Result<Expr> {
+    let ast::Expr::BinaryOp { op: root_op, .. } = e else { return bind(e, scope) };
+    let class = chain_class(root_op);
+    let mut operands: Vec<Expr> = Vec::new();
+    let mut ops: Vec<BinaryOp> = Vec::new();
+    let mut pending: Vec<(&ast::Expr, &ast::BinaryOperator)> = Vec::new();
+    let mut node = Some(e);
+    loop {
+        while let Some(n) = node.take() {
+            match n {
+                ast::Expr::BinaryOp { left, op, right } if chain_class(op) == class => {
+                    let whole = if std::ptr::eq(n, e) { None } else { scope.whole(n)? };
+                    match whole {
+                        Some(bound) => operands.push(bound),
+                        None => {
+                            pending.push((right, op));
+                            node = Some(left);
+                        }
+                    }
+                }
+                other => operands.push(bind(other, scope)?),
+            }
+        }
+        let Some((right, op)) = pending.pop() else { break };
+        ops.push(binary_op(op)?);
+        node = Some(right);
+    }
+    let mut operands = operands.into_iter();
+    let first = operands.next().expect("a chain has operands");
+    Ok(Expr::chain(first, ops.into_iter().zip(operands).collect()))
 }
 
 fn negate(e: Expr) -> Expr {
@@ -196,6 +250,9 @@ pub fn literal(v: &ast::Value) -> Result<Value> {
             Ok(i) => Value::Int(i),
             Err(_) => Value::Double(n.parse().map_err(|_| CoordError::invalid_value(format!("invalid number {n}"), "22P02"))?),
         },
+        ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) if s.contains('\0') => {
+            return Err(CoordError::invalid_value("invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte in a string literal)", "22021"))
+        }
         ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Value::Text(s.clone()),
         ast::Value::Boolean(b) => Value::Bool(*b),
         ast::Value::Null => Value::Null,

@@ -12,6 +12,7 @@
 //! - [`saga`]: statements under the saga protocol, SHOW SAGA(S), RESUME SAGA.
 //! - [`params`]: binding `$1`, `$2`, ... parameters.
 //! - [`settings`]: session settings (`SET statement_timeout`, ...).
+//! - [`shape`]: parsing with bounded depth (long runs rebalanced, 54001 past the limit).
 
 pub mod access;
 pub mod aggregate;
@@ -23,6 +24,7 @@ pub mod read;
 pub mod saga;
 pub mod select;
 pub mod settings;
+pub mod shape;
 pub mod types;
 pub mod write;
 
@@ -34,9 +36,9 @@ use crate::saga::{Protocol, Sagas};
 use crate::session::{ReplicaReads, Session};
 use crate::shards::ShardPool;
 use crate::txn::{Txn, TxnManager};
+use futures::FutureExt;
 use sqlparser::ast::{self, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_shard::data::keys::{table_end, table_prefix};
@@ -128,26 +130,7 @@ impl QueryResult {
     }
 }
 
-/// Parses SQL text into statements; errors carry the line and column.
-pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| CoordError::Syntax(strip_parser_prefix(e.to_string())))
-}
-
-/// Drops the parser's prefix and makes sure the message has a position:
-/// errors at the end of the input come without one.
-fn strip_parser_prefix(message: String) -> String {
-    let message = message.strip_prefix("sql parser error: ").map(str::to_string).unwrap_or(message);
-    if message.contains("Line: ") {
-        message
-    } else {
-        format!("{message} at the end of the input")
-    }
-}
-
-/// Parses one expression (stored CHECK and DEFAULT text).
-pub fn parse_expr(sql: &str) -> Result<ast::Expr> {
-    Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).and_then(|mut p| p.parse_expr()).map_err(|e| CoordError::Syntax(strip_parser_prefix(e.to_string())))
-}
+pub use shape::{parse, parse_expr};
 
 /// Evaluates a DEFAULT expression (constants only).
 pub fn eval_default(sql: &str) -> Result<Value> {
@@ -222,13 +205,30 @@ impl Engine {
         self.limits
     }
 
-    /// Refuses SQL text longer than `limits.max_statement_bytes`.
+    /// Refuses SQL text longer than `limits.max_statement_bytes`, or with a
+    /// NUL byte (which PostgreSQL's text cannot hold).
     pub fn check_length(&self, sql: &str) -> Result<()> {
         let max = self.limits.max_statement_bytes;
         if sql.len() > max {
             return Err(CoordError::LimitExceeded(format!("SQL text of {} bytes is longer than limits.max_statement_bytes ({max})", sql.len())));
         }
+        if let Some(at) = sql.find('\0') {
+            return Err(CoordError::invalid_value(
+                format!("invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte at offset {at} of the SQL text)"),
+                "22021",
+            ));
+        }
         Ok(())
+    }
+
+    /// A statement the protocol layer refused (text that is not UTF-8):
+    /// fails the open transaction, as any error in it does.
+    pub async fn refuse(&self, session: &mut Session, error: CoordError) -> CoordError {
+        if let Some(txn) = session.txn.as_mut() {
+            txn.failed = true;
+            self.txns.release(txn).await;
+        }
+        error
     }
 
     /// Runs every statement of `sql` in order in `session`; stops at the
@@ -240,6 +240,13 @@ impl Engine {
     /// Runs a request: the statements of `sql` in order, with its
     /// parameters, protocol and idempotency key. Stops at the first error.
     pub async fn execute_request(&self, session: &mut Session, sql: &str, options: &RequestOptions) -> Result<Vec<QueryResult>> {
+        match AssertUnwindSafe(self.execute_request_unguarded(session, sql, options)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => Err(self.after_panic(session, panic).await),
+        }
+    }
+
+    async fn execute_request_unguarded(&self, session: &mut Session, sql: &str, options: &RequestOptions) -> Result<Vec<QueryResult>> {
         self.check_length(sql)?;
         let Some(key) = &options.idempotency_key else {
             return self.run_each(session, sql, options, None).await.into_result();
@@ -279,7 +286,39 @@ impl Engine {
         if let Err(e) = self.check_length(sql) {
             return EachOutcome { results: Vec::new(), error: Some(e) };
         }
-        self.run_each(session, sql, &RequestOptions::default(), None).await
+        let options = RequestOptions::default();
+        let work = self.run_each(session, sql, &options, None);
+        match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => EachOutcome { results: Vec::new(), error: Some(self.after_panic(session, panic).await) },
+        }
+    }
+
+    /// One parsed statement (the extended query protocol), guarded against
+    /// panics as [`Engine::execute_request`] is.
+    pub async fn execute_parsed(&self, session: &mut Session, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
+        match AssertUnwindSafe(self.execute_statement(session, statement, call)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => Err(self.after_panic(session, panic).await),
+        }
+    }
+
+    /// A request panicked (a bug): log it under the request's trace, roll
+    /// back the session's transaction so no lock outlives the request, and
+    /// answer XX000. The session stays usable.
+    async fn after_panic(&self, session: &mut Session, panic: Box<dyn std::any::Any + Send>) -> CoordError {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        tracing::error!(panic = %message, "a request panicked; its transaction is rolled back");
+        if let Some(txn) = session.txn.take() {
+            self.txns.rollback(txn).await;
+        }
+        session.saga = None;
+        *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry("XX000").or_default() += 1;
+        CoordError::Internal(format!("the request stopped on an internal error ({message}); its transaction, if any, was rolled back"))
     }
 
     async fn run_each(&self, session: &mut Session, sql: &str, options: &RequestOptions, key: Option<&IdempotencyKey>) -> EachOutcome {
@@ -568,6 +607,7 @@ impl Engine {
                     Value::Int(m.applied_seq as i64),
                     Value::Int(m.lag_records as i64),
                     m.staleness_ms.map(|s| Value::Int(s as i64)).unwrap_or(Value::Null),
+                    m.clock_skew_ms.map(Value::Int).unwrap_or(Value::Null),
                 ]);
             }
         }
@@ -582,6 +622,7 @@ impl Engine {
                 ("applied_seq", DataType::BigInt),
                 ("lag_records", DataType::BigInt),
                 ("staleness_ms", DataType::BigInt),
+                ("clock_skew_ms", DataType::BigInt),
             ],
             rows,
         )

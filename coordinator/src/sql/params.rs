@@ -76,8 +76,25 @@ pub fn check_count<'a>(statements: impl IntoIterator<Item = &'a Statement>, give
     Ok(())
 }
 
+/// Refuses a text value with a NUL byte, as PostgreSQL does (its text
+/// cannot hold one).
+pub fn check_text(values: &[Value]) -> Result<()> {
+    for (i, v) in values.iter().enumerate() {
+        if let Value::Text(s) = v {
+            if let Some(at) = s.find('\0') {
+                return Err(CoordError::invalid_value(
+                    format!("invalid byte sequence for encoding \"UTF8\": 0x00 (parameter ${} has a NUL byte at offset {at})", i + 1),
+                    "22021",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Replaces `$N` placeholders with the bound values as literals.
 pub fn bind(statement: &mut Statement, values: &[Value]) -> Result<()> {
+    check_text(values)?;
     let mut binder = Binder { values, missing: None };
     let _ = VisitMut::visit(statement, &mut binder);
     match binder.missing {

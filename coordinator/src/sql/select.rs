@@ -15,7 +15,7 @@ use crate::txn::Txn;
 use sqlparser::ast;
 use std::cmp::Ordering;
 use std::sync::Arc;
-use tessera_shard::data::expr::{BinaryOp, Expr};
+use tessera_shard::data::expr::Expr;
 use tessera_shard::data::{DataType, Value};
 
 pub struct OrderKey {
@@ -296,8 +296,11 @@ pub fn pushable(filter: Option<&Expr>) -> (Option<Expr>, bool) {
     let total = terms.len();
     let shipped: Vec<Expr> = terms.into_iter().filter(|t| tessera_shard::wire::expr_to_pb(t).is_some()).cloned().collect();
     let all = shipped.len() == total;
-    let pushed = shipped.into_iter().reduce(|a, b| Expr::binary(BinaryOp::And, a, b));
-    (pushed, all)
+    match Expr::conjunction(shipped) {
+        // Joined, the terms may nest one level too deep for the wire.
+        Some(pushed) if tessera_shard::wire::expr_to_pb(&pushed).is_none() => (None, false),
+        pushed => (pushed, all),
+    }
 }
 
 /// Runs a planned SELECT; inside a transaction every row read is locked.

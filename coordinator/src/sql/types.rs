@@ -43,6 +43,7 @@ fn check_length(value: &Value, ty: ColumnType, name: &str) -> Result<()> {
 }
 
 /// The type an expression produces, given the types of its input columns.
+#[recursive::recursive]
 pub fn infer(e: &Expr, inputs: &[DataType]) -> DataType {
     match e {
         Expr::Column(i) => inputs.get(*i).copied().unwrap_or(DataType::Text),
@@ -53,6 +54,17 @@ pub fn infer(e: &Expr, inputs: &[DataType]) -> DataType {
                 _ => DataType::BigInt,
             },
             BinaryOp::Concat => DataType::Text,
+            _ => DataType::Boolean,
+        },
+        Expr::Chain(first, rest) => match rest.first().map(|(op, _)| *op) {
+            Some(BinaryOp::Plus | BinaryOp::Minus | BinaryOp::Multiply | BinaryOp::Divide | BinaryOp::Modulo) => {
+                let operands = std::iter::once(first.as_ref()).chain(rest.iter().map(|(_, e)| e));
+                match operands.map(|o| infer(o, inputs)).any(|t| t == DataType::Double) {
+                    true => DataType::Double,
+                    false => DataType::BigInt,
+                }
+            }
+            Some(BinaryOp::Concat) => DataType::Text,
             _ => DataType::Boolean,
         },
         Expr::Unary(UnaryOp::Negate, e) => infer(e, inputs),

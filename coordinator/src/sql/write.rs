@@ -243,6 +243,7 @@ fn modify_plan(table: Arc<Table>, alias: Option<String>, selection: Option<&ast:
 pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: &ModifyPlan) -> Result<u64> {
     let contexts = txn.contexts(plan.targets.iter().map(|(g, _)| *g));
     let fetched = read::fetch(shards, &plan.table, &plan.targets, plan.pushed.as_ref(), 0, Some(&contexts), true).await?;
+    tessera_shard::failpoint::fail("coordinator.after_modify_read").map_err(CoordError::Internal)?;
     let validator = RowValidator::new(plan.table.clone())?;
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     let mut count = 0u64;

@@ -48,9 +48,24 @@ pub enum Expr {
     Column(usize),
     Literal(Value),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `first op1 e1 op2 e2 ...` evaluated left to right, as the left-deep
+    /// tree of [`Expr::Binary`] it stands for: a flattened chain of operators
+    /// of one precedence (`a OR b OR c`, `x + 1 - y + 2`), so that thousands
+    /// of terms cost no recursion. Built by [`Expr::chain`], which keeps two
+    /// operands as a plain `Binary`.
+    Chain(Box<Expr>, Vec<(BinaryOp, Expr)>),
     Unary(UnaryOp, Box<Expr>),
-    Like { operand: Box<Expr>, pattern: Box<Expr>, negated: bool, case_insensitive: bool },
-    InList { operand: Box<Expr>, list: Vec<Expr>, negated: bool },
+    Like {
+        operand: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    InList {
+        operand: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
     Cast(Box<Expr>, DataType),
     Call(Function, Vec<Expr>),
 }
@@ -109,12 +124,67 @@ impl Expr {
         Expr::Binary(op, Box::new(left), Box::new(right))
     }
 
+    /// `first op1 e1 op2 e2 ...`, left to right: `first` alone, a `Binary`
+    /// for two operands, a [`Expr::Chain`] for more.
+    pub fn chain(first: Expr, mut rest: Vec<(BinaryOp, Expr)>) -> Expr {
+        match rest.len() {
+            0 => first,
+            1 => {
+                let (op, right) = rest.pop().expect("one operand");
+                Expr::binary(op, first, right)
+            }
+            _ => Expr::Chain(Box::new(first), rest),
+        }
+    }
+
+    /// The AND of `terms` (`None` when there are none).
+    pub fn conjunction(terms: Vec<Expr>) -> Option<Expr> {
+        let mut terms = terms.into_iter();
+        let first = terms.next()?;
+        Some(Expr::chain(first, terms.map(|t| (BinaryOp::And, t)).collect()))
+    }
+
+    /// How deeply the expression nests; a chain counts as one level.
+    #[recursive::recursive]
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        self.for_each_child(|c| deepest = deepest.max(c.depth()));
+        deepest + 1
+    }
+
+    /// Calls `f` on each direct sub-expression.
+    fn for_each_child<'a>(&'a self, mut f: impl FnMut(&'a Expr)) {
+        match self {
+            Expr::Column(_) | Expr::Literal(_) => {}
+            Expr::Binary(_, l, r) => {
+                f(l);
+                f(r);
+            }
+            Expr::Chain(first, rest) => {
+                f(first);
+                rest.iter().for_each(|(_, e)| f(e));
+            }
+            Expr::Unary(_, e) | Expr::Cast(e, _) => f(e),
+            Expr::Like { operand, pattern, .. } => {
+                f(operand);
+                f(pattern);
+            }
+            Expr::InList { operand, list, .. } => {
+                f(operand);
+                list.iter().for_each(f);
+            }
+            Expr::Call(_, args) => args.iter().for_each(f),
+        }
+    }
+
     /// Evaluates the expression against `row`.
+    #[recursive::recursive]
     pub fn eval(&self, row: &[Value]) -> Result<Value, EvalError> {
         match self {
             Expr::Column(i) => row.get(*i).cloned().ok_or(EvalError::NoSuchColumn(*i)),
             Expr::Literal(v) => Ok(v.clone()),
             Expr::Binary(op, l, r) => eval_binary(*op, l, r, row),
+            Expr::Chain(first, rest) => eval_chain(first, rest, row),
             Expr::Unary(op, e) => eval_unary(*op, e.eval(row)?),
             Expr::Like { operand, pattern, negated, case_insensitive } => match (operand.eval(row)?, pattern.eval(row)?) {
                 (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
@@ -150,56 +220,47 @@ impl Expr {
     }
 
     /// Calls `f` on this node and every sub-expression.
+    #[recursive::recursive]
     pub fn visit(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
-        match self {
-            Expr::Column(_) | Expr::Literal(_) => {}
-            Expr::Binary(_, l, r) => {
-                l.visit(f);
-                r.visit(f);
+        self.for_each_child(|c| c.visit(f));
+    }
+}
+
+/// The value of `left op right` once `left` is known: AND and OR look at
+/// `right` only when `left` does not decide the result.
+fn step(op: BinaryOp, left: Value, right: &Expr, row: &[Value]) -> Result<Value, EvalError> {
+    match op {
+        BinaryOp::And | BinaryOp::Or => {
+            let name = op.symbol();
+            let deciding = op == BinaryOp::Or;
+            let left = truth(left, name)?;
+            if left == Some(deciding) {
+                return Ok(Value::Bool(deciding));
             }
-            Expr::Unary(_, e) | Expr::Cast(e, _) => e.visit(f),
-            Expr::Like { operand, pattern, .. } => {
-                operand.visit(f);
-                pattern.visit(f);
-            }
-            Expr::InList { operand, list, .. } => {
-                operand.visit(f);
-                list.iter().for_each(|e| e.visit(f));
-            }
-            Expr::Call(_, args) => args.iter().for_each(|e| e.visit(f)),
+            let right = truth(right.eval(row)?, name)?;
+            Ok(match (left, right) {
+                (_, Some(r)) if r == deciding => Value::Bool(deciding),
+                (Some(l), Some(r)) if l == r => Value::Bool(l),
+                _ => Value::Null,
+            })
         }
+        _ => apply_binary(op, left, right.eval(row)?),
     }
 }
 
 fn eval_binary(op: BinaryOp, l: &Expr, r: &Expr, row: &[Value]) -> Result<Value, EvalError> {
-    match op {
-        BinaryOp::And => {
-            let left = truth(l.eval(row)?, "AND")?;
-            if left == Some(false) {
-                return Ok(Value::Bool(false));
-            }
-            let right = truth(r.eval(row)?, "AND")?;
-            Ok(match (left, right) {
-                (_, Some(false)) => Value::Bool(false),
-                (Some(true), Some(true)) => Value::Bool(true),
-                _ => Value::Null,
-            })
-        }
-        BinaryOp::Or => {
-            let left = truth(l.eval(row)?, "OR")?;
-            if left == Some(true) {
-                return Ok(Value::Bool(true));
-            }
-            let right = truth(r.eval(row)?, "OR")?;
-            Ok(match (left, right) {
-                (_, Some(true)) => Value::Bool(true),
-                (Some(false), Some(false)) => Value::Bool(false),
-                _ => Value::Null,
-            })
-        }
-        _ => apply_binary(op, l.eval(row)?, r.eval(row)?),
+    step(op, l.eval(row)?, r, row)
+}
+
+/// A chain left to right. [`step`] skips the operands after the first FALSE
+/// of an AND chain or TRUE of an OR chain, as the nested form would.
+fn eval_chain(first: &Expr, rest: &[(BinaryOp, Expr)], row: &[Value]) -> Result<Value, EvalError> {
+    let mut acc = first.eval(row)?;
+    for (op, operand) in rest {
+        acc = step(*op, acc, operand, row)?;
     }
+    Ok(acc)
 }
 
 fn truth(v: Value, op: &'static str) -> Result<Option<bool>, EvalError> {

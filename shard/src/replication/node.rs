@@ -322,6 +322,8 @@ impl Node {
             replicas: if state.role == Role::Primary { self.tracker.progress(applied_seq) } else { Vec::new() },
             log_start: self.log.first(),
             installing_snapshot: self.log.installing(),
+            node_unix_ms: crate::clock::now_unix_ms(),
+            lease_held: state.role == Role::Primary && state.lease_required && lease_valid(&state, &self.node_id).is_ok(),
         }
     }
 
@@ -392,7 +394,7 @@ impl Node {
 /// coordinator's wall-clock bound (a heartbeat that arrives late grants
 /// less, one that arrives after the bound grants nothing).
 fn lease_end(lease_ms: u64, expires_unix_ms: u64) -> Option<Instant> {
-    let now_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now_unix_ms = crate::clock::now_unix_ms();
     let left = expires_unix_ms.checked_sub(now_unix_ms).filter(|left| *left > 0)?;
     Some(Instant::now() + Duration::from_millis(left.min(lease_ms)))
 }
