@@ -89,6 +89,10 @@ pub enum CoordError {
     /// A replica read found every replica staler than the session allows.
     #[error("{0}")]
     ReplicaTooStale(String),
+    /// A shard node's storage failed: disk full (53100) or an I/O error
+    /// (58030).
+    #[error("{message}")]
+    Storage { message: String, sqlstate: &'static str },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -148,6 +152,7 @@ impl CoordError {
             CoordError::StatementTimeout(_) => "57014",
             CoordError::SessionNotFound(_) => "08003",
             CoordError::ReplicaTooStale(_) => "TR001",
+            CoordError::Storage { sqlstate, .. } => sqlstate,
             CoordError::Internal(_) => "XX000",
         }
     }
@@ -157,8 +162,8 @@ impl CoordError {
     pub fn known_sqlstate(code: &str) -> Option<&'static str> {
         const KNOWN: &[&str] = &[
             "08006", "08007", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001",
-            "40003", "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53300", "54000", "54001", "55000", "57014", "08003", "P0002",
-            "TR001", "XX000",
+            "40003", "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53100", "53300", "54000", "54001", "55000", "58030", "57014",
+            "08003", "P0002", "TR001", "XX000",
         ];
         KNOWN.iter().copied().find(|k| *k == code)
     }
@@ -182,6 +187,7 @@ impl CoordError {
             CoordError::StatementTimeout(_) => tonic::Code::DeadlineExceeded,
             CoordError::SessionNotFound(_) => tonic::Code::NotFound,
             CoordError::ReplicaTooStale(_) => tonic::Code::Unavailable,
+            CoordError::Storage { .. } => tonic::Code::Unavailable,
             CoordError::Internal(_) => tonic::Code::Internal,
         }
     }

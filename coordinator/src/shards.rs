@@ -236,6 +236,12 @@ impl ShardClient {
                 CoordError::ShardUnavailable(format!("{who} unreachable: {}", describe_transport(&status)))
             }
             tonic::Code::OutOfRange => CoordError::ReplicaTooStale(format!("{who}: {}", status.message())),
+            tonic::Code::Internal if sqlstate.as_deref() == Some("53100") => {
+                CoordError::Storage { message: format!("could not write on {who}: its disk is full ({})", status.message()), sqlstate: "53100" }
+            }
+            tonic::Code::Internal if sqlstate.as_deref() == Some("58030") => {
+                CoordError::Storage { message: format!("storage failure on {who}: {}", status.message()), sqlstate: "58030" }
+            }
             _ => CoordError::Internal(format!("{who}: {}", status.message())),
         }
     }

@@ -54,6 +54,7 @@ impl ShardError {
             ShardError::TxnState(_) => "25P02",
             ShardError::InvalidRequest(_) => "08P01",
             ShardError::Eval { sqlstate, .. } => sqlstate,
+            ShardError::Storage(e) if e.fault == crate::storage::StorageFault::DiskFull => "53100",
             ShardError::Storage(_) => "58030",
             ShardError::Corrupt(_) => "XX001",
             ShardError::Fenced(_) => "08006",

@@ -84,6 +84,8 @@ pub struct Spec<'a> {
     pub sync_replicas: Option<u32>,
     /// Extra environment for one shard node: (group, member, name, value).
     pub shard_var: Option<(usize, usize, &'a str, &'a str)>,
+    /// Where data and logs go (a temporary directory otherwise).
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Spec<'_> {
@@ -99,6 +101,7 @@ impl Default for Spec<'_> {
             log_filter: None,
             sync_replicas: None,
             shard_var: None,
+            dir: None,
         }
     }
 }
@@ -166,7 +169,7 @@ impl TestCluster {
                 .collect(),
             coordinator_env: spec.coordinator_failpoints.map(failpoints).unwrap_or_default(),
             secret: CLUSTER_SECRET.into(),
-            dir: None,
+            dir: spec.dir,
             env: spec.log_filter.map(|f| vec![("RUST_LOG".to_string(), f.to_string())]).unwrap_or_default(),
             front: None,
         };

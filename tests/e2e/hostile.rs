@@ -327,3 +327,73 @@ async fn a_primary_whose_clock_runs_ahead_is_reported_and_failed_over() {
     cluster.coordinator.wait_for_log("clock is off by more than max_clock_skew", Duration::from_secs(10));
     assert_eq!(scalar(&mut c, "SELECT v FROM k WHERE id = 1").await, "1");
 }
+
+/// A tmpfs of `mb` MiB mounted on a temporary directory, unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(mb: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"]).arg(dir.path()).status();
+        assert!(status.is_ok_and(|s| s.success()), "this test mounts a tmpfs: it needs root (CAP_SYS_ADMIN)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").args(["-l"]).arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_answers_53100_and_loses_no_acknowledged_row() {
+    let disk = SmallDisk::mount(48);
+    let data = disk.0.path().join("cluster");
+    let filler = disk.0.path().join("filler");
+    let spec = Spec { groups: 1, dir: Some(data), ..Spec::default() };
+    let mut cluster = TestCluster::start_spec(spec);
+    let mut c = cluster.client().await;
+    exec(&mut c, "CREATE TABLE blobs (id BIGINT PRIMARY KEY, body TEXT)").await;
+    // Leave a few MB free, then write until the disk is full.
+    let free = fs_free(disk.0.path());
+    std::fs::write(&filler, vec![0u8; free.saturating_sub(6 << 20) as usize]).unwrap();
+    let body = "x".repeat(256 * 1024);
+    let mut acknowledged = 0;
+    let mut refused = None;
+    for id in 0..200 {
+        match run_sql(&mut c, &format!("INSERT INTO blobs VALUES ({id}, '{body}')")).await {
+            Ok(_) => acknowledged += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("the disk filled up");
+    assert_eq!(e.sqlstate.as_deref(), Some("53100"), "{e}");
+    assert!(e.message.contains("disk is full") && !e.message.contains("storage error: storage error"), "{e}");
+    assert!(cluster.shards[0].is_running() && cluster.coordinator.is_running());
+    // Reads still work while the disk is full.
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM blobs").await, acknowledged.to_string());
+    // Space comes back; after a restart of the node (RocksDB stays
+    // read-only after a failed WAL write) every acknowledged row is there.
+    std::fs::remove_file(&filler).unwrap();
+    cluster.shards[0].restart();
+    let started = std::time::Instant::now();
+    loop {
+        match run_sql(&mut c, "INSERT INTO blobs VALUES (1000, 'after')").await {
+            Ok(_) => break,
+            Err(e) => assert!(started.elapsed() < Duration::from_secs(60), "writes did not resume: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM blobs").await, (acknowledged + 1).to_string());
+    drop(cluster);
+    drop(disk);
+}
+
+fn fs_free(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
+}

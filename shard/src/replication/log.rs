@@ -33,7 +33,7 @@ fn applied_value(seq: u64, epoch: u64) -> Vec<u8> {
 }
 
 fn corrupt(what: &str) -> StorageError {
-    StorageError(format!("corrupt replication state: {what}"))
+    StorageError::other(format!("corrupt replication state: {what}"))
 }
 
 /// Where the log stands. Written under `writer`; read without it.
@@ -146,7 +146,7 @@ impl LoggedEngine {
     fn log_and_apply(&self, writes: Vec<Write>, delete: Option<(Vec<u8>, Vec<u8>)>, sync: bool) -> Result<u64> {
         let _writer = self.writer.lock().unwrap();
         if !self.open.load(Ordering::SeqCst) {
-            return Err(StorageError("this node is not the primary of its shard group (or is changing role): it takes no writes".into()));
+            return Err(StorageError::other("this node is not the primary of its shard group (or is changing role): it takes no writes"));
         }
         let seq = self.at.last_seq.load(Ordering::SeqCst) + 1;
         let epoch = self.at.epoch.load(Ordering::SeqCst);
@@ -251,7 +251,7 @@ impl LoggedEngine {
                 continue; // sent again after a reconnect
             }
             if record.seq != last_seq + 1 {
-                return Err(StorageError(format!("replication gap: record {} arrived after {last_seq}", record.seq)));
+                return Err(StorageError::other(format!("replication gap: record {} arrived after {last_seq}", record.seq)));
             }
             if !record.delete_start.is_empty() {
                 // A range delete goes in a batch of its own, with its record.

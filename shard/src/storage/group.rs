@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 /// Largest number of batches merged into one write.
 const MAX_GROUP: usize = 256;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), StorageError>>;
 
 pub struct GroupCommit {
     queue: mpsc::UnboundedSender<(Vec<Write>, Reply)>,
@@ -34,8 +34,8 @@ impl GroupCommit {
     /// Applies `writes` atomically and durably, possibly with others.
     pub async fn apply(&self, writes: Vec<Write>) -> Result<(), StorageError> {
         let (reply, wait) = oneshot::channel();
-        self.queue.send((writes, reply)).map_err(|_| StorageError("the commit writer stopped".into()))?;
-        wait.await.map_err(|_| StorageError("the commit writer stopped".into()))?.map_err(StorageError)
+        self.queue.send((writes, reply)).map_err(|_| StorageError::other("the commit writer stopped"))?;
+        wait.await.map_err(|_| StorageError::other("the commit writer stopped"))?
     }
 }
 
@@ -83,9 +83,9 @@ async fn writer(
         let merged: Vec<Write> = writes.into_iter().flatten().collect();
         let engine = engine.clone();
         let started = std::time::Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || engine.apply(merged, true).map_err(|e| e.to_string()))
+        let outcome = tokio::task::spawn_blocking(move || engine.apply(merged, true))
             .await
-            .unwrap_or_else(|e| Err(format!("commit task failed: {e}")));
+            .unwrap_or_else(|e| Err(StorageError::other(format!("commit task failed: {e}"))));
         metrics.group_commit_write_seconds.observe_duration(started.elapsed());
         for reply in replies {
             let _ = reply.send(outcome.clone());

@@ -59,10 +59,41 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
+/// What kind of storage failure happened: clients are told apart by
+/// PostgreSQL's classes (53100 disk full, 58030 I/O error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    DiskFull,
+    Io,
+    Other,
+}
+
 /// Storage failures. The message names the path or operation.
-#[derive(Debug, thiserror::Error)]
-#[error("storage error: {0}")]
-pub struct StorageError(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageError {
+    pub fault: StorageFault,
+    pub message: String,
+}
+
+impl StorageError {
+    pub fn other(message: impl Into<String>) -> StorageError {
+        StorageError { fault: StorageFault::Other, message: message.into() }
+    }
+
+    /// Classifies an error the operating system or RocksDB reported.
+    pub fn classify(message: String) -> StorageError {
+        let lower = message.to_ascii_lowercase();
+        let fault = if lower.contains("no space left") || lower.contains("enospc") || lower.contains("disk quota") {
+            StorageFault::DiskFull
+        } else if lower.contains("io error") || lower.contains("input/output error") {
+            StorageFault::Io
+        } else {
+            StorageFault::Other
+        };
+        StorageError { fault, message }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 

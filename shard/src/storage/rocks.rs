@@ -49,7 +49,7 @@ impl RocksEngine {
             small_footprint(&mut cf_options);
         }
         let cfs = [CF_DATA, CF_TXN, CF_LOG, CF_META].map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
-        let db = DB::open_cf_descriptors(&options, path, cfs).map_err(|e| StorageError(format!("cannot open RocksDB at {}: {e}", path.display())))?;
+        let db = DB::open_cf_descriptors(&options, path, cfs).map_err(|e| StorageError::classify(format!("cannot open RocksDB at {}: {e}", path.display())))?;
         Ok(RocksEngine { db, options, path: path.to_path_buf(), syncs: SyncCounter::default() })
     }
 
@@ -81,7 +81,7 @@ impl RocksEngine {
     }
 
     fn err(&self, op: &str, e: rocksdb::Error) -> StorageError {
-        StorageError(format!("RocksDB {op} failed at {}: {e}", self.path.display()))
+        StorageError::classify(format!("RocksDB {op} failed at {}: {e}", self.path.display()))
     }
 
     fn scan_with(&self, space: Space, start: &[u8], end: &[u8], mut read: ReadOptions, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
