@@ -487,4 +487,65 @@ mod tests {
         let mut checked = Checked::new((), BytesMut::from(&[0u8, 0, 0, 9, 0, 3, 0, 0, b'u'][..]), 1 << 20);
         assert!(checked.check_complete().is_err(), "a parameter name without its NUL");
     }
+
+    /// Random damage to well-formed messages: whatever the check lets
+    /// through, pgwire's decoder reads without panicking.
+    #[test]
+    fn damaged_messages_that_pass_the_check_never_panic_pgwire() {
+        use pgwire::messages::{DecodeContext, PgWireFrontendMessage, ProtocolVersion};
+        use rand::{Rng, SeedableRng};
+        let seeds: Vec<Vec<u8>> = vec![
+            framed(b'Q', b"SELECT 1\0").to_vec(),
+            framed(b'P', b"s1\0SELECT $1\0\0\x01\0\0\0\x17").to_vec(),
+            bind_message(&[(1, b"7"), (-1, b""), (3, b"abc")], 3, &[0, 1, 0]),
+            framed(b'D', b"Ss1\0").to_vec(),
+            framed(b'E', b"\0\0\0\0\x05").to_vec(),
+            framed(b'C', b"Pp1\0").to_vec(),
+            framed(b'S', b"").to_vec(),
+            framed(b'f', b"stop\0").to_vec(),
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let mut passed = 0;
+        for _ in 0..50_000 {
+            let mut m = seeds[rng.gen_range(0..seeds.len())].clone();
+            for _ in 0..rng.gen_range(1..4) {
+                match rng.gen_range(0..4) {
+                    0 => {
+                        let i = rng.gen_range(0..m.len());
+                        m[i] = rng.gen();
+                    }
+                    1 => m.truncate(rng.gen_range(1..=m.len())),
+                    2 => m.extend((0..rng.gen_range(1..8)).map(|_| rng.gen::<u8>())),
+                    _ => {
+                        // A plausible length word that lies.
+                        let len = rng.gen_range(0..(m.len() as i32 + 8));
+                        if m.len() >= 5 {
+                            m[1..5].copy_from_slice(&len.to_be_bytes());
+                        }
+                    }
+                }
+            }
+            let mut checked = Checked::new((), BytesMut::from(&m[..]), 1 << 20);
+            checked.startup = false;
+            checked.password_messages = 1;
+            if checked.check_complete().is_err() || checked.ready.is_empty() {
+                continue;
+            }
+            passed += 1;
+            let mut buf = checked.ready.clone();
+            let outcome = std::panic::catch_unwind(move || {
+                let mut ctx = DecodeContext::new(ProtocolVersion::default());
+                ctx.awaiting_frontend_ssl = false;
+                ctx.awaiting_frontend_startup = false;
+                while !buf.is_empty() {
+                    match PgWireFrontendMessage::decode(&mut buf, &ctx) {
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+            });
+            assert!(outcome.is_ok(), "pgwire panicked on a message the check let through: {m:?}");
+        }
+        assert!(passed > 1_000, "only {passed} damaged messages passed the check: the test exercises too little");
+    }
 }
