@@ -125,11 +125,12 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         Some(pg_listen) => {
             let pg_listener = bind(pg_listen).await?;
             let pg_address = pg_listener.local_addr().map_err(|e| e.to_string())?;
-            let front = crate::postgres::Frontend::new(engine.clone(), sessions.clone(), auth.clone(), tls.as_ref().map(Tls::acceptor)).with_limits(
-                Duration::from_millis(config.limits.auth_timeout_ms),
-                config.limits.max_message_bytes,
-                config.limits.max_authenticating,
-            );
+            let limits = crate::postgres::ConnectionLimits {
+                auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
+                max_message: config.limits.max_message_bytes,
+                max_authenticating: config.limits.max_authenticating,
+            };
+            let front = crate::postgres::Frontend::new(engine.clone(), sessions.clone(), auth.clone(), tls.as_ref().map(Tls::acceptor), limits);
             tokio::spawn(crate::postgres::serve(pg_listener, Arc::new(front), shutdown.subscribe()));
             tracing::info!(address = %pg_address, tls = tls.is_some(), "serving the PostgreSQL wire protocol");
             Some(pg_address)

@@ -258,7 +258,7 @@ impl Failover {
             .map(|m| {
                 let h = health.get(&(group, m.clone()));
                 // Silence counts from the coordinator's start at the latest.
-                let silent_for = Some(h.and_then(|h| h.last_ok).unwrap_or(self.started).elapsed());
+                let silent = h.and_then(|h| h.last_ok).unwrap_or(self.started).elapsed();
                 let report = h.and_then(|h| h.report.as_ref());
                 // A primary that must hold a lease but cannot (its clock runs
                 // ahead) takes no writes: it counts as failed, as if silent.
@@ -266,10 +266,7 @@ impl Failover {
                 let leaseless_for = needs_lease.then(|| h.and_then(|h| h.last_leased).unwrap_or(self.started).elapsed());
                 MemberView {
                     address: m.clone(),
-                    silent_for: match (silent_for, leaseless_for) {
-                        (Some(s), Some(l)) => Some(s.max(l)),
-                        (s, _) => s,
-                    },
+                    silent_for: Some(leaseless_for.map_or(silent, |l| silent.max(l))),
                     applied_seq: report.map(|r| r.applied_seq).unwrap_or(0),
                     applied_epoch: report.map(|r| r.applied_epoch).unwrap_or(0),
                     installing: report.is_some_and(|r| r.installing_snapshot),

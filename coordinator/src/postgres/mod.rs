@@ -47,26 +47,31 @@ pub struct Frontend {
     sessions: Arc<Sessions>,
     auth: Arc<Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    /// How long a connection may take from its first byte to the end of
-    /// authentication.
-    auth_timeout: Duration,
-    max_message: usize,
+    limits: ConnectionLimits,
     authenticating: Arc<Authenticating>,
 }
 
-impl Frontend {
-    pub fn new(engine: Arc<Engine>, sessions: Arc<Sessions>, auth: Arc<Authenticator>, tls: Option<tokio_rustls::TlsAcceptor>) -> Frontend {
-        let authenticating = Arc::new(Authenticating::new(64));
-        Frontend { engine, sessions, auth, tls, auth_timeout: Duration::from_secs(60), max_message: 64 << 20, authenticating }
-    }
+/// What one PostgreSQL connection may take (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// From the first byte to the end of authentication.
+    pub auth_timeout: Duration,
+    /// The largest frontend message.
+    pub max_message: usize,
+    /// Connections authenticating at once; one more closes the oldest.
+    pub max_authenticating: usize,
+}
 
-    /// `auth_timeout`, the largest message accepted and how many
-    /// connections may authenticate at once.
-    pub fn with_limits(mut self, auth_timeout: Duration, max_message: usize, max_authenticating: usize) -> Frontend {
-        self.auth_timeout = auth_timeout;
-        self.max_message = max_message;
-        self.authenticating = Arc::new(Authenticating::new(max_authenticating));
-        self
+impl Frontend {
+    pub fn new(
+        engine: Arc<Engine>,
+        sessions: Arc<Sessions>,
+        auth: Arc<Authenticator>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        limits: ConnectionLimits,
+    ) -> Frontend {
+        let authenticating = Arc::new(Authenticating::new(limits.max_authenticating));
+        Frontend { engine, sessions, auth, tls, limits, authenticating }
     }
 }
 
@@ -121,9 +126,9 @@ pub async fn serve(listener: TcpListener, front: Arc<Frontend>, mut shutdown: wa
                     let _ = socket.set_nodelay(true);
                     let connection = Arc::new(Connection::new(front.clone()));
                     let tls = front.tls.clone();
-                    let limits = (front.auth_timeout, front.max_message, front.authenticating.enter());
+                    let (limits, ticket) = (front.limits, front.authenticating.enter());
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(socket, tls, connection, limits).await {
+                        if let Err(e) = serve_connection(socket, tls, connection, limits, ticket).await {
                             tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
                         }
                     });
@@ -145,11 +150,12 @@ async fn serve_connection(
     socket: tokio::net::TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     connection: Arc<Connection>,
-    (auth_timeout, max_message, ticket): (Duration, usize, AuthTicket),
+    limits: ConnectionLimits,
+    ticket: AuthTicket,
 ) -> std::io::Result<()> {
     use futures::StreamExt;
     use pgwire::api::PgWireConnectionState as State;
-    let deadline = tokio::time::sleep(auth_timeout);
+    let deadline = tokio::time::sleep(limits.auth_timeout);
     tokio::pin!(deadline);
     let evicted = ticket.evicted.clone();
     let mut ticket = Some(ticket);
@@ -160,7 +166,7 @@ async fn serve_connection(
     };
     let Some(framed) = negotiated else { return Ok(()) };
     let old = framed.into_parts();
-    let io = frames::Checked::new(old.io, old.read_buf, max_message);
+    let io = frames::Checked::new(old.io, old.read_buf, limits.max_message);
     let mut parts = tokio_util::codec::FramedParts::new(io, old.codec);
     parts.write_buf = old.write_buf;
     let mut socket = tokio_util::codec::Framed::from_parts(parts);
@@ -174,13 +180,11 @@ async fn serve_connection(
         let next = if ticket.is_some() {
             tokio::select! {
                 _ = &mut deadline => {
-                    fatal(&mut socket, "08P01", "canceling authentication due to timeout (limits.auth_timeout_ms)".into()).await;
-                    return Ok(());
+                    return refuse(&mut socket, "08P01", "canceling authentication due to timeout (limits.auth_timeout_ms)".into()).await;
                 }
                 _ = evicted.notified() => {
                     let why = "too many connections are authenticating at once (limits.max_authenticating); this one waited longest";
-                    fatal(&mut socket, "53300", why.into()).await;
-                    return Ok(());
+                    return refuse(&mut socket, "53300", why.into()).await;
                 }
                 next = socket.next() => next,
             }
@@ -193,8 +197,7 @@ async fn serve_connection(
             Some(Err(PgWireError::IoError(e))) if frames::violation(&e).is_some() => {
                 let cause = frames::violation(&e).map(|v| v.to_string()).unwrap_or_default();
                 tracing::info!(error = %cause, "closing a postgres connection that sent a malformed message");
-                fatal(&mut socket, "08P01", cause).await;
-                return Ok(());
+                return refuse(&mut socket, "08P01", cause).await;
             }
             Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
         };
@@ -222,15 +225,14 @@ async fn serve_connection(
     }
 }
 
-/// Sends a FATAL error before the connection closes.
-async fn fatal<S>(socket: &mut tokio_util::codec::Framed<S, pgwire::tokio::server::PgWireMessageServerCodec<extended::Prepared>>, code: &str, message: String)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use futures::SinkExt;
-    let info = ErrorInfo::new("FATAL".into(), code.into(), message);
-    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+/// Answers FATAL `code` and closes the connection (pgwire's own error path:
+/// no ReadyForQuery follows).
+async fn refuse(socket: &mut CheckedSocket, code: &str, message: String) -> std::io::Result<()> {
+    pgwire::tokio::server::process_error(socket, startup::fatal(code, message), true).await
 }
+
+type CheckedSocket =
+    tokio_util::codec::Framed<frames::Checked<pgwire::tokio::server::MaybeTls>, pgwire::tokio::server::PgWireMessageServerCodec<extended::Prepared>>;
 
 /// The handlers of one connection.
 struct Connection {

@@ -23,7 +23,7 @@ fn parameters() -> DefaultServerParameterProvider {
     provider
 }
 
-fn fatal(code: &str, message: String) -> PgWireError {
+pub(super) fn fatal(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".to_string(), code.to_string(), message)))
 }
 

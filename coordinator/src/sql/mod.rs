@@ -225,8 +225,7 @@ impl Engine {
     /// fails the open transaction, as any error in it does.
     pub async fn refuse(&self, session: &mut Session, error: CoordError) -> CoordError {
         if let Some(txn) = session.txn.as_mut() {
-            txn.failed = true;
-            self.txns.release(txn).await;
+            self.txns.fail(txn).await;
         }
         error
     }
@@ -358,8 +357,7 @@ impl Engine {
                 Err(e) => {
                     if let (CoordError::LimitExceeded(_), Some(txn)) = (&e, session.txn.as_mut()) {
                         // As for any error in a transaction: it fails.
-                        txn.failed = true;
-                        self.txns.release(txn).await;
+                        self.txns.fail(txn).await;
                     }
                     outcome.error = Some(e);
                     break;
@@ -479,8 +477,7 @@ impl Engine {
                     let result = bounded(timeout, self.in_transaction(txn, statement)).await;
                     if result.is_err() {
                         // As in PostgreSQL the transaction is now failed; its locks go at once.
-                        txn.failed = true;
-                        self.txns.release(txn).await;
+                        self.txns.fail(txn).await;
                     } else {
                         self.txns.touch(txn);
                     }

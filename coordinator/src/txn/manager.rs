@@ -259,6 +259,14 @@ impl TxnManager {
 
     /// Aborts the transaction on every group, releasing its locks, but keeps
     /// it registered (an explicit transaction in the failed state).
+    /// Marks `txn` failed, as any error inside a transaction does: its
+    /// locks go at once, and only ROLLBACK (or COMMIT, which rolls back)
+    /// ends it.
+    pub async fn fail(&self, txn: &mut Txn) {
+        txn.failed = true;
+        self.release(txn).await;
+    }
+
     pub async fn release(&self, txn: &mut Txn) {
         txn.pending.clear();
         abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
