@@ -20,7 +20,7 @@
 mod rows;
 
 pub use rows::{FromValue, Row};
-pub use tessera_shard::data::Value;
+pub use tessera_model::data::Value;
 
 use futures::{Stream, StreamExt};
 use rand::Rng;
@@ -349,7 +349,7 @@ impl Client {
             sql: sql.to_string(),
             session_id: self.session_id.clone(),
             protocol: protocol_to_pb(self.protocol),
-            params: params.iter().cloned().map(value_to_pb).collect(),
+            params: params.iter().cloned().map(pb::Value::from).collect(),
             idempotency_key: key.unwrap_or_default().to_string(),
             replica_reads: self.replica_reads.map(|r| pb::ReplicaReadOptions {
                 max_staleness_ms: r.max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0),
@@ -407,7 +407,7 @@ impl Client {
                     Vec::new()
                 }
                 Ok(pb::ExecuteStreamResponse { item: Some(Item::Rows(batch)) }) => {
-                    batch.rows.into_iter().map(|r| Ok(Row::new(columns.clone(), r.values.into_iter().map(value_from_pb).collect()))).collect()
+                    batch.rows.into_iter().map(|r| Ok(Row::new(columns.clone(), r.values.into_iter().map(Value::from).collect()))).collect()
                 }
                 Ok(_) => Vec::new(),
             };
@@ -608,32 +608,8 @@ fn statement_from_pb(result: pb::StatementResult) -> StatementResult {
     StatementResult {
         tag: result.tag,
         columns: result.columns.into_iter().map(column_from_pb).collect(),
-        rows: result.rows.into_iter().map(|r| r.values.into_iter().map(value_from_pb).collect()).collect(),
+        rows: result.rows.into_iter().map(|r| r.values.into_iter().map(Value::from).collect()).collect(),
         rows_affected: result.rows_affected,
         staleness_ms: result.staleness_ms,
-    }
-}
-
-fn value_from_pb(value: pb::Value) -> Value {
-    use pb::value::Kind;
-    match value.kind {
-        None | Some(Kind::Null(_)) => Value::Null,
-        Some(Kind::Int(i)) => Value::Int(i),
-        Some(Kind::Text(s)) => Value::Text(s),
-        Some(Kind::Boolean(b)) => Value::Bool(b),
-        Some(Kind::Double(d)) => Value::Double(d),
-    }
-}
-
-fn value_to_pb(value: Value) -> pb::Value {
-    use pb::value::Kind;
-    pb::Value {
-        kind: Some(match value {
-            Value::Null => Kind::Null(true),
-            Value::Int(i) => Kind::Int(i),
-            Value::Text(s) => Kind::Text(s),
-            Value::Bool(b) => Kind::Boolean(b),
-            Value::Double(d) => Kind::Double(d),
-        }),
     }
 }

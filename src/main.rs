@@ -277,7 +277,7 @@ fn parse_group(text: &str) -> Result<ShardGroupConfig, String> {
 }
 
 /// Tessera's own crates, which a bare level in `RUST_LOG` is about.
-const OWN_CRATES: [&str; 4] = ["tessera", "tessera_coordinator", "tessera_shard", "tessera_proto"];
+const OWN_CRATES: [&str; 6] = ["tessera", "tessera_coordinator", "tessera_shard", "tessera_storage", "tessera_model", "tessera_proto"];
 
 /// Scopes the bare levels of a `RUST_LOG` value to Tessera's crates: with
 /// `RUST_LOG=debug` other crates (the SQL parser's token traces, HTTP/2

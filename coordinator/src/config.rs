@@ -352,8 +352,8 @@ impl CoordinatorConfig {
     }
 
     /// The cluster secret from the config or the environment.
-    pub fn secret(&self) -> Result<tessera_shard::secret::ClusterSecret, String> {
-        tessera_shard::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), "coordinator")
+    pub fn secret(&self) -> Result<tessera_model::secret::ClusterSecret, String> {
+        tessera_model::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), "coordinator")
     }
 
     pub fn guards(&self) -> crate::resilience::GuardConfig {

@@ -212,8 +212,8 @@ impl From<CoordError> for tonic::Status {
     }
 }
 
-impl From<tessera_shard::data::expr::EvalError> for CoordError {
-    fn from(e: tessera_shard::data::expr::EvalError) -> CoordError {
+impl From<tessera_model::data::expr::EvalError> for CoordError {
+    fn from(e: tessera_model::data::expr::EvalError) -> CoordError {
         CoordError::invalid_value(e.to_string(), e.sqlstate())
     }
 }

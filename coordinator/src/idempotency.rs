@@ -25,13 +25,14 @@
 
 use crate::error::{CoordError, Result};
 use crate::saga::{Protocol, SagaRecord, SagaState};
-use crate::sql::{now_micros, QueryResult};
+use crate::sql::QueryResult;
 use crate::txn::Journal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tessera_shard::data::Value;
+use tessera_model::clock::now_micros;
+use tessera_model::data::Value;
 
 const PREFIX: &str = "idem/";
 

@@ -8,7 +8,7 @@ use crate::saga::SagaState;
 use crate::session::Sessions;
 use crate::sql::Engine;
 use std::collections::BTreeMap;
-use tessera_shard::metrics::{Exposition, Histogram};
+use tessera_model::metrics::{Exposition, Histogram};
 
 type Owned = Vec<(Vec<(String, String)>, f64)>;
 type LabelSets<'a> = Vec<Vec<(&'a str, &'a str)>>;

@@ -139,10 +139,10 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     };
     let metrics_address = match config.metrics_listen {
         Some(at) => {
-            let listener = tessera_shard::metrics::bind(at).await?;
+            let listener = tessera_model::metrics::bind(at).await?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let (e, s) = (engine.clone(), sessions.clone());
-            tessera_shard::metrics::serve(listener, Arc::new(move || crate::metrics::render(&e, &s)), shutdown.subscribe());
+            tessera_model::metrics::serve(listener, Arc::new(move || crate::metrics::render(&e, &s)), shutdown.subscribe());
             tracing::info!(address = %bound, "serving metrics");
             Some(bound)
         }

@@ -15,12 +15,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tessera_model::data::expr::Expr;
+use tessera_model::secret::ClusterSecret;
+use tessera_model::txn::{Mutation, TxnContext};
+use tessera_model::wire;
 use tessera_proto::shard as pb;
 use tessera_proto::shard::shard_client::ShardClient as PbClient;
-use tessera_shard::data::expr::Expr;
-use tessera_shard::secret::ClusterSecret;
-use tessera_shard::txn::{Mutation, TxnContext};
-use tessera_shard::wire;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -68,7 +68,7 @@ macro_rules! rpc {
             .call($repeat, || {
                 let mut client = $self.client.clone();
                 let mut request = tonic::Request::new(request.clone());
-                tessera_shard::telemetry::attach(&mut request, txn.as_deref());
+                tessera_model::trace::attach(&mut request, txn.as_deref());
                 async move { client.$method(request).await }
             })
             .await
@@ -210,7 +210,7 @@ impl ShardClient {
         let who = format!("shard group {} ({})", self.group, self.address);
         let sqlstate = sqlstate_of(&status).map(str::to_string);
         match status.code() {
-            tonic::Code::AlreadyExists => match tessera_shard::data::keys::decode_row_key(status.details()) {
+            tonic::Code::AlreadyExists => match tessera_model::data::keys::decode_row_key(status.details()) {
                 Some((table_id, value)) => CoordError::DuplicateKey { table_id, key: value.to_string() },
                 None => CoordError::Internal(format!("{who}: duplicate key with an undecodable key")),
             },

@@ -86,8 +86,8 @@ impl ShardConfig {
     }
 
     /// The cluster secret from the config or the environment.
-    pub fn secret(&self) -> Result<crate::secret::ClusterSecret, String> {
-        crate::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), &format!("shard {}", self.node_id))
+    pub fn secret(&self) -> Result<tessera_model::secret::ClusterSecret, String> {
+        tessera_model::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), &format!("shard {}", self.node_id))
     }
 
     pub fn lock_timeout(&self) -> Duration {

@@ -1,7 +1,7 @@
 //! The shard's errors, and their one mapping to gRPC statuses.
 
-use crate::storage::StorageError;
 use tessera_proto::SQLSTATE_METADATA_KEY;
+use tessera_storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -54,7 +54,7 @@ impl ShardError {
             ShardError::TxnState(_) => "25P02",
             ShardError::InvalidRequest(_) => "08P01",
             ShardError::Eval { sqlstate, .. } => sqlstate,
-            ShardError::Storage(e) if e.fault == crate::storage::StorageFault::DiskFull => "53100",
+            ShardError::Storage(e) if e.fault == tessera_storage::StorageFault::DiskFull => "53100",
             ShardError::Storage(_) => "58030",
             ShardError::Corrupt(_) => "XX001",
             ShardError::Fenced(_) => "08006",

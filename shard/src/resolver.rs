@@ -5,10 +5,10 @@
 //! ABORTED. An unreachable coordinator or IN_PROGRESS means ask again later.
 
 use crate::replication::Node;
-use crate::secret::ClusterSecret;
 use crate::txn::{Participant, TxnContext};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::secret::ClusterSecret;
 use tessera_proto::shard as pb;
 use tessera_proto::shard::resolver_client::ResolverClient;
 use tokio::sync::watch;

@@ -7,13 +7,13 @@ use crate::config::ShardConfig;
 use crate::replication::primary::ReplicationService;
 use crate::replication::{LoggedEngine, Node};
 use crate::service::ShardService;
-use crate::storage::{memory::MemoryEngine, rocks::RocksEngine, Engine};
 use crate::txn::{Participant, TxnLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_proto::shard::replication_server::ReplicationServer;
 use tessera_proto::shard::shard_server::ShardServer;
+use tessera_storage::{memory::MemoryEngine, rocks::RocksEngine, Engine};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -85,10 +85,10 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
     let (shutdown, mut signal) = watch::channel(false);
     let metrics_address = match config.metrics_listen {
         Some(at) => {
-            let listener = crate::metrics::bind(at).await?;
+            let listener = tessera_model::metrics::bind(at).await?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let (p, n) = (participant.clone(), node.clone());
-            crate::metrics::serve(listener, Arc::new(move || crate::telemetry::render(&p, &n)), shutdown.subscribe());
+            tessera_model::metrics::serve(listener, Arc::new(move || crate::telemetry::render(&p, &n)), shutdown.subscribe());
             Some(bound)
         }
         None => None,
@@ -106,7 +106,7 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         // Keepalives end half-open replication streams.
         let result = tonic::transport::Server::builder()
-            .trace_fn(crate::telemetry::call_span)
+            .trace_fn(tessera_model::trace::call_span)
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(1)))
             .http2_keepalive_timeout(Some(Duration::from_secs(3)))

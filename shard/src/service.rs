@@ -6,9 +6,9 @@
 use crate::error::ShardError;
 use crate::replication::{Access, Node};
 use crate::txn::{Participant, ScanSpec, TxnContext};
-use crate::wire;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::wire;
 use tessera_proto::shard as pb;
 use tonic::{Request, Response, Status};
 
@@ -138,7 +138,7 @@ impl pb::shard_server::Shard for ShardService {
     }
 
     async fn sync_wal(&self, request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {
-        crate::failpoint::hit("shard.sync_wal").await;
+        tessera_model::failpoint::hit("shard.sync_wal").await;
         self.admitted(epoch(&request)?, |p| async move { p.sync_wal().await }).await?;
         Ok(Response::new(pb::SyncWalResponse {}))
     }

@@ -2,7 +2,7 @@
 
 use super::{ClientError, Column};
 use std::sync::Arc;
-use tessera_shard::data::Value;
+use tessera_model::data::Value;
 
 /// One row of a result, with its columns.
 #[derive(Debug, Clone, PartialEq)]

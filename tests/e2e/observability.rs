@@ -2,7 +2,7 @@
 
 use crate::cluster::*;
 use std::time::Duration;
-use tessera_shard::metrics::{sample_value, scrape};
+use tessera_model::metrics::{sample_value, scrape};
 
 const METRICS: &str = "metrics_listen = \"127.0.0.1:0\"\n";
 

@@ -273,8 +273,8 @@ async fn a_paused_old_primary_cannot_accept_a_write() {
 async fn direct_write(address: &str, epoch: u64, key: i64) -> Result<(), tonic::Status> {
     use tessera_proto::shard as spb;
     let mut client = spb::shard_client::ShardClient::connect(format!("http://{address}")).await.unwrap();
-    let row = tessera_shard::data::row::encode_row(&[Value::Int(key), Value::Int(key)]);
-    let key = tessera_shard::data::keys::row_key(1, &Value::Int(key));
+    let row = tessera_model::data::row::encode_row(&[Value::Int(key), Value::Int(key)]);
+    let key = tessera_model::data::keys::row_key(1, &Value::Int(key));
     let request = spb::WriteRequest {
         txn: Some(spb::TxnContext { txn_id: format!("direct-{epoch}-{}", rand_suffix()), timestamp: 1, begin: true, coordinator: String::new() }),
         mutations: vec![spb::Mutation { key, op: Some(spb::mutation::Op::Put(row)) }],

@@ -2,8 +2,8 @@
 
 use crate::saga::{Protocol, SagaRecord};
 use crate::sql::QueryResult;
+use tessera_model::data::{DataType, Value};
 use tessera_proto::v1 as pb;
-use tessera_shard::data::{DataType, Value};
 use tonic::Status;
 
 pub fn data_type_to_pb(t: DataType) -> pb::DataType {
@@ -16,36 +16,12 @@ pub fn data_type_to_pb(t: DataType) -> pb::DataType {
     }
 }
 
-pub fn value_to_pb(v: Value) -> pb::Value {
-    use pb::value::Kind;
-    pb::Value {
-        kind: Some(match v {
-            Value::Null => Kind::Null(true),
-            Value::Int(i) => Kind::Int(i),
-            Value::Text(s) => Kind::Text(s),
-            Value::Bool(b) => Kind::Boolean(b),
-            Value::Double(d) => Kind::Double(d),
-        }),
-    }
-}
-
-pub fn value_from_pb(v: pb::Value) -> Value {
-    use pb::value::Kind;
-    match v.kind {
-        None | Some(Kind::Null(_)) => Value::Null,
-        Some(Kind::Int(i)) => Value::Int(i),
-        Some(Kind::Text(s)) => Value::Text(s),
-        Some(Kind::Boolean(b)) => Value::Bool(b),
-        Some(Kind::Double(d)) => Value::Double(d),
-    }
-}
-
 pub fn columns_to_pb(columns: Vec<crate::sql::OutputColumn>) -> Vec<pb::Column> {
     columns.into_iter().map(|c| pb::Column { name: c.name, r#type: data_type_to_pb(c.data_type) as i32 }).collect()
 }
 
 pub fn row_to_pb(row: Vec<Value>) -> pb::Row {
-    pb::Row { values: row.into_iter().map(value_to_pb).collect() }
+    pb::Row { values: row.into_iter().map(pb::Value::from).collect() }
 }
 
 pub fn result_to_pb(r: QueryResult) -> pb::StatementResult {

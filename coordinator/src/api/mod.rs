@@ -37,7 +37,7 @@ pub fn bearer_check(auth: Arc<Authenticator>) -> impl FnMut(Request<()>) -> Resu
 /// `work` under a new trace id, in a span naming it (PostgreSQL protocol
 /// queries, which carry no metadata).
 pub fn traced_task<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
-    let trace = tessera::new_trace_id();
+    let trace = new_trace_id();
     let span = tracing::info_span!("request", trace = %trace);
     in_trace(trace, span, work)
 }
@@ -45,7 +45,7 @@ pub fn traced_task<F: std::future::Future>(work: F) -> impl std::future::Future<
 /// `work` with `trace` as its trace id (for its calls to shard nodes), in
 /// `span` (for its log lines).
 pub fn in_trace<F: std::future::Future>(trace: String, span: tracing::Span, work: F) -> impl std::future::Future<Output = F::Output> {
-    tessera_shard::telemetry::with_trace(trace, tracing::Instrument::instrument(work, span))
+    tessera_model::trace::with_trace(trace, tracing::Instrument::instrument(work, span))
 }
 
 /// Returns the trace id to the client in an answer's metadata.
@@ -53,4 +53,9 @@ pub fn put_trace(metadata: &mut tonic::metadata::MetadataMap, trace: &str) {
     if let Ok(value) = trace.parse() {
         metadata.insert(tessera_proto::TRACE_METADATA_KEY, value);
     }
+}
+
+/// A fresh trace id: 16 hex digits.
+pub fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
 }

@@ -1,7 +1,7 @@
 //! The `tessera.v1.Tessera` service: sessions, statements with parameters,
 //! streamed results, explicit transactions and idempotency keys.
 
-use super::convert::{columns_to_pb, protocol_from_pb, result_to_pb, row_to_pb, value_from_pb};
+use super::convert::{columns_to_pb, protocol_from_pb, result_to_pb, row_to_pb};
 use super::principal;
 use crate::error::CoordError;
 use crate::session::{ReplicaReads, Sessions};
@@ -10,6 +10,7 @@ use futures::Stream;
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
+use tessera_model::data::Value;
 use tessera_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -162,13 +163,8 @@ pub fn trace_of<T>(request: &Request<T>) -> String {
         .metadata()
         .get(tessera_proto::TRACE_METADATA_KEY)
         .and_then(|v| v.to_str().ok())
-        .and_then(tessera_shard::telemetry::clean_id)
-        .unwrap_or_else(new_trace_id)
-}
-
-/// A fresh trace id: 16 hex digits.
-pub fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+        .and_then(tessera_model::trace::clean_id)
+        .unwrap_or_else(super::new_trace_id)
 }
 
 /// Returns the trace id to the client with the answer.
@@ -180,7 +176,7 @@ fn traced<T>(mut response: Response<T>, trace: &str) -> Response<T> {
 fn options(protocol: i32, params: Vec<pb::Value>, key: String, replica: Option<pb::ReplicaReadOptions>) -> Result<RequestOptions, Status> {
     Ok(RequestOptions {
         protocol: protocol_from_pb(protocol)?,
-        params: params.into_iter().map(value_from_pb).collect(),
+        params: params.into_iter().map(Value::from).collect(),
         idempotency_key: (!key.is_empty()).then_some(key),
         principal: String::new(), // set by `run`
         response_budget: None,

@@ -3,7 +3,7 @@
 use crate::routing::Partitioner;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::{DataType, Value};
 
 /// Identifies a shard group (a primary and its replicas).
 pub type ShardGroupId = u32;

@@ -37,7 +37,7 @@ impl Catalog {
         std::fs::create_dir_all(path).map_err(|e| internal(format!("cannot create {}: {e}", path.display())))?;
         let mut options = rocksdb::Options::default();
         if small {
-            tessera_shard::storage::rocks::small_footprint(&mut options);
+            tessera_storage::rocks::small_footprint(&mut options);
         }
         options.create_if_missing(true);
         let db = DB::open(&options, path).map_err(|e| internal(format!("cannot open {}: {e}", path.display())))?;

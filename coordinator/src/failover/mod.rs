@@ -393,7 +393,7 @@ impl Failover {
         let updated = self.catalog.set_primary(group, target, epoch)?;
         self.shards.set_primary(group, target, epoch);
         tracing::warn!(group, from = %record.primary, to = %target, epoch, "shard group failed over: {why}");
-        let at_us = crate::sql::now_micros();
+        let at_us = tessera_model::clock::now_micros();
         {
             let mut events = self.events.lock().unwrap();
             if events.len() >= MAX_EVENTS {

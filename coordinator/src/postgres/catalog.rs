@@ -10,7 +10,7 @@
 use crate::catalog::{Catalog, Table};
 use crate::sql::QueryResult;
 use std::sync::Arc;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::{DataType, Value};
 
 const OID_BASE: u32 = 16384;
 

@@ -25,7 +25,7 @@ use sqlparser::ast::{self, Expr, Statement, Visit, Visitor};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use tessera_shard::data::Value;
+use tessera_model::data::Value;
 
 /// A statement of the extended protocol, parsed once at Parse.
 #[derive(Clone, Debug)]

@@ -37,7 +37,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::{DataType, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 

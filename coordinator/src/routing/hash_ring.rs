@@ -6,7 +6,7 @@
 //! keys onto the new group's points: about 1/N of them, none between old groups.
 
 use crate::catalog::ShardGroupId;
-use tessera_shard::data::{keys, Value};
+use tessera_model::data::{keys, Value};
 use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone)]

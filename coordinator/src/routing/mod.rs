@@ -11,7 +11,7 @@ use crate::catalog::{Partitioning, ShardGroupId};
 use hash_ring::HashRing;
 use range::RangePartitioner;
 use std::ops::Bound;
-use tessera_shard::data::Value;
+use tessera_model::data::Value;
 
 /// A table's router.
 #[derive(Debug, Clone)]

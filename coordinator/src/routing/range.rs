@@ -5,7 +5,7 @@
 use crate::catalog::ShardGroupId;
 use std::cmp::Ordering;
 use std::ops::Bound;
-use tessera_shard::data::Value;
+use tessera_model::data::Value;
 
 #[derive(Debug, Clone)]
 pub struct RangePartitioner {

@@ -17,14 +17,14 @@ use crate::catalog::Catalog;
 use crate::error::{CoordError, Result};
 use crate::idempotency::SagaIdempotency;
 use crate::shards::ShardPool;
-use crate::sql::now_micros;
 use crate::txn::Journal;
 use rand::Rng;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tessera_shard::txn::TxnContext;
+use tessera_model::clock::now_micros;
+use tessera_model::txn::TxnContext;
 
 const PREFIX: &str = "saga/";
 
@@ -68,7 +68,7 @@ struct Counters {
     compensations: AtomicU64,
     parked: AtomicU64,
     /// From a saga's start to its end, as its client waits.
-    duration: tessera_shard::metrics::Histogram,
+    duration: tessera_model::metrics::Histogram,
 }
 
 pub struct Sagas {
@@ -201,7 +201,7 @@ impl Sagas {
         let slot = self.reserve(&id).expect("a new saga has no driver");
         let sagas = self.clone();
         let started = std::time::Instant::now();
-        let driver = tokio::spawn(tessera_shard::telemetry::inherit(async move { sagas.drive(slot, false).await }));
+        let driver = tokio::spawn(tessera_model::trace::inherit(async move { sagas.drive(slot, false).await }));
         let outcome = driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?;
         self.counters.duration.observe_duration(started.elapsed());
         if outcome.is_err() && self.journal.get(&key(&id)).ok().flatten().is_none() {
@@ -240,7 +240,7 @@ impl Sagas {
         }
         tracing::info!(saga = %id, "resuming a saga on an operator's request");
         let sagas = self.clone();
-        tokio::spawn(tessera_shard::telemetry::inherit(async move { sagas.drive(slot, true).await }))
+        tokio::spawn(tessera_model::trace::inherit(async move { sagas.drive(slot, true).await }))
             .await
             .map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
     }
@@ -291,7 +291,7 @@ impl Sagas {
     }
 
     /// How long sagas took, start to end, as their clients waited.
-    pub fn durations(&self) -> &tessera_shard::metrics::Histogram {
+    pub fn durations(&self) -> &tessera_model::metrics::Histogram {
         &self.counters.duration
     }
 

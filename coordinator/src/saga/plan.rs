@@ -21,8 +21,8 @@ use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
 use std::sync::Arc;
-use tessera_shard::data::expr::{BinaryOp, Expr};
-use tessera_shard::data::Value;
+use tessera_model::data::expr::{BinaryOp, Expr};
+use tessera_model::data::Value;
 
 pub enum WritePlan {
     Insert(InsertPlan),

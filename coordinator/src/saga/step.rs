@@ -19,13 +19,13 @@ use crate::sql::read::{self, Fetch};
 use crate::sql::write::RowValidator;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use tessera_shard::data::expr::apply_binary;
-use tessera_shard::data::expr::BinaryOp;
-use tessera_shard::data::keys::{decode_row_key, row_key};
-use tessera_shard::data::row::{decode_row, encode_row};
-use tessera_shard::data::Value;
-use tessera_shard::failpoint;
-use tessera_shard::txn::{Mutation, MutationOp, TxnContext};
+use tessera_model::data::expr::apply_binary;
+use tessera_model::data::expr::BinaryOp;
+use tessera_model::data::keys::{decode_row_key, row_key};
+use tessera_model::data::row::{decode_row, encode_row};
+use tessera_model::data::Value;
+use tessera_model::failpoint;
+use tessera_model::txn::{Mutation, MutationOp, TxnContext};
 
 /// The reserved table id of step markers (the catalog never hands it out).
 pub const MARKER_TABLE: u32 = u32::MAX;

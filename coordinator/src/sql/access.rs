@@ -7,8 +7,8 @@
 
 use std::cmp::Ordering;
 use std::ops::Bound;
-use tessera_shard::data::expr::{BinaryOp, Expr};
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::expr::{BinaryOp, Expr};
+use tessera_model::data::{DataType, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyAccess {

@@ -9,8 +9,8 @@ use crate::error::{CoordError, Result};
 use sqlparser::ast;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use tessera_shard::data::expr::{apply_binary, BinaryOp, Expr};
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::expr::{apply_binary, BinaryOp, Expr};
+use tessera_model::data::{DataType, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {

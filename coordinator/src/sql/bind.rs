@@ -3,8 +3,8 @@
 
 use crate::error::{CoordError, Result};
 use sqlparser::ast;
-use tessera_shard::data::expr::{BinaryOp, Expr, Function, UnaryOp};
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::expr::{BinaryOp, Expr, Function, UnaryOp};
+use tessera_model::data::{DataType, Value};
 
 /// Resolves names (and, after aggregation, whole expressions) to columns.
 pub trait Scope {

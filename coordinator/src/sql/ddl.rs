@@ -18,8 +18,8 @@ use crate::catalog::{Catalog, CheckDef, ColumnDef, ColumnType, Partitioning, Sha
 use crate::error::{CoordError, Result};
 use sqlparser::ast;
 use std::cmp::Ordering;
-use tessera_shard::data::expr::Expr;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::expr::Expr;
+use tessera_model::data::{DataType, Value};
 
 pub const DEFAULT_VIRTUAL_NODES: u32 = 256;
 const MAX_VIRTUAL_NODES: u32 = 4096;

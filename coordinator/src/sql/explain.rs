@@ -9,7 +9,7 @@ use super::QueryResult;
 use crate::catalog::{ShardGroupId, Table};
 use crate::shards::ShardPool;
 use std::ops::Bound;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::{DataType, Value};
 
 fn groups_line(shards: &ShardPool, groups: &[ShardGroupId]) -> String {
     let addresses: std::collections::HashMap<_, _> = shards.groups().into_iter().collect();

@@ -28,7 +28,7 @@ pub mod shape;
 pub mod types;
 pub mod write;
 
-use crate::catalog::{Catalog, ShardGroupId};
+use crate::catalog::Catalog;
 use crate::error::{CoordError, Result};
 use crate::failover::Failover;
 use crate::idempotency::{self, Idempotency, IdempotencyKey};
@@ -41,9 +41,8 @@ use sqlparser::ast::{self, Statement};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_shard::data::keys::{table_end, table_prefix};
-use tessera_shard::data::{DataType, Value};
-use tessera_shard::txn::TxnContext;
+use tessera_model::data::keys::{table_end, table_prefix};
+use tessera_model::data::{DataType, Value};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutputColumn {
@@ -135,24 +134,6 @@ pub use shape::{parse, parse_expr};
 /// Evaluates a DEFAULT expression (constants only).
 pub fn eval_default(sql: &str) -> Result<Value> {
     Ok(bind::bind(&parse_expr(sql)?, &bind::NoColumns)?.eval(&[])?)
-}
-
-pub fn now_micros() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
-/// Aborts `txn` on each group, ignoring failures: a shard that misses the
-/// abort releases the locks when the transaction's idle timeout runs out.
-pub async fn abort_everywhere(shards: &ShardPool, txn: &TxnContext, groups: impl Iterator<Item = ShardGroupId>) {
-    let aborts = groups.filter_map(|g| shards.get(g).ok()).map(|client| {
-        let txn = txn.clone();
-        async move {
-            if let Err(e) = client.abort(&txn).await {
-                tracing::warn!(txn = %txn.id, group = client.group, error = %e, "abort failed; the shard's idle timeout will release the locks");
-            }
-        }
-    });
-    futures::future::join_all(aborts).await;
 }
 
 /// Executes SQL against the catalog and the shard groups.

@@ -6,7 +6,7 @@
 use crate::error::{CoordError, Result};
 use sqlparser::ast::{self, Expr, Statement, Visit, VisitMut, Visitor, VisitorMut};
 use std::ops::ControlFlow;
-use tessera_shard::data::Value;
+use tessera_model::data::Value;
 
 /// The most parameters a statement may use (PostgreSQL's protocol limit).
 pub const MAX_PARAMETERS: usize = 65535;

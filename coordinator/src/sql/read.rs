@@ -11,11 +11,11 @@ use futures::future::try_join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tessera_shard::data::expr::Expr;
-use tessera_shard::data::keys::{row_key, successor, table_end, table_prefix};
-use tessera_shard::data::row::decode_row;
-use tessera_shard::data::Value;
-use tessera_shard::txn::TxnContext;
+use tessera_model::data::expr::Expr;
+use tessera_model::data::keys::{row_key, successor, table_end, table_prefix};
+use tessera_model::data::row::decode_row;
+use tessera_model::data::Value;
+use tessera_model::txn::TxnContext;
 
 /// What one shard group is asked for.
 #[derive(Debug, Clone)]

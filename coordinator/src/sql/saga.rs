@@ -22,7 +22,7 @@ use crate::saga::{Protocol, SagaRecord, SagaState, SagaStatement};
 use crate::session::Session;
 use sqlparser::ast::{self, Statement};
 use std::collections::BTreeSet;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::{DataType, Value};
 
 /// Parses SQL text, keeping each statement's `COMPENSATE WITH` text.
 pub fn parse_with_compensations(sql: &str) -> Result<Vec<(Statement, Option<String>)>> {

@@ -15,8 +15,8 @@ use crate::txn::Txn;
 use sqlparser::ast;
 use std::cmp::Ordering;
 use std::sync::Arc;
-use tessera_shard::data::expr::Expr;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::expr::Expr;
+use tessera_model::data::{DataType, Value};
 
 pub struct OrderKey {
     pub expr: Expr,
@@ -294,11 +294,11 @@ pub fn pushable(filter: Option<&Expr>) -> (Option<Expr>, bool) {
     let Some(filter) = filter else { return (None, true) };
     let terms = access::conjuncts(filter);
     let total = terms.len();
-    let shipped: Vec<Expr> = terms.into_iter().filter(|t| tessera_shard::wire::expr_to_pb(t).is_some()).cloned().collect();
+    let shipped: Vec<Expr> = terms.into_iter().filter(|t| tessera_model::wire::expr_to_pb(t).is_some()).cloned().collect();
     let all = shipped.len() == total;
     match Expr::conjunction(shipped) {
         // Joined, the terms may nest one level too deep for the wire.
-        Some(pushed) if tessera_shard::wire::expr_to_pb(&pushed).is_none() => (None, false),
+        Some(pushed) if tessera_model::wire::expr_to_pb(&pushed).is_none() => (None, false),
         pushed => (pushed, all),
     }
 }

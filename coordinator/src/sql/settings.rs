@@ -11,7 +11,7 @@ use crate::error::{CoordError, Result};
 use crate::session::Session;
 use sqlparser::ast::{self, Statement};
 use std::time::Duration;
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::{DataType, Value};
 
 /// Settings drivers set that do not change what Tessera does.
 const ACCEPTED: &[&str] =

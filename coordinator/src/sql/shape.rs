@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(parse(&sql).unwrap_err().sqlstate(), "42601");
     }
 
-    fn eval(sql: &str) -> Result<tessera_shard::data::Value> {
+    fn eval(sql: &str) -> Result<tessera_model::data::Value> {
         let statements = parse(sql)?;
         let bound = super::super::bind::bind(projection(&statements[0]), &super::super::bind::NoColumns)?;
         Ok(bound.eval(&[])?)
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn rebalanced_runs_evaluate_left_to_right() {
-        use tessera_shard::data::Value;
+        use tessera_model::data::Value;
         assert_eq!(eval(&format!("SELECT 100{}", " - 1".repeat(50))).unwrap(), Value::Int(50));
         assert_eq!(eval(&format!("SELECT 2{}", " * 2 / 2".repeat(40))).unwrap(), Value::Int(2));
         // Left to right, the first step overflows, as in PostgreSQL.

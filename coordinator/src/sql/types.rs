@@ -2,8 +2,8 @@
 
 use crate::catalog::{ColumnDef, ColumnType};
 use crate::error::{CoordError, Result};
-use tessera_shard::data::expr::{BinaryOp, Expr, Function, UnaryOp};
-use tessera_shard::data::{DataType, Value};
+use tessera_model::data::expr::{BinaryOp, Expr, Function, UnaryOp};
+use tessera_model::data::{DataType, Value};
 
 /// Converts `value` for storage in `column`, or says why it cannot be.
 pub fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
@@ -23,7 +23,7 @@ pub fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
         (Value::Bool(b), DataType::Boolean) => Value::Bool(b),
         (Value::Text(s), DataType::Int | DataType::BigInt | DataType::Double | DataType::Boolean) => {
             // A quoted literal is accepted where its text parses, as in PostgreSQL.
-            let parsed = tessera_shard::data::expr::cast(Value::Text(s.clone()), ty.data_type)
+            let parsed = tessera_model::data::expr::cast(Value::Text(s.clone()), ty.data_type)
                 .map_err(|_| CoordError::invalid_value(format!("invalid input syntax for type {ty} of column \"{name}\": \"{s}\""), "22P02"))?;
             return coerce(parsed, column);
         }

@@ -19,11 +19,11 @@ use crate::txn::{Txn, TxnManager};
 use sqlparser::ast;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tessera_shard::data::expr::Expr;
-use tessera_shard::data::keys::row_key;
-use tessera_shard::data::row::encode_row;
-use tessera_shard::data::{DataType, Value};
-use tessera_shard::txn::{Mutation, MutationOp};
+use tessera_model::data::expr::Expr;
+use tessera_model::data::keys::row_key;
+use tessera_model::data::row::encode_row;
+use tessera_model::data::{DataType, Value};
+use tessera_model::txn::{Mutation, MutationOp};
 
 /// Largest number of rows one INSERT may carry.
 pub const MAX_INSERT_ROWS: usize = 100_000;
@@ -243,7 +243,7 @@ fn modify_plan(table: Arc<Table>, alias: Option<String>, selection: Option<&ast:
 pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: &ModifyPlan) -> Result<u64> {
     let contexts = txn.contexts(plan.targets.iter().map(|(g, _)| *g));
     let fetched = read::fetch(shards, &plan.table, &plan.targets, plan.pushed.as_ref(), 0, Some(&contexts), true).await?;
-    tessera_shard::failpoint::fail("coordinator.after_modify_read").map_err(CoordError::Internal)?;
+    tessera_model::failpoint::fail("coordinator.after_modify_read").map_err(CoordError::Internal)?;
     let validator = RowValidator::new(plan.table.clone())?;
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     let mut count = 0u64;

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_shard::metrics::Histogram;
-use tessera_shard::storage::group::gather;
+use tessera_model::metrics::Histogram;
+use tessera_storage::group::gather;
 use tokio::sync::{mpsc, oneshot};
 
 const PREFIX: &str = "txnlog/";

@@ -2,33 +2,23 @@
 //! commits them in one phase or two (see the module page for the protocol).
 
 use super::log::{CommitRecord, DecisionLog, Journal};
-use super::{redrive, Txn};
+use super::registry::{delivering, Registry, TxnInfo};
+use super::{abort_everywhere, redrive, Txn};
 use crate::catalog::ShardGroupId;
 use crate::error::{CoordError, Result};
 use crate::shards::ShardPool;
-use crate::sql::abort_everywhere;
 use futures::future::try_join_all;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tessera_shard::failpoint;
-use tessera_shard::metrics::{Counter, Histogram};
-use tessera_shard::txn::{Mutation, TxnContext};
-use tokio::time::Instant;
+use tessera_model::failpoint;
+use tessera_model::metrics::{Counter, Histogram};
+use tessera_model::txn::{Mutation, TxnContext};
 
 /// How long COMMIT waits for phase two before answering the client; the
 /// decision is already durable, and delivery goes on in the background.
 const DELIVERY_WAIT: Duration = Duration::from_secs(1);
-
-/// What the coordinator knows of a transaction (SHOW TRANSACTIONS).
-#[derive(Debug, Clone)]
-pub struct TxnInfo {
-    pub id: String,
-    pub state: &'static str,
-    pub participants: BTreeMap<ShardGroupId, &'static str>,
-    pub started: Instant,
-}
 
 /// The answer to a participant asking about a prepared transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +27,6 @@ pub enum Outcome {
     Aborted,
     InProgress,
 }
-
-pub type Registry = Arc<Mutex<HashMap<String, TxnInfo>>>;
 
 pub struct TxnManager {
     shards: Arc<ShardPool>,
@@ -88,7 +76,7 @@ impl TxnManager {
 
     /// A unique, increasing start timestamp (microseconds).
     fn timestamp(&self) -> u64 {
-        let now = crate::sql::now_micros();
+        let now = tessera_model::clock::now_micros();
         let next = |last: u64| now.max(last + 1);
         let previous =
             self.last_timestamp.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last))).expect("the closure always returns Some");
@@ -215,7 +203,7 @@ impl TxnManager {
         self.metrics.two_phase_committed.inc();
         self.set_state(&txn.id, "committing", &writers, "prepared");
         let ctx = txn.plain_context();
-        let delivery = tokio::spawn(tessera_shard::telemetry::inherit(redrive::deliver(
+        let delivery = tokio::spawn(tessera_model::trace::inherit(redrive::deliver(
             self.shards.clone(),
             self.registry.clone(),
             self.phase_two.clone(),
@@ -301,15 +289,5 @@ impl TxnManager {
     /// (decision log fsyncs, one-phase commits, two-phase commits)
     pub fn stats(&self) -> (u64, u64, u64) {
         (self.log.syncs(), self.metrics.one_phase_committed.get(), self.metrics.two_phase_committed.get())
-    }
-}
-
-/// Registry entry of a logged commit still being delivered.
-pub(super) fn delivering(record: &CommitRecord) -> TxnInfo {
-    TxnInfo {
-        id: record.txn_id.clone(),
-        state: "committed, delivering",
-        participants: record.participants.iter().map(|g| (*g, "prepared")).collect(),
-        started: Instant::now(),
     }
 }

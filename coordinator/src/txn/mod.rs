@@ -39,13 +39,16 @@
 mod log;
 mod manager;
 mod redrive;
+mod registry;
 
 pub use log::{CommitRecord, DecisionLog, Journal};
-pub use manager::{Outcome, TxnInfo, TxnManager};
+pub use manager::{Outcome, TxnManager};
+pub use registry::TxnInfo;
 
 use crate::catalog::ShardGroupId;
+use crate::shards::ShardPool;
 use std::collections::{BTreeMap, HashMap};
-use tessera_shard::txn::{Mutation, TxnContext};
+use tessera_model::txn::{Mutation, TxnContext};
 use tokio::time::Instant;
 
 /// A transaction as the coordinator tracks it during execution.
@@ -117,4 +120,18 @@ impl Txn {
         groups.dedup();
         groups
     }
+}
+
+/// Aborts `txn` on each group, ignoring failures: a shard that misses the
+/// abort releases the locks when the transaction's idle timeout runs out.
+pub(crate) async fn abort_everywhere(shards: &ShardPool, txn: &TxnContext, groups: impl Iterator<Item = ShardGroupId>) {
+    let aborts = groups.filter_map(|g| shards.get(g).ok()).map(|client| {
+        let txn = txn.clone();
+        async move {
+            if let Err(e) = client.abort(&txn).await {
+                tracing::warn!(txn = %txn.id, group = client.group, error = %e, "abort failed; the shard's idle timeout will release the locks");
+            }
+        }
+    });
+    futures::future::join_all(aborts).await;
 }

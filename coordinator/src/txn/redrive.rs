@@ -15,16 +15,16 @@
 //! as prepared, the lazy commit having died with the old one), COMMIT is
 //! sent again to the new primary before its sync can let the decision go.
 
+use super::abort_everywhere;
 use super::log::{CommitRecord, DecisionLog};
-use super::manager::{delivering, Registry};
+use super::registry::{delivering, Registry};
 use crate::catalog::ShardGroupId;
 use crate::shards::ShardPool;
-use crate::sql::abort_everywhere;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_shard::txn::TxnContext;
+use tessera_model::txn::TxnContext;
 use tokio::sync::mpsc;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);

@@ -9,11 +9,11 @@
 //! (records received from the primary, with their own numbers) and by the
 //! snapshot installer; the participant does not write there.
 
-use crate::storage::{Engine, Result, Snapshot, Space, StorageError, Write};
 use prost::Message;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tessera_proto::shard as pb;
+use tessera_storage::{Engine, Result, Snapshot, Space, StorageError, Write};
 use tokio::sync::watch;
 
 const APPLIED: &[u8] = b"applied";
@@ -392,7 +392,7 @@ impl Engine for LoggedEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::memory::MemoryEngine;
+    use tessera_storage::memory::MemoryEngine;
 
     fn put(k: &[u8]) -> Write {
         Write { space: Space::Data, key: k.to_vec(), value: Some(k.to_vec()) }

@@ -16,10 +16,10 @@ use super::log::LoggedEngine;
 use super::primary::Tracker;
 use super::replica::{self, Staleness};
 use crate::error::ShardError;
-use crate::secret::ClusterSecret;
 use crate::txn::Participant;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_model::secret::ClusterSecret;
 use tessera_proto::shard as pb;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -322,7 +322,7 @@ impl Node {
             replicas: if state.role == Role::Primary { self.tracker.progress(applied_seq) } else { Vec::new() },
             log_start: self.log.first(),
             installing_snapshot: self.log.installing(),
-            node_unix_ms: crate::clock::now_unix_ms(),
+            node_unix_ms: tessera_model::clock::now_unix_ms(),
             lease_held: state.role == Role::Primary && state.lease_required && lease_valid(&state, &self.node_id).is_ok(),
         }
     }
@@ -394,7 +394,7 @@ impl Node {
 /// coordinator's wall-clock bound (a heartbeat that arrives late grants
 /// less, one that arrives after the bound grants nothing).
 fn lease_end(lease_ms: u64, expires_unix_ms: u64) -> Option<Instant> {
-    let now_unix_ms = crate::clock::now_unix_ms();
+    let now_unix_ms = tessera_model::clock::now_unix_ms();
     let left = expires_unix_ms.checked_sub(now_unix_ms).filter(|left| *left > 0)?;
     Some(Instant::now() + Duration::from_millis(left.min(lease_ms)))
 }

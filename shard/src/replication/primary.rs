@@ -11,12 +11,12 @@
 
 use super::log::{logged_write, LoggedEngine};
 use super::node::Node;
-use crate::storage::{Space, Write};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_proto::shard as pb;
+use tessera_storage::{Space, Write};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;

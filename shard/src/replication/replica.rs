@@ -10,10 +10,10 @@
 //! most "now - that heartbeat's arrival" stale.
 
 use super::node::Node;
-use crate::secret::ClusterSecret;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_model::secret::ClusterSecret;
 use tessera_proto::shard as pb;
 use tessera_proto::shard::replication_client::ReplicationClient;
 use tokio::sync::{mpsc, watch};

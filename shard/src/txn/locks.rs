@@ -7,9 +7,9 @@
 //! therefore only ever go from older to younger transactions, so no cycle, and
 //! no distributed deadlock, can form. The deadline is a backstop.
 
-use crate::metrics::{Counter, Histogram};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use tessera_model::metrics::{Counter, Histogram};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 

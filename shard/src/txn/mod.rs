@@ -31,18 +31,18 @@
 pub mod locks;
 mod state;
 
-use crate::data::expr::Expr;
-use crate::data::row::decode_row;
 use crate::error::{Result, ShardError};
 use crate::metrics::ShardMetrics;
-use crate::storage::group::GroupCommit;
-use crate::storage::{Engine, Space, Write};
 use locks::LockTable;
-pub use state::{Mutation, MutationOp, TxnContext};
 use state::{Phase, TxnState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_model::data::expr::Expr;
+use tessera_model::data::row::decode_row;
+pub use tessera_model::txn::{Mutation, MutationOp, TxnContext};
+use tessera_storage::group::GroupCommit;
+use tessera_storage::{Engine, Space, Write};
 use tokio::time::Instant;
 
 /// Largest scan response, in bytes of keys and values.
@@ -166,7 +166,7 @@ impl Participant {
     pub fn start_group_commit(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let in_flight = Arc::new(move || weak.upgrade().map(|p| p.txns.lock().unwrap().len()).unwrap_or(0));
-        let _ = self.group.set(GroupCommit::start(self.engine.clone(), self.limits.group_commit_window, in_flight, self.metrics.clone()));
+        let _ = self.group.set(GroupCommit::start(self.engine.clone(), self.limits.group_commit_window, in_flight, self.metrics.group_commit.clone()));
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -226,7 +226,7 @@ impl Participant {
         }
         if unbounded && spec.limit > 0 && result.rows.len() as u64 > spec.limit {
             result.rows.truncate(spec.limit as usize);
-            result.resume_key = result.rows.last().map(|(k, _)| crate::data::keys::successor(k.clone()));
+            result.resume_key = result.rows.last().map(|(k, _)| tessera_model::data::keys::successor(k.clone()));
         }
         Ok(result)
     }
@@ -308,7 +308,7 @@ impl Participant {
             }
             state.encode_prepared()
         };
-        crate::failpoint::hit("shard.prepare.before_vote").await;
+        tessera_model::failpoint::hit("shard.prepare.before_vote").await;
         let started = Instant::now();
         let write = Write { space: Space::Txn, key: txn.id.as_bytes().to_vec(), value: Some(record) };
         self.apply(vec![write]).await?;
@@ -349,7 +349,7 @@ impl Participant {
             return Err(ShardError::InvalidRequest("mutations may only accompany a one-phase commit".into()));
         }
         if !one_phase {
-            crate::failpoint::hit("shard.commit.before_apply").await;
+            tessera_model::failpoint::hit("shard.commit.before_apply").await;
         }
         let state = {
             let mut txns = self.txns.lock().unwrap();

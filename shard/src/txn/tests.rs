@@ -1,12 +1,12 @@
 //! The participant's protocol rules, on in-memory engines.
 
 use super::*;
-use crate::data::keys::row_key;
-use crate::data::row::encode_row;
-use crate::data::Value;
-use crate::storage::memory::MemoryEngine;
-use crate::storage::{Result as StorageResult, Space, Write};
 use std::sync::Mutex as StdMutex;
+use tessera_model::data::keys::row_key;
+use tessera_model::data::row::encode_row;
+use tessera_model::data::Value;
+use tessera_storage::memory::MemoryEngine;
+use tessera_storage::{Result as StorageResult, Space, Write};
 
 fn limits() -> TxnLimits {
     TxnLimits { lock_timeout: Duration::from_millis(200), idle_timeout: Duration::from_secs(60), group_commit_window: Duration::ZERO }
@@ -118,7 +118,7 @@ impl Engine for PowerLossEngine {
         self.visible.clear(space)?;
         self.durable.clear(space)
     }
-    fn snapshot(&self) -> Box<dyn crate::storage::Snapshot + '_> {
+    fn snapshot(&self) -> Box<dyn tessera_storage::Snapshot + '_> {
         self.visible.snapshot()
     }
     fn syncs(&self) -> u64 {

@@ -8,15 +8,30 @@
 //! a lone client pays no delay.
 
 use super::{Engine, StorageError, Write};
-use crate::metrics::ShardMetrics;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::metrics::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 /// Largest number of batches merged into one write.
 const MAX_GROUP: usize = 256;
 
 type Reply = oneshot::Sender<Result<(), StorageError>>;
+
+/// What group commit measures.
+#[derive(Debug)]
+pub struct GroupCommitMetrics {
+    /// Synced writes merged into one WAL fsync.
+    pub batch: Histogram,
+    /// One group write with its fsync.
+    pub write_seconds: Histogram,
+}
+
+impl Default for GroupCommitMetrics {
+    fn default() -> GroupCommitMetrics {
+        GroupCommitMetrics { batch: Histogram::sizes(), write_seconds: Histogram::latency() }
+    }
+}
 
 pub struct GroupCommit {
     queue: mpsc::UnboundedSender<(Vec<Write>, Reply)>,
@@ -25,7 +40,7 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer. `in_flight` says how many transactions may still
     /// bring writes; the window is only waited when it is above one.
-    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: Arc<dyn Fn() -> usize + Send + Sync>, metrics: Arc<ShardMetrics>) -> GroupCommit {
+    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: Arc<dyn Fn() -> usize + Send + Sync>, metrics: Arc<GroupCommitMetrics>) -> GroupCommit {
         let (queue, requests) = mpsc::unbounded_channel();
         tokio::spawn(writer(engine, window, in_flight, requests, metrics));
         GroupCommit { queue }
@@ -74,11 +89,11 @@ async fn writer(
     window: Duration,
     in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
     mut requests: mpsc::UnboundedReceiver<(Vec<Write>, Reply)>,
-    metrics: Arc<ShardMetrics>,
+    metrics: Arc<GroupCommitMetrics>,
 ) {
     while let Some(first) = requests.recv().await {
         let group = gather(first, &mut requests, window, in_flight.as_ref(), MAX_GROUP).await;
-        metrics.group_commit_batch.observe(group.len() as f64);
+        metrics.batch.observe(group.len() as f64);
         let (writes, replies): (Vec<Vec<Write>>, Vec<Reply>) = group.into_iter().unzip();
         let merged: Vec<Write> = writes.into_iter().flatten().collect();
         let engine = engine.clone();
@@ -86,7 +101,7 @@ async fn writer(
         let outcome = tokio::task::spawn_blocking(move || engine.apply(merged, true))
             .await
             .unwrap_or_else(|e| Err(StorageError::other(format!("commit task failed: {e}"))));
-        metrics.group_commit_write_seconds.observe_duration(started.elapsed());
+        metrics.write_seconds.observe_duration(started.elapsed());
         for reply in replies {
             let _ = reply.send(outcome.clone());
         }
@@ -96,8 +111,8 @@ async fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::memory::MemoryEngine;
-    use crate::storage::Space;
+    use crate::memory::MemoryEngine;
+    use crate::Space;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_share_a_sync_and_each_is_applied() {

@@ -17,3 +17,9 @@ pub fn now_unix_ms() -> u64 {
     let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     real.saturating_add(offset_ms()).max(0) as u64
 }
+
+/// Microseconds since the Unix epoch on the real clock (not shifted), for
+/// transaction timestamps and the times records carry.
+pub fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}

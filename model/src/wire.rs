@@ -14,28 +14,43 @@ const MAX_MESSAGE_DEPTH: usize = 90;
 /// expression is at least two protobuf messages).
 const MAX_EXPR_DEPTH: usize = MAX_MESSAGE_DEPTH / 2;
 
-pub fn value_to_pb(v: &Value) -> pb::Value {
-    use pb::value::Kind;
-    pb::Value {
-        kind: Some(match v {
-            Value::Null => Kind::Null(true),
-            Value::Int(i) => Kind::Int(*i),
-            Value::Text(s) => Kind::Text(s.clone()),
-            Value::Bool(b) => Kind::Boolean(*b),
-            Value::Double(d) => Kind::Double(*d),
-        }),
-    }
+/// `Value` to and from a protobuf `Value` message. The shard protocol and
+/// the public API each have one (their packages version separately), with
+/// the same fields; one conversion serves both.
+macro_rules! value_conversions {
+    ($($message:ty, $($kind:ident)::+;)+) => {$(
+        impl From<Value> for $message {
+            fn from(v: Value) -> $message {
+                use $($kind)::+ as Kind;
+                let kind = match v {
+                    Value::Null => Kind::Null(true),
+                    Value::Int(i) => Kind::Int(i),
+                    Value::Text(s) => Kind::Text(s),
+                    Value::Bool(b) => Kind::Boolean(b),
+                    Value::Double(d) => Kind::Double(d),
+                };
+                Self { kind: Some(kind) }
+            }
+        }
+
+        impl From<$message> for Value {
+            fn from(v: $message) -> Value {
+                use $($kind)::+ as Kind;
+                match v.kind {
+                    None | Some(Kind::Null(_)) => Value::Null,
+                    Some(Kind::Int(i)) => Value::Int(i),
+                    Some(Kind::Text(s)) => Value::Text(s),
+                    Some(Kind::Boolean(b)) => Value::Bool(b),
+                    Some(Kind::Double(d)) => Value::Double(d),
+                }
+            }
+        }
+    )+};
 }
 
-pub fn value_from_pb(v: pb::Value) -> Value {
-    use pb::value::Kind;
-    match v.kind {
-        None | Some(Kind::Null(_)) => Value::Null,
-        Some(Kind::Int(i)) => Value::Int(i),
-        Some(Kind::Text(s)) => Value::Text(s),
-        Some(Kind::Boolean(b)) => Value::Bool(b),
-        Some(Kind::Double(d)) => Value::Double(d),
-    }
+value_conversions! {
+    pb::Value, pb::value::Kind;
+    tessera_proto::v1::Value, tessera_proto::v1::value::Kind;
 }
 
 fn binary_to_pb(op: BinaryOp) -> pb::BinaryOp {
@@ -121,7 +136,7 @@ fn expr_to_pb_at(e: &Expr, depth: usize) -> Option<pb::Expr> {
     let boxed = |e: &Expr| sub(e).map(Box::new);
     let kind = match e {
         Expr::Column(i) => Kind::Column(u32::try_from(*i).ok()?),
-        Expr::Literal(v) => Kind::Literal(value_to_pb(v)),
+        Expr::Literal(v) => Kind::Literal(v.clone().into()),
         Expr::Binary(op, l, r) => Kind::Binary(Box::new(pb::BinaryExpr { op: binary_to_pb(*op) as i32, left: Some(boxed(l)?), right: Some(boxed(r)?) })),
         Expr::Chain(first, rest) => {
             let rest = rest
@@ -160,7 +175,7 @@ fn expr_from_pb_at(e: pb::Expr, depth: usize) -> Result<Expr, String> {
     };
     Ok(match e.kind.ok_or("filter expression is empty")? {
         Kind::Column(i) => Expr::Column(i as usize),
-        Kind::Literal(v) => Expr::Literal(value_from_pb(v)),
+        Kind::Literal(v) => Expr::Literal(v.into()),
         Kind::Binary(b) => Expr::Binary(binary_from_pb(b.op)?, sub(b.left, "left operand")?, sub(b.right, "right operand")?),
         Kind::Chain(c) => {
             let first = sub(c.first, "first operand of a chain")?;
