@@ -2,6 +2,8 @@
 //!
 //! - The coordinator depends on `tessera-model`, `tessera-storage` and
 //!   `tessera-proto`, never on the shard server (`tessera-shard`).
+//! - `tessera-model` links no RocksDB (so what depends on it alone builds
+//!   without RocksDB's C++).
 //! - No new import cycles between the files of a crate. A file imports
 //!   another when it names it through `crate::`, `super::` or (in a module
 //!   root) one of its own child modules; a parent's `pub use` of a child is
@@ -54,6 +56,16 @@ fn the_coordinator_does_not_depend_on_the_shard_server() {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(!code(&text).contains("tessera_shard::"), "{} names tessera_shard", file.display());
     }
+}
+
+#[test]
+fn the_model_links_no_rocksdb() {
+    let manifest = std::fs::read_to_string(root().join("model/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest.lines().filter(|l| l.contains(".workspace = true")).collect();
+    assert!(
+        deps.iter().all(|l| !l.starts_with("rocksdb") && !l.starts_with("tessera-storage") && !l.starts_with("tessera-shard")),
+        "model/Cargo.toml: {deps:?}"
+    );
 }
 
 #[test]
