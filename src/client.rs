@@ -37,15 +37,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 /// results can be read with [`Client::query_stream`]).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// How a multi-shard write commits. See `docs/architecture/sagas.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// Two-phase commit: atomic and isolated; blocks while a shard is down.
-    TwoPhaseCommit,
-    /// A saga: one local commit per shard group, undone by compensations
-    /// if a later step fails. Not isolated: others see partial progress.
-    Saga,
-}
+pub use tessera_model::txn::Protocol;
 
 fn protocol_to_pb(protocol: Option<Protocol>) -> i32 {
     (match protocol {

@@ -456,6 +456,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
         anyhow::bail!("--shards must be between 1 and 16");
     }
     let replication = if args.replication == "async" { ReplicationMode::Async } else { ReplicationMode::Sync };
+    // The handlers go in before the cluster starts: a SIGTERM that comes
+    // while it starts, or just after the banner names the data directory,
+    // must still stop it and remove that directory, not kill the process
+    // outright.
+    let signals = termination_signal();
     let options = ClusterOptions {
         shards: args.shards,
         data_dir: args.data_dir.clone(),
@@ -491,7 +496,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     // temporary data.
     let outcome = tokio::select! {
         ok = shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }) => Some(ok),
-        signal = termination_signal() => {
+        signal = signals => {
             eprintln!("tessera demo: {signal}: stopping the cluster");
             None
         }
@@ -504,15 +509,20 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; names the one that came.
-async fn termination_signal() -> &'static str {
+/// Installs SIGTERM and SIGINT handlers now, and gives a future that
+/// waits for either and names the one that came. A signal that arrives
+/// before the future is first polled is kept, not lost.
+fn termination_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 

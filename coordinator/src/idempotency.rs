@@ -24,8 +24,7 @@
 //! request is refused. Outcomes are kept for `idempotency_ttl_s`.
 
 use crate::error::{CoordError, Result};
-use crate::saga::{Protocol, SagaRecord, SagaState};
-use crate::sql::QueryResult;
+use crate::result::QueryResult;
 use crate::txn::Journal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -33,6 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tessera_model::clock::now_micros;
 use tessera_model::data::Value;
+use tessera_model::txn::Protocol;
 
 const PREFIX: &str = "idem/";
 
@@ -147,31 +147,6 @@ impl SagaIdempotency {
         let mut results = self.prior.clone();
         results.push(last);
         results
-    }
-}
-
-/// The response a finished keyed saga gave (what its journal entry holds).
-pub fn saga_response(saga: &SagaRecord) -> Option<Result<Vec<QueryResult>>> {
-    let outcome = finished_outcome(saga)?;
-    Some(StoredOutcome { fingerprint: String::new(), created_us: 0, outcome }.into_response())
-}
-
-/// The journal entry a finished keyed saga writes with its final state.
-pub fn for_finished_saga(saga: &SagaRecord) -> Option<(String, Vec<u8>)> {
-    let idem = saga.idempotency.as_ref()?;
-    Some(record(&idem.key, finished_outcome(saga)?))
-}
-
-/// The outcome of a finished keyed saga; `None` while it runs or parks.
-fn finished_outcome(saga: &SagaRecord) -> Option<Outcome> {
-    let idem = saga.idempotency.as_ref()?;
-    match saga.state {
-        SagaState::Committed => Some(Outcome::Results(idem.committed_response(saga.steps.iter().map(|s| s.rows).sum()))),
-        SagaState::RolledBack => match crate::sql::saga::saga_outcome(saga) {
-            Err(e) => Some(Outcome::SagaRolledBack { saga_id: saga.id.clone(), sqlstate: e.sqlstate().to_string(), message: e.to_string() }),
-            Ok(()) => None,
-        },
-        _ => None,
     }
 }
 

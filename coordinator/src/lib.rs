@@ -1,7 +1,12 @@
 //! The Tessera coordinator: SQL front end, catalog, router and shard clients.
 //!
-//! - [`sql`]: parse (sqlparser, PostgreSQL dialect), bind, plan and execute;
-//!   see its module page for the tour of the SQL layer.
+//! - [`sql`]: parse (sqlparser, PostgreSQL dialect), bind and plan against
+//!   the catalog; see its module page for the tour of the SQL layer.
+//! - [`plan`]: the plans the executor and the saga orchestrator carry out.
+//! - [`exec`]: the statement executor ([`exec::Engine`]): runs statements
+//!   for a session with transactions, sagas, idempotency and replica reads.
+//! - [`read`]: parallel reads from the shard groups' primaries or replicas.
+//! - [`result`]: statement results.
 //! - [`txn`]: transactions: one-phase and two-phase commit, the durable
 //!   decision log with group commit, redelivery of decisions, outcomes for
 //!   participants (its module page is the 2PC protocol essay).
@@ -30,11 +35,15 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod failover;
 pub mod idempotency;
 pub mod metrics;
+pub mod plan;
 pub mod postgres;
+pub mod read;
 pub mod resilience;
+pub mod result;
 pub mod routing;
 pub mod saga;
 pub mod server;

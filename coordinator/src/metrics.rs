@@ -4,9 +4,9 @@
 //! them), decision-log fsyncs and batch sizes, and per shard node its
 //! circuit breaker, calls in flight, liveness and replication lag.
 
+use crate::exec::Engine;
 use crate::saga::SagaState;
 use crate::session::Sessions;
-use crate::sql::Engine;
 use std::collections::BTreeMap;
 use tessera_model::metrics::{Exposition, Histogram};
 

@@ -9,12 +9,12 @@ use crate::api::tessera::TesseraService;
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
+use crate::exec::{Engine, EngineLimits};
 use crate::failover::Failover;
 use crate::idempotency::Idempotency;
 use crate::saga::Sagas;
 use crate::session::Sessions;
 use crate::shards::ShardPool;
-use crate::sql::{Engine, EngineLimits};
 use crate::tls::Tls;
 use crate::txn::{Journal, TxnManager};
 use std::net::SocketAddr;
@@ -28,6 +28,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
+
+/// How long a starting coordinator waits for the first heartbeat answers
+/// before it serves (a node that does not answer by then is left to the
+/// failure detector).
+const FIRST_HEARTBEATS: Duration = Duration::from_secs(2);
 
 pub struct CoordinatorHandle {
     pub address: SocketAddr,
@@ -90,12 +95,14 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     let gauge = in_flight.clone();
     let journal = Arc::new(Journal::start(catalog.db(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
     let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
-    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga()).map_err(|e| e.to_string())?;
+    let sagas =
+        Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga(), plan_saga_statement).map_err(|e| e.to_string())?;
     let idempotency = Arc::new(Idempotency::new(journal, Duration::from_secs(config.idempotency_ttl_s)));
     crate::sql::shape::set_max_expr_depth(config.limits.max_expr_depth);
     let limits = EngineLimits { max_statement_bytes: config.limits.max_statement_bytes, max_result_rows: config.limits.max_result_rows };
     let (shutdown, mut signal) = watch::channel(false);
     let failover = Failover::start(catalog.clone(), shards.clone(), config.failover(), shutdown.subscribe());
+    failover.first_round(FIRST_HEARTBEATS).await;
     let engine = Arc::new(Engine::new(catalog, shards, txns, sagas, idempotency.clone(), failover, limits));
     let operators = config.auth.users.iter().filter(|u| u.operator).map(|u| u.name.clone());
     let operators: Vec<String> = operators.chain(config.auth.tokens.iter().filter(|t| t.operator).map(|t| t.name.clone())).collect();
@@ -202,4 +209,9 @@ fn spawn_session_reaper(sessions: Arc<Sessions>, engine: Arc<Engine>, mut stop: 
             }
         }
     })
+}
+
+/// The saga orchestrator's planner: the SQL layer plans a logged statement.
+fn plan_saga_statement(catalog: &crate::catalog::Catalog, statement: &crate::saga::SagaStatement) -> crate::error::Result<crate::plan::saga::StatementPlan> {
+    crate::sql::saga::plan_logged(catalog, &statement.sql, statement.compensation.as_deref(), statement.table_id)
 }

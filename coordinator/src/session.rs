@@ -7,13 +7,15 @@
 //! long as it lasts. Both count against `limits.max_sessions`.
 
 use crate::error::{CoordError, Result};
-use crate::saga::plan::StatementPlan;
-use crate::saga::{Protocol, SagaStatement};
+use crate::plan::saga::StatementPlan;
+use crate::read::ReplicaReads;
+use crate::saga::SagaStatement;
 use crate::txn::{Txn, TxnManager};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tessera_model::txn::Protocol;
 use tokio::time::Instant;
 
 /// A session with an open transaction idle this long is rolled back.
@@ -37,16 +39,6 @@ pub struct Session {
     /// `SET replica_max_staleness`, `SET replica_stale_policy`.
     pub replica: ReplicaReads,
     last_used: Instant,
-}
-
-/// How reads may use replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReplicaReads {
-    /// Refuse a replica staler than this (`None`: any staleness).
-    pub max_staleness: Option<Duration>,
-    /// When every replica is too stale: read from the primary (`false`) or
-    /// fail with SQLSTATE TR001 (`true`).
-    pub refuse_stale: bool,
 }
 
 /// A saga being written: its statements run at COMMIT.

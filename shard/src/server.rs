@@ -68,7 +68,8 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
     let participant = Arc::new(Participant::open(log.clone(), limits).map_err(|e| e.to_string())?);
     participant.start_group_commit();
     let sync_timeout = Duration::from_millis(config.sync_timeout_ms);
-    let node = Node::open(config.node_id.clone(), log.clone(), participant.clone(), secret.clone(), sync_timeout).map_err(|e| e.to_string())?;
+    let node = Node::open(config.node_id.clone(), log.clone(), participant.clone(), secret.clone(), sync_timeout, crate::replication::replica::spawn)
+        .map_err(|e| e.to_string())?;
     let barrier = Arc::downgrade(&node);
     participant.set_replication(Arc::new(move || {
         let node = barrier.clone();

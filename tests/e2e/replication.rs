@@ -39,6 +39,9 @@ async fn wait_for_new_primary(c: &mut Client, id: u32, old: &str, timeout: Durat
 /// Waits until every member answers and every replica has what the primary has.
 async fn wait_caught_up(c: &mut Client, id: u32, timeout: Duration) {
     let started = Instant::now();
+    // The status comes from heartbeats: wait for a round sent after the
+    // writes before this call, so the primary's number includes them.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let mut last = None;
     while started.elapsed() < timeout {
         let g = group(c, id).await;

@@ -3,8 +3,8 @@
 
 use super::convert::{group_to_pb, saga_to_pb};
 use crate::catalog::Partitioning;
+use crate::exec::Engine;
 use crate::session::Sessions;
-use crate::sql::Engine;
 use std::sync::Arc;
 use tessera_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -106,8 +106,12 @@ impl pb::admin_server::Admin for AdminService {
             .map(|t| pb::TransactionInfo {
                 age_ms: t.started.elapsed().as_millis() as u64,
                 txn_id: t.id,
-                state: t.state.into(),
-                participants: t.participants.into_iter().map(|(shard_group, phase)| pb::TransactionParticipant { shard_group, phase: phase.into() }).collect(),
+                state: t.state.name().into(),
+                participants: t
+                    .participants
+                    .into_iter()
+                    .map(|(shard_group, phase)| pb::TransactionParticipant { shard_group, phase: phase.name().into() })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(pb::ListTransactionsResponse { transactions }))

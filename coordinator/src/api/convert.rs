@@ -1,8 +1,9 @@
 //! Conversions between the public API's protobuf types and domain types.
 
-use crate::saga::{Protocol, SagaRecord};
-use crate::sql::QueryResult;
+use crate::result::{OutputColumn, QueryResult};
+use crate::saga::SagaRecord;
 use tessera_model::data::{DataType, Value};
+use tessera_model::txn::Protocol;
 use tessera_proto::v1 as pb;
 use tonic::Status;
 
@@ -16,7 +17,7 @@ pub fn data_type_to_pb(t: DataType) -> pb::DataType {
     }
 }
 
-pub fn columns_to_pb(columns: Vec<crate::sql::OutputColumn>) -> Vec<pb::Column> {
+pub fn columns_to_pb(columns: Vec<OutputColumn>) -> Vec<pb::Column> {
     columns.into_iter().map(|c| pb::Column { name: c.name, r#type: data_type_to_pb(c.data_type) as i32 }).collect()
 }
 
@@ -38,7 +39,7 @@ pub fn result_to_pb(r: QueryResult) -> pb::StatementResult {
 pub fn protocol_from_pb(protocol: i32) -> Result<Option<Protocol>, Status> {
     match pb::Protocol::try_from(protocol) {
         Ok(pb::Protocol::Unspecified) => Ok(None),
-        Ok(pb::Protocol::TwoPhaseCommit) => Ok(Some(Protocol::TwoPhase)),
+        Ok(pb::Protocol::TwoPhaseCommit) => Ok(Some(Protocol::TwoPhaseCommit)),
         Ok(pb::Protocol::Saga) => Ok(Some(Protocol::Saga)),
         Err(_) => Err(Status::invalid_argument(format!("unknown transaction protocol {protocol}"))),
     }

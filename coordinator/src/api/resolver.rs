@@ -1,7 +1,7 @@
 //! The internal `tessera.shard.v1.Resolver` service: participants holding a
 //! prepared transaction ask for its outcome. Calls carry the cluster secret.
 
-use crate::sql::Engine;
+use crate::exec::Engine;
 use crate::txn::Outcome;
 use std::sync::Arc;
 use tessera_proto::shard as pb;

@@ -4,8 +4,10 @@
 use super::convert::{columns_to_pb, protocol_from_pb, result_to_pb, row_to_pb};
 use super::principal;
 use crate::error::CoordError;
-use crate::session::{ReplicaReads, Sessions};
-use crate::sql::{Engine, QueryResult, RequestOptions};
+use crate::exec::{Engine, RequestOptions};
+use crate::read::ReplicaReads;
+use crate::result::QueryResult;
+use crate::session::Sessions;
 use futures::Stream;
 use prost::Message;
 use std::pin::Pin;

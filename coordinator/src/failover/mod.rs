@@ -161,6 +161,17 @@ impl Failover {
         failover
     }
 
+    /// Sends every member its first heartbeat and waits (at most `within`)
+    /// for the answers, so that nodes know the group's epoch (and primaries
+    /// hold a lease) before the first statement reaches them.
+    pub async fn first_round(self: &Arc<Self>, within: Duration) {
+        let mut beats = Vec::new();
+        for (group, record) in self.shards.records() {
+            beats.extend(record.members.iter().filter_map(|member| self.clone().beat(group, member.clone(), true)));
+        }
+        let _ = tokio::time::timeout(within, futures::future::join_all(beats)).await;
+    }
+
     async fn tick(self: &Arc<Self>) {
         for (group, record) in self.shards.records() {
             for member in &record.members {

@@ -8,7 +8,7 @@
 //! Tables appear in schema `public` with oid `16384 + table id`.
 
 use crate::catalog::{Catalog, Table};
-use crate::sql::QueryResult;
+use crate::result::QueryResult;
 use std::sync::Arc;
 use tessera_model::data::{DataType, Value};
 

@@ -21,23 +21,22 @@
 mod catalog;
 mod extended;
 pub mod frames;
+mod prepare;
+mod reply;
 mod startup;
 
 use crate::auth::Authenticator;
-use crate::error::CoordError;
+use crate::exec::Engine;
 use crate::session::{Session, Sessions};
-use crate::sql::{Engine, OutputColumn, QueryResult};
 use async_trait::async_trait;
-use futures::stream;
 use pgwire::api::portal::Format;
 use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::api::results::Response;
+use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_model::data::{DataType, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
@@ -162,7 +161,7 @@ async fn serve_connection(
     let negotiated = tokio::select! {
         _ = &mut deadline => return Ok(()),
         _ = evicted.notified() => return Ok(()),
-        negotiated = pgwire::tokio::server::negotiate_tls::<extended::Prepared>(socket, tls) => negotiated?,
+        negotiated = pgwire::tokio::server::negotiate_tls::<prepare::Prepared>(socket, tls) => negotiated?,
     };
     let Some(framed) = negotiated else { return Ok(()) };
     let old = framed.into_parts();
@@ -232,7 +231,7 @@ async fn refuse(socket: &mut CheckedSocket, code: &str, message: String) -> std:
 }
 
 type CheckedSocket =
-    tokio_util::codec::Framed<frames::Checked<pgwire::tokio::server::MaybeTls>, pgwire::tokio::server::PgWireMessageServerCodec<extended::Prepared>>;
+    tokio_util::codec::Framed<frames::Checked<pgwire::tokio::server::MaybeTls>, pgwire::tokio::server::PgWireMessageServerCodec<prepare::Prepared>>;
 
 /// The handlers of one connection.
 struct Connection {
@@ -252,12 +251,12 @@ impl Connection {
 struct Backend {
     engine: Arc<Engine>,
     session: Arc<Mutex<Session>>,
-    parser: Arc<extended::Parser>,
+    parser: Arc<prepare::Parser>,
 }
 
 impl Backend {
     fn new(engine: Arc<Engine>, session: Session) -> Backend {
-        let parser = Arc::new(extended::Parser::new(engine.clone()));
+        let parser = Arc::new(prepare::Parser::new(engine.clone()));
         Backend { engine, session: Arc::new(Mutex::new(session)), parser }
     }
 }
@@ -273,94 +272,7 @@ impl Drop for Backend {
     }
 }
 
-/// The error of a Query or Parse text that [`frames`] marked as refused.
-fn refused_text(text: &str) -> Option<CoordError> {
-    let (code, message) = frames::rejected_text(text)?;
-    let code = if code == "22021" { "22021" } else { "08P01" };
-    Some(CoordError::invalid_value(message, code))
-}
-
-fn error_info(e: &CoordError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), e.sqlstate().to_string(), e.to_string())
-}
-
-fn user_error(e: &CoordError) -> PgWireError {
-    PgWireError::UserError(Box::new(error_info(e)))
-}
-
-fn task_failed(e: tokio::task::JoinError) -> PgWireError {
-    PgWireError::ApiError(format!("statement task failed: {e}").into())
-}
-
-fn pg_type(t: DataType) -> Type {
-    match t {
-        DataType::Int => Type::INT4,
-        DataType::BigInt => Type::INT8,
-        DataType::Text => Type::TEXT,
-        DataType::Boolean => Type::BOOL,
-        DataType::Double => Type::FLOAT8,
-    }
-}
-
-fn fields(columns: &[OutputColumn], format: &Format) -> Vec<FieldInfo> {
-    columns.iter().enumerate().map(|(i, c)| FieldInfo::new(c.name.clone(), None, None, pg_type(c.data_type), format.format_for(i))).collect()
-}
-
-/// What pgwire believes the transaction status is, to keep it in step with
-/// the session (it only learns of BEGIN and COMMIT through the response kind).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Believed {
-    Idle,
-    InTransaction,
-    Failed,
-}
-
-fn believed_from(status: pgwire::messages::response::TransactionStatus) -> Believed {
-    use pgwire::messages::response::TransactionStatus as S;
-    match status {
-        S::Idle => Believed::Idle,
-        S::Transaction => Believed::InTransaction,
-        S::Error => Believed::Failed,
-    }
-}
-
-/// Turns a statement's result into the response pgwire sends.
-fn response(result: QueryResult, format: &Format, believed: &mut Believed, in_txn: bool) -> PgWireResult<Response> {
-    if result.columns.is_empty() {
-        let tag = Tag::new(&result.tag);
-        return Ok(match (*believed, in_txn) {
-            (Believed::Idle, true) => {
-                *believed = Believed::InTransaction;
-                Response::TransactionStart(tag)
-            }
-            (Believed::InTransaction | Believed::Failed, false) => {
-                *believed = Believed::Idle;
-                Response::TransactionEnd(tag)
-            }
-            _ => Response::Execution(tag),
-        });
-    }
-    let schema = Arc::new(fields(&result.columns, format));
-    let mut encoder = DataRowEncoder::new(schema.clone());
-    let mut rows = Vec::with_capacity(result.rows.len());
-    for row in result.rows {
-        for (value, column) in row.iter().zip(&result.columns) {
-            match (value, column.data_type) {
-                (Value::Null, _) => encoder.encode_field(&None::<i64>)?,
-                (Value::Int(i), DataType::Int) => {
-                    let narrow = i32::try_from(*i).map_err(|_| PgWireError::ApiError(format!("{i} is out of range for INT").into()))?;
-                    encoder.encode_field(&narrow)?
-                }
-                (Value::Int(i), _) => encoder.encode_field(i)?,
-                (Value::Text(s), _) => encoder.encode_field(s)?,
-                (Value::Bool(b), _) => encoder.encode_field(b)?,
-                (Value::Double(d), _) => encoder.encode_field(d)?,
-            }
-        }
-        rows.push(Ok(encoder.take_row()));
-    }
-    Ok(Response::Query(QueryResponse::new(schema, stream::iter(rows))))
-}
+use reply::{believed_from, error_info, refused_text, response, task_failed};
 
 #[async_trait]
 impl SimpleQueryHandler for Backend {

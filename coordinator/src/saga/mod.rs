@@ -1,52 +1,32 @@
 //! Orchestrated sagas: a transaction run as a chain of local transactions,
 //! each undone by a compensation if a later one fails.
 //!
-//! - [`plan`]: statements to steps (one per shard group a statement
-//!   touches) and how each step is compensated: derived (INSERT -> DELETE,
-//!   `col = col ± e` -> the opposite delta, DELETE -> re-insert, SET to a
-//!   constant -> restore if unchanged) or given with `COMPENSATE WITH`.
+//! - [`crate::sql::saga`] plans statements as steps (one per shard group a
+//!   statement touches) and derives how each step is compensated (INSERT ->
+//!   DELETE, `col = col ± e` -> the opposite delta, DELETE -> re-insert, SET
+//!   to a constant -> restore if unchanged) unless `COMPENSATE WITH` gives
+//!   it; the plans are [`crate::plan::saga`].
 //! - [`step`]: running one step or compensation as a one-phase local
 //!   transaction on its shard, with the step's marker row written in the
 //!   same transaction (idempotence, empty compensations, hanging steps).
 //! - [`orchestrator`]: the saga log, the forward and backward runs with
 //!   retries, parking, resuming after a restart, and the timelines.
+//! - [`rules`]: what the orchestrator does next and when it retries, as
+//!   plain functions with a unit test each.
+//! - [`outcome`]: how a saga's end reaches its caller and its idempotency
+//!   key.
 //!
 //! The essay is docs/architecture/sagas.md.
 
 pub mod orchestrator;
-pub mod plan;
+pub mod outcome;
+pub mod rules;
 pub mod step;
 
 pub use orchestrator::{SagaConfig, Sagas};
 
 use crate::catalog::ShardGroupId;
 use serde::{Deserialize, Serialize};
-
-/// How a transaction that writes to several shard groups commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    #[default]
-    TwoPhase,
-    Saga,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::TwoPhase => "2pc",
-            Protocol::Saga => "saga",
-        }
-    }
-
-    /// Parses a `transaction_protocol` setting.
-    pub fn parse(value: &str) -> Option<Protocol> {
-        match value.to_ascii_lowercase().as_str() {
-            "2pc" | "two_phase" | "two_phase_commit" | "default" => Some(Protocol::TwoPhase),
-            "saga" => Some(Protocol::Saga),
-            _ => None,
-        }
-    }
-}
 
 /// A statement of a saga as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,12 +10,13 @@
 //! compensation interrupted by the crash runs again, and its marker on the
 //! shard makes the repeat harmless.
 
-use super::plan::{self, StatementPlan};
+use super::rules::{self, Next};
 use super::step::{self, CompensationOutcome, StepOutcome, StepTarget};
 use super::{CompensationState, SagaRecord, SagaState, SagaStatement, StepRecord, StepState};
 use crate::catalog::Catalog;
 use crate::error::{CoordError, Result};
 use crate::idempotency::SagaIdempotency;
+use crate::plan::saga::StatementPlan;
 use crate::shards::ShardPool;
 use crate::txn::Journal;
 use rand::Rng;
@@ -31,6 +32,11 @@ const PREFIX: &str = "saga/";
 fn key(id: &str) -> String {
     format!("{PREFIX}{id}")
 }
+
+/// Plans a logged saga statement again (when a saga is driven or resumed
+/// after a restart). The SQL layer's planner is passed in, so the
+/// orchestrator does not depend on the SQL layer.
+pub type Planner = fn(&Catalog, &SagaStatement) -> Result<StatementPlan>;
 
 /// Retry budgets and backoff.
 #[derive(Debug, Clone)]
@@ -77,6 +83,7 @@ pub struct Sagas {
     journal: Arc<Journal>,
     address: String,
     config: SagaConfig,
+    planner: Planner,
     records: Mutex<HashMap<String, SagaRecord>>,
     /// Finished sagas in the order they finished (oldest are forgotten).
     finished: Mutex<VecDeque<String>>,
@@ -112,6 +119,7 @@ impl Sagas {
         in_flight: Arc<AtomicUsize>,
         address: String,
         config: SagaConfig,
+        planner: Planner,
     ) -> Result<Arc<Sagas>> {
         let mut loaded: Vec<SagaRecord> = Vec::new();
         for (k, v) in journal.scan_prefix(PREFIX).map_err(CoordError::Internal)? {
@@ -127,6 +135,7 @@ impl Sagas {
             journal,
             address,
             config,
+            planner,
             records: Mutex::new(loaded.into_iter().map(|r| (r.id.clone(), r)).collect()),
             finished: Mutex::new(finished),
             driving: Mutex::default(),
@@ -325,23 +334,18 @@ impl Sagas {
             self.fence_stale_attempts(&record).await;
             self.update(&id, |r| r.epoch += 1);
         }
-        let plans: Vec<Result<StatementPlan>> = record.statements.iter().map(|s| plan::plan(&self.catalog, s)).collect();
+        let plans: Vec<Result<StatementPlan>> = record.statements.iter().map(|s| (self.planner)(&self.catalog, s)).collect();
         loop {
             let record = self.get(&id)?;
-            match record.state {
-                SagaState::Running => match record.steps.iter().position(|s| s.state != StepState::Done) {
-                    Some(i) => self.forward(&record, i, &plans[record.steps[i].statement]).await?,
-                    None => return self.finish(&id, SagaState::Committed).await,
-                },
-                SagaState::Compensating => match record.steps.iter().rposition(|s| s.started() && !s.compensation_finished()) {
-                    Some(i) => {
-                        if !self.backward(&record, i, &plans[record.steps[i].statement]).await? {
-                            return self.finish(&id, SagaState::NeedsOperator).await;
-                        }
+            match rules::next(&record) {
+                Next::Step(i) => self.forward(&record, i, &plans[record.steps[i].statement]).await?,
+                Next::Compensate(i) => {
+                    if !self.backward(&record, i, &plans[record.steps[i].statement]).await? {
+                        return self.finish(&id, SagaState::NeedsOperator).await;
                     }
-                    None => return self.finish(&id, SagaState::RolledBack).await,
-                },
-                _ => return Ok(record),
+                }
+                Next::Finish(state) => return self.finish(&id, state).await,
+                Next::Stop => return Ok(record),
             }
         }
     }
@@ -372,9 +376,8 @@ impl Sagas {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let full = self.config.backoff_base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(self.config.backoff_max);
-        let half = full.as_micros() as u64 / 2;
-        Duration::from_micros(half + rand::thread_rng().gen_range(0..=half))
+        let (least, most) = rules::backoff_range(self.config.backoff_base, self.config.backoff_max, attempt);
+        Duration::from_micros(rand::thread_rng().gen_range(least.as_micros() as u64..=most.as_micros() as u64))
     }
 
     fn context(&self, record: &SagaRecord, txn_id: String) -> TxnContext {
@@ -421,7 +424,7 @@ impl Sagas {
                     });
                     return Ok(());
                 }
-                Err(e) if passing(&e) && tries < self.config.step_attempts => {
+                Err(e) if rules::retry_step(&e, tries, self.config.step_attempts) => {
                     tracing::debug!(saga = %id, step = %step.id, error = %e, "saga step failed; retrying");
                     self.update(id, |r| r.steps[i].error = Some(e.to_string()));
                     tokio::time::sleep(self.backoff(tries)).await;
@@ -494,7 +497,7 @@ impl Sagas {
                     });
                     return Ok(true);
                 }
-                Err(e) if tries < self.config.compensation_attempts => {
+                Err(e) if rules::retry_compensation(tries, self.config.compensation_attempts) => {
                     tracing::info!(saga = %id, step = %step.id, attempt, error = %e, "compensation failed; retrying");
                     self.update(id, |r| r.steps[i].comp_error = Some(e.to_string()));
                     tokio::time::sleep(self.backoff(tries)).await;
@@ -523,7 +526,7 @@ impl Sagas {
         }
         // A keyed saga's outcome is written with its final state.
         let mut entries = vec![(key(&record.id), serde_json::to_vec(&record).expect("saga records serialize"))];
-        entries.extend(crate::idempotency::for_finished_saga(&record));
+        entries.extend(super::outcome::for_finished_saga(&record));
         self.journal.put_many(entries).await.map_err(|e| CoordError::Internal(format!("saga {}: cannot write the saga log: {e}", record.id)))?;
         self.update(id, |r| *r = record.clone());
         let counter = match state {
@@ -554,13 +557,6 @@ impl Sagas {
 /// The local transaction id of one attempt: step or compensation (`kind`).
 fn attempt_id(step_id: &str, epoch: u32, kind: char, attempt: u32) -> String {
     format!("{step_id}/{epoch}{kind}{attempt}")
-}
-
-/// Failures worth retrying a step for: the same step may succeed later.
-fn passing(e: &CoordError) -> bool {
-    // A step whose COMMIT went unacknowledged is sent again: its marker
-    // makes a repeat a no-op.
-    matches!(e, CoordError::Serialization(_) | CoordError::ShardUnavailable(_) | CoordError::TxnAborted(_) | CoordError::OutcomeUnknown(_))
 }
 
 /// The first line of a statement, cut to a readable length.

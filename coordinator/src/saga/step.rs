@@ -11,12 +11,12 @@
 //! | `Applied` | already ran: answer as before, change nothing | undo from the recorded images, write `Compensated` |
 //! | `Compensated` | refused: the step arrived after its compensation | already done |
 
-use super::plan::{Compensation, StatementPlan, Undo, WritePlan};
 use crate::catalog::ShardGroupId;
 use crate::error::{CoordError, Result};
+use crate::plan::saga::{Compensation, StatementPlan, Undo, WritePlan};
+use crate::plan::Fetch;
+use crate::read;
 use crate::shards::{ShardClient, ShardPool};
-use crate::sql::read::{self, Fetch};
-use crate::sql::write::RowValidator;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use tessera_model::data::expr::apply_binary;
@@ -166,7 +166,7 @@ async fn revert(target: &StepTarget<'_>, plan: &StatementPlan, undo: &[(usize, U
     let table = plan.table();
     let keys: Vec<Vec<u8>> = changes.iter().map(|c| c.key.clone()).collect();
     let current: HashMap<Vec<u8>, Vec<u8>> = target.client()?.get_rows(keys, Some(&target.ctx), true).await?.into_iter().collect();
-    let validator = RowValidator::new(table.clone())?;
+    let validator = plan.write.validator();
     let decode = |bytes: &[u8]| decode_row(bytes).map_err(|e| CoordError::Internal(format!("table \"{}\" on shard group {}: {e}", table.name(), target.group)));
     let mut mutations = Vec::new();
     for change in changes {
@@ -249,10 +249,9 @@ async fn changes_on_group(target: &StepTarget<'_>, write: &WritePlan) -> Result<
             let targets: Vec<(ShardGroupId, Fetch)> = plan.targets.iter().filter(|(g, _)| *g == target.group).cloned().collect();
             let contexts = HashMap::from([(target.group, target.ctx.clone())]);
             let fetched = read::fetch(target.shards, &plan.table, &targets, plan.pushed.as_ref(), 0, Some(&contexts), true).await?;
-            let validator = RowValidator::new(plan.table.clone())?;
             let mut out = Vec::new();
             for row in fetched {
-                let Some(new) = plan.new_row(&validator, &row.values)? else { continue };
+                let Some(new) = plan.new_row(&row.values)? else { continue };
                 let before = Some(encode_row(&row.values));
                 let (op, after) = match new {
                     None => (MutationOp::Delete, None),

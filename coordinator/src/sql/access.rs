@@ -5,20 +5,11 @@
 //! `pk = c`, `pk IN (c, ...)`, `pk < c` (and the other comparisons, including
 //! BETWEEN). Everything else is left to the filter.
 
+use crate::plan::KeyAccess;
 use std::cmp::Ordering;
 use std::ops::Bound;
 use tessera_model::data::expr::{BinaryOp, Expr};
 use tessera_model::data::{DataType, Value};
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum KeyAccess {
-    /// Exactly these primary keys (possibly none).
-    Points(Vec<Value>),
-    /// Keys within these bounds.
-    Range { lo: Bound<Value>, hi: Bound<Value> },
-    /// Every key of the table.
-    Full,
-}
 
 /// Splits an expression into its top-level AND terms.
 pub fn conjuncts(e: &Expr) -> Vec<&Expr> {

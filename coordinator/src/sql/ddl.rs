@@ -1,4 +1,5 @@
-//! CREATE TABLE, DROP TABLE, SHOW TABLES and DESCRIBE.
+//! Table definitions from CREATE TABLE (run by [`crate::exec::ddl`]; DROP
+//! TABLE, SHOW TABLES and DESCRIBE are there too).
 //!
 //! Partitioning is chosen per table with a `WITH (...)` option list:
 //!
@@ -13,8 +14,7 @@
 //! Range tables get one shard group per interval, in group order.
 
 use super::bind::{self, Scope};
-use super::QueryResult;
-use crate::catalog::{Catalog, CheckDef, ColumnDef, ColumnType, Partitioning, ShardGroupId, TableDef};
+use crate::catalog::{CheckDef, ColumnDef, ColumnType, Partitioning, ShardGroupId, TableDef};
 use crate::error::{CoordError, Result};
 use sqlparser::ast;
 use std::cmp::Ordering;
@@ -115,7 +115,7 @@ pub fn table_def(create: &ast::CreateTable, groups: &[ShardGroupId]) -> Result<T
 fn validate_default(column: &ColumnDef) -> Result<()> {
     if let Some(sql) = &column.default {
         let value = super::eval_default(sql)?;
-        super::types::coerce(value, column).map_err(|e| CoordError::Invalid(format!("default for column \"{}\": {e}", column.name)))?;
+        crate::plan::write::coerce(value, column).map_err(|e| CoordError::Invalid(format!("default for column \"{}\": {e}", column.name)))?;
     }
     Ok(())
 }
@@ -205,7 +205,7 @@ fn partitioning(options: &ast::CreateTableOptions, table: &str, pk: &ColumnDef, 
 fn parse_split_points(text: &str, pk: &ColumnDef) -> Result<Vec<Value>> {
     let mut points = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let value = super::types::coerce(Value::Text(part.to_string()), pk).map_err(|e| CoordError::Invalid(format!("split point \"{part}\": {e}")))?;
+        let value = crate::plan::write::coerce(Value::Text(part.to_string()), pk).map_err(|e| CoordError::Invalid(format!("split point \"{part}\": {e}")))?;
         if let Some(prev) = points.last() {
             if Value::sort_cmp(prev, &value) != Ordering::Less {
                 return Err(CoordError::Invalid(format!("split points must be strictly increasing: \"{part}\" follows {prev}")));
@@ -214,69 +214,4 @@ fn parse_split_points(text: &str, pk: &ColumnDef) -> Result<Vec<Value>> {
         points.push(value);
     }
     Ok(points)
-}
-
-pub fn create_table(catalog: &Catalog, create: &ast::CreateTable) -> Result<QueryResult> {
-    if create.or_replace || create.temporary || create.external {
-        return Err(CoordError::Unsupported("CREATE OR REPLACE / TEMPORARY / EXTERNAL TABLE".into()));
-    }
-    let groups: Vec<ShardGroupId> = catalog.shard_groups().keys().copied().collect();
-    let def = table_def(create, &groups)?;
-    catalog.create_table(def, create.if_not_exists)?;
-    Ok(QueryResult::command("CREATE TABLE"))
-}
-
-pub fn show_tables(catalog: &Catalog) -> QueryResult {
-    let rows = catalog
-        .tables()
-        .iter()
-        .map(|t| {
-            let partitioning = match &t.def.partitioning {
-                Partitioning::Range { split_points } => format!("range ({})", split_points.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
-                Partitioning::Hash { virtual_nodes } => format!("hash ({virtual_nodes} virtual nodes)"),
-            };
-            let groups = t.def.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ");
-            vec![Value::Text(t.def.name.clone()), Value::Text(partitioning), Value::Text(groups)]
-        })
-        .collect();
-    QueryResult::rows(&[("table_name", DataType::Text), ("partitioning", DataType::Text), ("shard_groups", DataType::Text)], rows)
-}
-
-pub fn describe(catalog: &Catalog, name: &str) -> Result<QueryResult> {
-    let table = catalog.get(name)?;
-    let def = &table.def;
-    let mut rows: Vec<Vec<Value>> = def
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let key = if i == def.primary_key { "PRIMARY KEY" } else { "" };
-            vec![
-                Value::Text(c.name.clone()),
-                Value::Text(c.column_type.to_string()),
-                Value::Bool(c.nullable),
-                c.default.clone().map(Value::Text).unwrap_or(Value::Null),
-                Value::Text(key.into()),
-            ]
-        })
-        .collect();
-    for check in &def.checks {
-        rows.push(vec![
-            Value::Text(format!("CONSTRAINT {}", check.name)),
-            Value::Text(format!("CHECK ({})", check.sql)),
-            Value::Null,
-            Value::Null,
-            Value::Text(String::new()),
-        ]);
-    }
-    Ok(QueryResult::rows(
-        &[
-            ("column_name", DataType::Text),
-            ("data_type", DataType::Text),
-            ("is_nullable", DataType::Boolean),
-            ("column_default", DataType::Text),
-            ("key", DataType::Text),
-        ],
-        rows,
-    ))
 }

@@ -1,28 +1,31 @@
-//! Statements under the saga protocol, and the saga admin statements.
+//! Planning saga statements: from statements to saga steps, and how each
+//! step is undone.
 //!
-//! - `SET transaction_protocol = 'saga' | '2pc'` (session), `SET LOCAL ...`
-//!   (the open transaction, before its first statement), `SHOW
-//!   transaction_protocol`.
-//! - In a saga (BEGIN under the saga protocol), INSERT, UPDATE and DELETE
-//!   are planned and checked at once (a step that cannot be compensated is
-//!   refused here) and run as saga steps at COMMIT. Reads see committed
-//!   data, not the queued statements.
-//! - Outside BEGIN a write under the saga protocol is a saga of one
-//!   statement.
-//! - Writes that all land on one shard group commit in one phase instead:
-//!   a single group needs no saga.
-//! - `SHOW SAGAS`, `SHOW SAGA <id>`, `RESUME SAGA <id>`.
+//! A statement becomes one step per shard group it touches, in group order.
+//! Its compensation is derived where the inverse is safe, from the before-
+//! and after-images the step records on the shard:
+//!
+//! | statement | compensation |
+//! |---|---|
+//! | INSERT | DELETE the inserted rows |
+//! | DELETE | re-insert the deleted rows (fails if the key was taken since) |
+//! | UPDATE `c = c + e` / `c = c - e` | apply the opposite of the recorded delta to the current value |
+//! | UPDATE `c = constant` | restore the before-image if the row still holds what the step wrote, else fail visibly |
+//! | anything else | `COMPENSATE WITH <statement>`, or the saga is refused before it starts |
 
-use super::{first_word, parse, Call, Engine, QueryResult};
+use super::write;
+use super::{first_word, parse};
+use crate::catalog::Catalog;
 use crate::error::{CoordError, Result};
-use crate::idempotency::SagaIdempotency;
-use crate::saga::orchestrator::short;
-use crate::saga::plan::{self, StatementPlan};
-use crate::saga::{Protocol, SagaRecord, SagaState, SagaStatement};
-use crate::session::Session;
-use sqlparser::ast::{self, Statement};
-use std::collections::BTreeSet;
-use tessera_model::data::{DataType, Value};
+use crate::plan::saga::{Compensation, StatementPlan, Undo, WritePlan};
+use crate::plan::write::{ModifyKind, ModifyPlan};
+use crate::plan::KeyAccess;
+use crate::result::OutputColumn;
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+use tessera_model::data::expr::{BinaryOp, Expr};
+use tessera_model::data::DataType;
 
 /// Parses SQL text, keeping each statement's `COMPENSATE WITH` text.
 pub fn parse_with_compensations(sql: &str) -> Result<Vec<(Statement, Option<String>)>> {
@@ -30,7 +33,7 @@ pub fn parse_with_compensations(sql: &str) -> Result<Vec<(Statement, Option<Stri
         return Ok(parse(sql)?.into_iter().map(|s| (s, None)).collect());
     }
     let mut out = Vec::new();
-    for (text, compensation) in plan::split_compensations(sql)? {
+    for (text, compensation) in split_compensations(sql)? {
         let statements = parse(&text)?;
         if compensation.is_some() && statements.len() != 1 {
             return Err(CoordError::Syntax("COMPENSATE WITH must follow exactly one statement".into()));
@@ -40,256 +43,6 @@ pub fn parse_with_compensations(sql: &str) -> Result<Vec<(Statement, Option<Stri
     Ok(out)
 }
 
-const PROTOCOL_SETTING: &str = "transaction_protocol";
-
-fn is_protocol_setting(name: &ast::ObjectName) -> bool {
-    name.to_string().eq_ignore_ascii_case(PROTOCOL_SETTING)
-}
-
-impl Engine {
-    /// SET / SHOW transaction_protocol; `None` for any other statement.
-    pub(super) async fn protocol_statement(&self, session: &mut Session, statement: &Statement) -> Option<Result<QueryResult>> {
-        match statement {
-            Statement::Set(ast::Set::SingleAssignment { scope, variable, values, .. }) if is_protocol_setting(variable) => {
-                Some(self.set_protocol(session, *scope == Some(ast::ContextModifier::Local), values).await)
-            }
-            Statement::ShowVariable { variable } if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case(PROTOCOL_SETTING) => {
-                let current = if session.saga.is_some() {
-                    Protocol::Saga
-                } else if session.txn.is_some() {
-                    Protocol::TwoPhase
-                } else {
-                    session.protocol
-                };
-                Some(Ok(QueryResult::rows(&[(PROTOCOL_SETTING, DataType::Text)], vec![vec![Value::Text(current.name().into())]])))
-            }
-            _ => None,
-        }
-    }
-
-    async fn set_protocol(&self, session: &mut Session, local: bool, values: &[ast::Expr]) -> Result<QueryResult> {
-        let value = match values {
-            [ast::Expr::Value(v)] => match &v.value {
-                ast::Value::SingleQuotedString(s) => s.clone(),
-                other => other.to_string(),
-            },
-            [ast::Expr::Identifier(i)] => i.value.clone(),
-            _ => String::new(),
-        };
-        let protocol = Protocol::parse(&value).ok_or_else(|| {
-            CoordError::invalid_value(format!("invalid value for parameter \"{PROTOCOL_SETTING}\": \"{value}\" (use 'saga' or '2pc')"), "22023")
-        })?;
-        if !local {
-            session.protocol = protocol;
-            return Ok(QueryResult::command("SET"));
-        }
-        // SET LOCAL: the open transaction switches, before it has done anything.
-        match (protocol, session.txn.as_ref(), session.saga.as_ref()) {
-            (Protocol::Saga, Some(txn), _) if txn.groups().is_empty() && !txn.failed => {
-                let txn = session.txn.take().expect("checked above");
-                self.txns.rollback(txn).await;
-                session.saga = Some(Default::default());
-            }
-            (Protocol::TwoPhase, _, Some(draft)) if draft.statements.is_empty() && !draft.failed => {
-                session.saga = None;
-                session.txn = Some(self.txns.begin(true));
-            }
-            (Protocol::Saga, None, Some(_)) | (Protocol::TwoPhase, Some(_), None) => {}
-            (_, None, None) => {
-                return Err(CoordError::Invalid(format!("SET LOCAL {PROTOCOL_SETTING} only has an effect inside a transaction block; use SET for the session")))
-            }
-            _ => return Err(CoordError::Invalid(format!("SET LOCAL {PROTOCOL_SETTING} must come before the transaction's first statement"))),
-        }
-        Ok(QueryResult::command("SET"))
-    }
-
-    /// A statement while a saga is open (BEGIN under the saga protocol).
-    pub(super) async fn in_saga(&self, session: &mut Session, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
-        let draft = session.saga.as_mut().expect("a saga is open");
-        match statement {
-            Statement::StartTransaction { .. } => Ok(QueryResult::command("BEGIN")),
-            Statement::Commit { chain: false, .. } => {
-                let draft = session.saga.take().expect("a saga is open");
-                if draft.failed {
-                    return Ok(QueryResult::command("ROLLBACK"));
-                }
-                self.run_saga(draft.statements, draft.plans, call.saga_idempotency("COMMIT")).await?;
-                Ok(QueryResult::command("COMMIT"))
-            }
-            Statement::Rollback { chain: false, savepoint: None } => {
-                session.saga = None;
-                Ok(QueryResult::command("ROLLBACK"))
-            }
-            _ if draft.failed => Err(CoordError::InFailedTransaction),
-            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
-                let result = plan::plan_parsed(&self.catalog, statement, call.compensation);
-                match result {
-                    Ok(plan) => {
-                        let verb = plan.write.verb();
-                        draft.statements.push(saga_statement(statement, &plan));
-                        draft.plans.push(plan);
-                        Ok(QueryResult::command(&format!("QUEUED {verb}")))
-                    }
-                    Err(e) => {
-                        draft.failed = true;
-                        Err(e)
-                    }
-                }
-            }
-            Statement::Query(q) if q.locks.is_empty() => self.autocommit(statement, Call::new(call.protocol, None), session.statement_timeout).await,
-            Statement::Query(_) => Err(CoordError::Unsupported("SELECT ... FOR UPDATE in a saga (a saga holds no locks between its steps)".into())),
-            Statement::Explain { statement: inner, analyze: false, .. } => {
-                let offset = draft.plans.iter().map(|p| p.write.groups().len()).sum();
-                self.explain_saga(inner, call.compensation, offset)
-            }
-            Statement::CreateTable(_) | Statement::Drop { .. } => Err(CoordError::NotInTransaction(first_word(statement) + " TABLE")),
-            Statement::Commit { .. } | Statement::Rollback { .. } => Err(CoordError::Unsupported("AND CHAIN and savepoints".into())),
-            other => self.utility(other).await,
-        }
-    }
-
-    /// An INSERT, UPDATE or DELETE outside BEGIN under the saga protocol.
-    pub(super) async fn autocommit_saga(&self, statement: &Statement, call: Call<'_>) -> Result<QueryResult> {
-        let plan = plan::plan_parsed(&self.catalog, statement, call.compensation)?;
-        let verb = plan.write.verb();
-        let rows = self.run_saga(vec![saga_statement(statement, &plan)], vec![plan], call.saga_idempotency(verb)).await?;
-        Ok(QueryResult::modified(if verb == "INSERT" { format!("INSERT 0 {rows}") } else { format!("{verb} {rows}") }, rows))
-    }
-
-    /// Runs saga statements: in one local transaction when they all land on
-    /// one shard group, else as a saga. Returns the rows written.
-    async fn run_saga(&self, statements: Vec<SagaStatement>, plans: Vec<StatementPlan>, idempotency: Option<SagaIdempotency>) -> Result<u64> {
-        let groups: BTreeSet<_> = plans.iter().flat_map(|p| p.write.groups()).collect();
-        if groups.len() <= 1 {
-            return self.run_locally(&statements, &plans, idempotency).await;
-        }
-        let record = self.sagas.run(statements, &plans, idempotency).await?;
-        saga_outcome(&record)?;
-        Ok(record.steps.iter().map(|s| s.rows).sum())
-    }
-
-    /// Saga statements on a single group: one ordinary transaction, with
-    /// the saga rule that a row named by primary key must exist.
-    async fn run_locally(&self, statements: &[SagaStatement], plans: &[StatementPlan], idempotency: Option<SagaIdempotency>) -> Result<u64> {
-        let mut txn = self.txns.begin(false);
-        let mut rows = 0;
-        for (statement, plan) in statements.iter().zip(plans) {
-            let parsed = parse(&statement.sql)?.remove(0);
-            let result = match self.in_transaction(&mut txn, &parsed).await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.txns.rollback(txn).await;
-                    return Err(e);
-                }
-            };
-            let required: BTreeSet<String> = plan.required.iter().map(|v| v.to_string()).collect();
-            if result.rows_affected < required.len() as u64 {
-                self.txns.rollback(txn).await;
-                let table = plan.table();
-                return Err(CoordError::NoData(format!(
-                    "{} matched {} of the {} rows of \"{}\" it names by {} (a saga statement must find every row it names)",
-                    plan.write.verb(),
-                    result.rows_affected,
-                    required.len(),
-                    table.name(),
-                    table.def.pk_column().name
-                )));
-            }
-            rows += result.rows_affected;
-        }
-        let extra = idempotency.map(|i| crate::idempotency::record(&i.key, crate::idempotency::Outcome::Results(i.committed_response(rows))));
-        self.txns.commit_with(txn, extra.into_iter().collect()).await?;
-        Ok(rows)
-    }
-
-    /// EXPLAIN under the saga protocol: the steps and their compensations.
-    pub(super) fn explain_saga(&self, statement: &Statement, compensation: Option<&str>, first_step: usize) -> Result<QueryResult> {
-        if !matches!(statement, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) {
-            if compensation.is_some() {
-                return Err(CoordError::Invalid("COMPENSATE WITH may only follow an INSERT, UPDATE or DELETE".into()));
-            }
-            return self.explain(statement);
-        }
-        let plan = plan::plan_parsed(&self.catalog, statement, compensation)?;
-        let mut result = self.explain(statement)?;
-        result.rows.retain(|r| !matches!(&r[0], Value::Text(t) if t.starts_with("  commit:")));
-        let groups = plan.write.groups();
-        let addresses: std::collections::HashMap<_, _> = self.shards.groups().into_iter().collect();
-        let mut lines = Vec::new();
-        if groups.len() <= 1 {
-            lines.push("  commit: one phase (1PC) when the whole transaction writes to one shard group; otherwise each group below is a saga step".into());
-        }
-        lines.push("  protocol: saga (steps commit one by one; other transactions see each step as it commits)".into());
-        for (n, g) in groups.iter().enumerate() {
-            lines.push(format!(
-                "  step {}: {} on shard group {g} ({}), a local one-phase transaction",
-                first_step + n + 1,
-                plan.write.verb(),
-                addresses.get(g).map(String::as_str).unwrap_or("?")
-            ));
-            lines.push(format!("    compensation: {}", plan.describe_compensation()));
-        }
-        if let Some(required) = (!plan.required.is_empty()).then(|| plan.required.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")) {
-            lines.push(format!("  required rows: {} IN ({required}); a missing one fails its step and rolls the saga back", plan.table().def.pk_column().name));
-        }
-        result.rows.extend(lines.into_iter().map(|l| vec![Value::Text(l)]));
-        result.tag = format!("SELECT {}", result.rows.len());
-        result.rows_affected = result.rows.len() as u64;
-        Ok(result)
-    }
-
-    /// `SHOW SAGAS`, `SHOW SAGA <id>`, `RESUME SAGA <id>`; `None` for other text.
-    /// (See [`is_admin`].)
-    pub(super) async fn saga_admin(&self, sql: &str) -> Option<Result<QueryResult>> {
-        let text = sql.trim().trim_end_matches(';').trim();
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let lower: Vec<String> = words.iter().take(2).map(|w| w.to_ascii_lowercase()).collect();
-        match (lower.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), words.len()) {
-            (["show", "sagas"], 2) => Some(Ok(self.show_sagas())),
-            (["show", "saga"], 3) => Some(self.sagas.get(words[2]).map(|r| timeline(&r))),
-            (["resume", "saga"], 3) => Some(match self.sagas.resume(words[2]).await {
-                Ok(record) => saga_outcome(&record).map(|_| {
-                    let mut result = timeline(&record);
-                    result.tag = "RESUME SAGA".into();
-                    result
-                }),
-                Err(e) => Err(e),
-            }),
-            (["show", "saga"] | ["resume", "saga"], _) => Some(Err(CoordError::Syntax(format!("expected {} SAGA <id>", words[0].to_uppercase())))),
-            _ => None,
-        }
-    }
-
-    fn show_sagas(&self) -> QueryResult {
-        let rows = self
-            .sagas
-            .list()
-            .into_iter()
-            .map(|r| {
-                vec![
-                    Value::Text(r.id.clone()),
-                    Value::Text(r.state.name().into()),
-                    Value::Text(r.progress()),
-                    Value::Text(clock(Some(r.started_us))),
-                    Value::Text(clock(r.finished_us)),
-                    Value::Text(r.reason.clone().unwrap_or_default()),
-                ]
-            })
-            .collect();
-        QueryResult::rows(
-            &[
-                ("saga_id", DataType::Text),
-                ("state", DataType::Text),
-                ("progress", DataType::Text),
-                ("started", DataType::Text),
-                ("finished", DataType::Text),
-                ("reason", DataType::Text),
-            ],
-            rows,
-        )
-    }
-}
-
 /// True for `SHOW SAGAS`, `SHOW SAGA <id>` and `RESUME SAGA <id>`.
 pub fn is_admin(sql: &str) -> bool {
     !admin_columns(sql).is_empty()
@@ -297,7 +50,7 @@ pub fn is_admin(sql: &str) -> bool {
 
 /// The result columns of an admin text (`SHOW SAGAS`, `SHOW SAGA <id>`,
 /// `RESUME SAGA <id>`), for describing it before it runs.
-pub fn admin_columns(sql: &str) -> Vec<super::OutputColumn> {
+pub fn admin_columns(sql: &str) -> Vec<OutputColumn> {
     let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
     let columns: &[&str] = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["show", "sagas"] => &["saga_id", "state", "progress", "started", "finished", "reason"],
@@ -305,110 +58,208 @@ pub fn admin_columns(sql: &str) -> Vec<super::OutputColumn> {
         _ => &[],
     };
     let int = |c: &str| matches!(c, "step" | "shard_group" | "attempts");
-    columns.iter().map(|c| super::OutputColumn { name: c.to_string(), data_type: if int(c) { DataType::BigInt } else { DataType::Text } }).collect()
+    columns.iter().map(|c| OutputColumn { name: c.to_string(), data_type: if int(c) { DataType::BigInt } else { DataType::Text } }).collect()
 }
 
-fn saga_statement(statement: &Statement, plan: &StatementPlan) -> SagaStatement {
-    let compensation = match &plan.compensation {
-        plan::Compensation::Explicit(sql, _) => Some(sql.clone()),
-        _ => None,
+/// Plans a logged saga statement (its text, its `COMPENSATE WITH` text and
+/// the id of the table it started on), parsed again, e.g. after a restart.
+/// Refuses a plan whose table is not the one the saga started on (dropped
+/// and created again in between: its rows and layout may differ).
+pub fn plan_logged(catalog: &Catalog, sql: &str, compensation: Option<&str>, table_id: Option<u32>) -> Result<StatementPlan> {
+    let parsed = parse_one(sql)?;
+    let plan = plan_parsed(catalog, &parsed, compensation)?;
+    match table_id {
+        Some(id) if id != plan.table().def.id => Err(CoordError::Invalid(format!(
+            "table \"{}\" was dropped and created again since the saga started; its step cannot run on the new table",
+            plan.table().name()
+        ))),
+        _ => Ok(plan),
+    }
+}
+
+/// Plans a statement as a saga statement; refuses what cannot be undone.
+pub fn plan_parsed(catalog: &Catalog, statement: &Statement, compensation: Option<&str>) -> Result<StatementPlan> {
+    let write = plan_write(catalog, statement)?;
+    let required = match &write {
+        WritePlan::Modify(ModifyPlan { access: KeyAccess::Points(points), .. }) => points.clone(),
+        _ => Vec::new(),
     };
-    SagaStatement { sql: statement.to_string(), compensation, table_id: Some(plan.table().def.id) }
-}
-
-/// Turns a saga that did not commit into the caller's error.
-pub fn saga_outcome(record: &SagaRecord) -> Result<()> {
-    let id = &record.id;
-    let reason = record.reason.clone().unwrap_or_default();
-    match record.state {
-        SagaState::Committed => Ok(()),
-        SagaState::RolledBack => Err(CoordError::Saga {
-            saga_id: id.clone(),
-            parked: false,
-            cause: record.cause_sqlstate.as_deref().and_then(CoordError::known_sqlstate),
-            message: format!("saga {id} rolled back: {reason}; the steps that ran were compensated (SHOW SAGA {id} shows the timeline)"),
-        }),
-        SagaState::NeedsOperator => Err(CoordError::Saga {
-            saga_id: id.clone(),
-            parked: true,
-            cause: None,
-            message: format!("saga {id} is parked and needs an operator: {reason}. Its timeline: SHOW SAGA {id}; fix the cause, then RESUME SAGA {id}"),
-        }),
-        SagaState::Running | SagaState::Compensating => Err(CoordError::Internal(format!("saga {id} stopped while {}", record.state.name()))),
-    }
-}
-
-/// A saga's timeline: each step, then each compensation in the order they ran.
-pub fn timeline(record: &SagaRecord) -> QueryResult {
-    let mut rows = Vec::new();
-    let text = |s: String| Value::Text(s);
-    for (n, s) in record.steps.iter().enumerate() {
-        let mut detail = short(&record.statements[s.statement].sql);
-        if let Some(e) = &s.error {
-            detail = format!("{detail} -- {e}");
+    let compensation = match compensation {
+        Some(text) => {
+            let parsed = parse_one(text).map_err(|e| match e {
+                CoordError::Syntax(m) => CoordError::Syntax(format!("in COMPENSATE WITH: {m}")),
+                other => other,
+            })?;
+            let plan = plan_write(catalog, &parsed).map_err(|e| match e {
+                CoordError::Unsupported(what) => CoordError::Unsupported(format!("{what} as a compensation")),
+                other => other,
+            })?;
+            // Each step runs its compensation on its own shard group; a
+            // compensation reaching groups the statement does not would
+            // leave those parts undone.
+            let groups = write.groups();
+            if let Some(g) = plan.groups().into_iter().find(|g| !groups.contains(g)) {
+                return Err(CoordError::Invalid(format!(
+                    "COMPENSATE WITH {text} writes to shard group {g}, where the statement it undoes does not write; \
+                     a compensation may only touch the shard groups of its statement"
+                )));
+            }
+            Compensation::Explicit(parsed.to_string(), Box::new(plan))
         }
-        rows.push(vec![
-            Value::Int(n as i64 + 1),
-            Value::Int(s.group as i64),
-            text("step".into()),
-            text(s.state.name().into()),
-            Value::Int(s.attempts as i64),
-            text(clock(s.started_us)),
-            text(clock(s.finished_us)),
-            text(detail),
-        ]);
+        None => derive(&write)?,
+    };
+    Ok(StatementPlan { write, compensation, required })
+}
+
+fn plan_write(catalog: &Catalog, statement: &Statement) -> Result<WritePlan> {
+    match statement {
+        Statement::Insert(i) => Ok(WritePlan::Insert(write::plan_insert(catalog, i)?)),
+        Statement::Update(u) => Ok(WritePlan::Modify(write::plan_update(catalog, u)?)),
+        Statement::Delete(d) => Ok(WritePlan::Modify(write::plan_delete(catalog, d)?)),
+        other => Err(CoordError::Unsupported(format!("{} in a saga (only INSERT, UPDATE and DELETE become saga steps)", first_word(other)))),
     }
-    for (n, s) in record.steps.iter().enumerate().rev() {
-        if s.comp_state == crate::saga::CompensationState::None {
+}
+
+fn parse_one(text: &str) -> Result<Statement> {
+    let mut statements = parse(text)?;
+    if statements.len() != 1 {
+        return Err(CoordError::Invalid(format!("expected one statement, found {}: {text}", statements.len())));
+    }
+    Ok(statements.remove(0))
+}
+
+/// The derived compensation, or an error naming what cannot be undone.
+fn derive(write: &WritePlan) -> Result<Compensation> {
+    let modify = match write {
+        WritePlan::Insert(_) => return Ok(Compensation::DeleteInserted),
+        WritePlan::Modify(m) => m,
+    };
+    let assignments = match &modify.kind {
+        ModifyKind::Delete => return Ok(Compensation::Reinsert),
+        ModifyKind::Update { assignments } => assignments,
+    };
+    let mut undo = Vec::new();
+    for (col, expr) in assignments {
+        let how = if is_delta(*col, expr) {
+            Undo::Delta
+        } else if expr.is_constant() {
+            Undo::Restore
+        } else {
+            let name = &modify.table.def.columns[*col].name;
+            return Err(CoordError::Unsupported(format!(
+                "a saga step that sets \"{name}\" to an expression that is neither \"{name} + e\", \"{name} - e\" nor a constant cannot be compensated \
+                 automatically; add COMPENSATE WITH <statement> after it"
+            )));
+        };
+        undo.push((*col, how));
+    }
+    Ok(Compensation::Revert(undo))
+}
+
+/// `c + e`, `e + c` or `c - e`.
+fn is_delta(col: usize, expr: &Expr) -> bool {
+    match expr {
+        Expr::Binary(BinaryOp::Plus, l, r) => matches!(**l, Expr::Column(c) if c == col) || matches!(**r, Expr::Column(c) if c == col),
+        Expr::Binary(BinaryOp::Minus, l, _) => matches!(**l, Expr::Column(c) if c == col),
+        _ => false,
+    }
+}
+
+/// Splits SQL text into statements, each with the text of its
+/// `COMPENSATE WITH` clause if it has one. Works on tokens, so the words in
+/// strings, quoted names and comments do not count; the pieces returned are
+/// slices of the original text, so quoting and escapes stay as written.
+pub fn split_compensations(text: &str) -> Result<Vec<(String, Option<String>)>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize_with_location().map_err(|e| CoordError::Syntax(e.to_string()))?;
+    // Byte offset of each token's first character (the tokenizer counts
+    // lines from 1 and characters within a line from 1).
+    let mut offsets = std::collections::HashMap::new();
+    let (mut line, mut column) = (1u64, 1u64);
+    for (at, ch) in text.char_indices() {
+        offsets.insert((line, column), at);
+        if ch == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    let starts: Vec<usize> = tokens
+        .iter()
+        .map(|t| offsets.get(&(t.span.start.line, t.span.start.column)).copied().unwrap_or(text.len()))
+        .chain(std::iter::once(text.len()))
+        .collect();
+    // The text of tokens[from..to], trimmed.
+    let slice = |from: usize, to: usize| text[starts[from]..starts[to]].trim().to_string();
+    let is_word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w));
+    let mut out = Vec::new();
+    let mut begin = 0;
+    for end in 0..=tokens.len() {
+        if end < tokens.len() && !matches!(tokens[end].token, Token::SemiColon) {
             continue;
         }
-        let mut detail = s.compensation.clone();
-        if let Some(e) = &s.comp_error {
-            detail = format!("{detail} -- {e}");
+        let significant: Vec<usize> = (begin..end).filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_))).collect();
+        let clause = significant.windows(2).find(|w| is_word(&tokens[w[0]].token, "COMPENSATE") && is_word(&tokens[w[1]].token, "WITH"));
+        let (statement, compensation) = match clause {
+            Some(w) => {
+                let compensation = slice(w[1] + 1, end);
+                if compensation.is_empty() {
+                    return Err(CoordError::Syntax("COMPENSATE WITH needs a statement after it".into()));
+                }
+                (slice(begin, w[0]), Some(compensation))
+            }
+            None => (slice(begin, end), None),
+        };
+        begin = end + 1;
+        if significant.is_empty() || statement.is_empty() {
+            if compensation.is_some() {
+                return Err(CoordError::Syntax("COMPENSATE WITH must follow a statement".into()));
+            }
+            continue;
         }
-        rows.push(vec![
-            Value::Int(n as i64 + 1),
-            Value::Int(s.group as i64),
-            text("compensation".into()),
-            text(s.comp_state.name().into()),
-            Value::Int(s.comp_attempts as i64),
-            text(clock(s.comp_started_us)),
-            text(clock(s.comp_finished_us)),
-            text(detail),
-        ]);
+        out.push((statement, compensation));
     }
-    let mut result = QueryResult::rows(
-        &[
-            ("step", DataType::BigInt),
-            ("shard_group", DataType::BigInt),
-            ("action", DataType::Text),
-            ("state", DataType::Text),
-            ("attempts", DataType::BigInt),
-            ("started", DataType::Text),
-            ("finished", DataType::Text),
-            ("detail", DataType::Text),
-        ],
-        rows,
-    );
-    result.tag = format!("SAGA {} {}", record.id, record.state.name());
-    result
-}
-
-/// UTC wall-clock time of day with milliseconds, e.g. `14:03:07.512`.
-pub fn clock(us: Option<u64>) -> String {
-    let Some(us) = us else { return String::new() };
-    let ms = us / 1000;
-    let day_ms = ms % 86_400_000;
-    format!("{:02}:{:02}:{:02}.{:03}", day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000)
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_model::data::Value;
 
     #[test]
-    fn clock_formats_time_of_day() {
-        assert_eq!(clock(None), "");
-        assert_eq!(clock(Some(((13 * 3600 + 4 * 60 + 5) * 1000 + 67) * 1000)), "13:04:05.067");
+    fn compensate_with_is_found_outside_strings_only() {
+        let split = split_compensations(
+            "UPDATE t SET n = n * 2 WHERE id = 1 COMPENSATE WITH UPDATE t SET n = n / 2 WHERE id = 1; \
+             INSERT INTO t VALUES (2, 'compensate with'); -- compensate with\nDELETE FROM t",
+        )
+        .unwrap();
+        assert_eq!(split.len(), 3);
+        assert_eq!(split[0].0, "UPDATE t SET n = n * 2 WHERE id = 1");
+        assert_eq!(split[0].1.as_deref(), Some("UPDATE t SET n = n / 2 WHERE id = 1"));
+        assert_eq!(split[1].1, None);
+        assert!(split[1].0.contains("'compensate with'"));
+        assert!(split[2].0.ends_with("DELETE FROM t"));
+        assert!(split_compensations("UPDATE t SET n = 1 COMPENSATE WITH").is_err());
+        // Pieces are the original text: escapes stay escaped.
+        let split =
+            split_compensations("INSERT INTO t VALUES (1, 'x''); DROP TABLE t; -- compensate'); SELECT 'é' COMPENSATE WITH DELETE FROM t WHERE s = 'a''b'")
+                .unwrap();
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert_eq!(split[0].0, "INSERT INTO t VALUES (1, 'x''); DROP TABLE t; -- compensate')");
+        assert_eq!(split[1].0, "SELECT 'é'");
+        assert_eq!(split[1].1.as_deref(), Some("DELETE FROM t WHERE s = 'a''b'"));
+        assert!(split_compensations("COMPENSATE WITH DELETE FROM t").is_err());
+    }
+
+    #[test]
+    fn deltas_are_recognised() {
+        let c = || Box::new(Expr::Column(2));
+        let e = || Box::new(Expr::Literal(Value::Int(5)));
+        assert!(is_delta(2, &Expr::Binary(BinaryOp::Plus, c(), e())));
+        assert!(is_delta(2, &Expr::Binary(BinaryOp::Plus, e(), c())));
+        assert!(is_delta(2, &Expr::Binary(BinaryOp::Minus, c(), e())));
+        assert!(!is_delta(2, &Expr::Binary(BinaryOp::Minus, e(), c())));
+        assert!(!is_delta(2, &Expr::Binary(BinaryOp::Multiply, c(), e())));
+        assert!(!is_delta(1, &Expr::Binary(BinaryOp::Plus, c(), e())));
     }
 }

@@ -1,19 +1,18 @@
-//! SELECT: plan against one table (or none), read from the shard groups the
-//! key access reaches, then filter, aggregate, sort, limit and project on the
-//! coordinator.
+//! Planning SELECT against one table (or none): which shard groups the key
+//! access reaches, what the shards filter and limit, and the filter,
+//! aggregates, order, limit and projection the coordinator applies
+//! ([`crate::exec::select`] runs the plan).
 
-use super::access::{self, KeyAccess};
-use super::aggregate::{self, AggCall, AggScope};
+use super::access;
+use super::aggregate::{AggCall, AggScope};
 use super::bind::{self, NoColumns, Scope};
 use super::ddl::TableScope;
-use super::read::{self, Fetch};
-use super::{types, OutputColumn, QueryResult};
+use super::types;
 use crate::catalog::{Catalog, ShardGroupId, Table};
 use crate::error::{CoordError, Result};
-use crate::shards::ShardPool;
-use crate::txn::Txn;
+use crate::plan::{Fetch, KeyAccess};
+use crate::result::OutputColumn;
 use sqlparser::ast;
-use std::cmp::Ordering;
 use std::sync::Arc;
 use tessera_model::data::expr::Expr;
 use tessera_model::data::{DataType, Value};
@@ -108,7 +107,7 @@ pub fn plan(catalog: &Catalog, query: &ast::Query) -> Result<SelectPlan> {
     let (access, targets, pushed, pushed_all) = match &table {
         Some(t) => {
             let access = access::analyze(filter.as_ref(), t.def.primary_key, t.def.pk_column().column_type.data_type);
-            let targets = read::targets(t, &access);
+            let targets = crate::plan::targets(t, &access);
             let (pushed, all) = pushable(filter.as_ref());
             (access, targets, pushed, all)
         }
@@ -301,94 +300,4 @@ pub fn pushable(filter: Option<&Expr>) -> (Option<Expr>, bool) {
         Some(pushed) if tessera_model::wire::expr_to_pb(&pushed).is_none() => (None, false),
         pushed => (pushed, all),
     }
-}
-
-/// Runs a planned SELECT; inside a transaction every row read is locked.
-pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn>, from: read::ReadFrom<'_>) -> Result<QueryResult> {
-    let (rows, staleness_ms) = match &plan.table {
-        None => (vec![Vec::new()], None),
-        Some(table) => read_rows(shards, table, plan, txn, from).await?,
-    };
-    let mut rows = filter_rows(rows, plan.filter.as_ref())?;
-    if let Body::Aggregate { group_by, calls, having } = &plan.body {
-        rows = filter_rows(aggregate::aggregate(&rows, group_by, calls)?, having.as_ref())?;
-    }
-    let mut out: Vec<(Vec<Value>, Vec<Value>)> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let keys = plan.order.iter().map(|k| k.expr.eval(row)).collect::<std::result::Result<Vec<_>, _>>()?;
-        let values = plan.projection.iter().map(|e| e.eval(row)).collect::<std::result::Result<Vec<_>, _>>()?;
-        out.push((keys, values));
-    }
-    if !plan.order.is_empty() {
-        out.sort_by(|a, b| compare_keys(&a.0, &b.0, &plan.order));
-    }
-    let mut values: Vec<Vec<Value>> = out.into_iter().map(|(_, v)| v).collect();
-    if plan.distinct {
-        let mut seen = std::collections::HashSet::new();
-        values.retain(|row| seen.insert(row.clone()));
-    }
-    let values: Vec<Vec<Value>> = values.into_iter().skip(plan.offset as usize).take(plan.limit.map(|l| l as usize).unwrap_or(usize::MAX)).collect();
-    Ok(QueryResult { tag: format!("SELECT {}", values.len()), columns: plan.columns.clone(), rows_affected: values.len() as u64, rows: values, staleness_ms })
-}
-
-/// The rows the plan reads, and how stale they may be (replica reads).
-async fn read_rows(
-    shards: &ShardPool,
-    table: &Table,
-    plan: &SelectPlan,
-    txn: Option<&mut Txn>,
-    from: read::ReadFrom<'_>,
-) -> Result<(Vec<Vec<Value>>, Option<u64>)> {
-    if let (None, read::ReadFrom::Replicas { failover, reads }) = (&txn, from) {
-        let (rows, staleness) = read::fetch_from_replicas(shards, failover, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, reads).await?;
-        return Ok((rows.into_iter().map(|r| r.values).collect(), Some(staleness)));
-    }
-    let contexts = txn.map(|t| t.contexts(plan.targets.iter().map(|(g, _)| *g)));
-    let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), contexts.is_some()).await?;
-    Ok((rows.into_iter().map(|r| r.values).collect(), None))
-}
-
-pub fn filter_rows(rows: Vec<Vec<Value>>, filter: Option<&Expr>) -> Result<Vec<Vec<Value>>> {
-    let Some(filter) = filter else { return Ok(rows) };
-    let mut kept = Vec::with_capacity(rows.len());
-    for row in rows {
-        if filter.matches(&row)? {
-            kept.push(row);
-        }
-    }
-    Ok(kept)
-}
-
-fn compare_keys(a: &[Value], b: &[Value], order: &[OrderKey]) -> Ordering {
-    for ((x, y), key) in a.iter().zip(b).zip(order) {
-        let ord = match (x.is_null(), y.is_null()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => {
-                if key.nulls_first {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                }
-            }
-            (false, true) => {
-                if key.nulls_first {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                }
-            }
-            _ => {
-                let o = x.sort_cmp(y);
-                if key.desc {
-                    o.reverse()
-                } else {
-                    o
-                }
-            }
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    Ordering::Equal
 }

@@ -1,46 +1,8 @@
-//! Value coercion into column types, and static types of expressions.
+//! Static types of expressions (coercion into column types is
+//! [`crate::plan::write::coerce`]).
 
-use crate::catalog::{ColumnDef, ColumnType};
-use crate::error::{CoordError, Result};
 use tessera_model::data::expr::{BinaryOp, Expr, Function, UnaryOp};
-use tessera_model::data::{DataType, Value};
-
-/// Converts `value` for storage in `column`, or says why it cannot be.
-pub fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
-    let ty = column.column_type;
-    let name = &column.name;
-    let mismatch = |v: &Value| CoordError::invalid_value(format!("column \"{name}\" is of type {ty} but expression is of type {}", v.type_name()), "42804");
-    let value = match (value, ty.data_type) {
-        (Value::Null, _) => Value::Null,
-        (Value::Int(i), DataType::Int) if i32::try_from(i).is_err() => {
-            return Err(CoordError::invalid_value(format!("value {i} is out of range for column \"{name}\" of type INT"), "22003"))
-        }
-        (Value::Int(i), DataType::Int | DataType::BigInt) => Value::Int(i),
-        (Value::Int(i), DataType::Double) => Value::Double(i as f64),
-        (Value::Double(d), DataType::Double) => Value::Double(d),
-        (Value::Double(d), DataType::Int | DataType::BigInt) if d.fract() == 0.0 && d.abs() < 9.0e18 => return coerce(Value::Int(d as i64), column),
-        (Value::Text(s), DataType::Text) => Value::Text(s),
-        (Value::Bool(b), DataType::Boolean) => Value::Bool(b),
-        (Value::Text(s), DataType::Int | DataType::BigInt | DataType::Double | DataType::Boolean) => {
-            // A quoted literal is accepted where its text parses, as in PostgreSQL.
-            let parsed = tessera_model::data::expr::cast(Value::Text(s.clone()), ty.data_type)
-                .map_err(|_| CoordError::invalid_value(format!("invalid input syntax for type {ty} of column \"{name}\": \"{s}\""), "22P02"))?;
-            return coerce(parsed, column);
-        }
-        (v, _) => return Err(mismatch(&v)),
-    };
-    check_length(&value, ty, name)?;
-    Ok(value)
-}
-
-fn check_length(value: &Value, ty: ColumnType, name: &str) -> Result<()> {
-    if let (Value::Text(s), Some(max)) = (value, ty.max_len) {
-        if s.chars().count() > max as usize {
-            return Err(CoordError::invalid_value(format!("value too long for column \"{name}\" of type VARCHAR({max})"), "22001"));
-        }
-    }
-    Ok(())
-}
+use tessera_model::data::DataType;
 
 /// The type an expression produces, given the types of its input columns.
 #[recursive::recursive]

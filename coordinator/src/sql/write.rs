@@ -1,117 +1,20 @@
-//! INSERT, UPDATE and DELETE.
-//!
-//! Every write runs in a transaction ([`crate::txn`]): rows are read with
-//! exclusive locks, new values are computed and validated on the coordinator
-//! (types, NOT NULL, CHECK), and the writes go to their shard groups. Outside
-//! BEGIN the statement is its own transaction: it commits in one phase when
-//! it writes to one group and with two-phase commit when it writes to several.
+//! Planning INSERT, UPDATE and DELETE: bind against the catalog, evaluate
+//! and validate an INSERT's rows, find which keys an UPDATE or DELETE reads.
+//! [`crate::exec::write`] carries the plans out.
 
-use super::access::KeyAccess;
 use super::bind::{self, NoColumns};
 use super::ddl::TableScope;
-use super::read::{self, Fetch};
 use super::select::{bind_condition, pushable};
-use super::types;
 use crate::catalog::{Catalog, ShardGroupId, Table};
 use crate::error::{CoordError, Result};
-use crate::shards::ShardPool;
-use crate::txn::{Txn, TxnManager};
+use crate::plan::write::{InsertPlan, ModifyKind, ModifyPlan, RowValidator, MAX_INSERT_ROWS};
 use sqlparser::ast;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tessera_model::data::expr::Expr;
 use tessera_model::data::keys::row_key;
 use tessera_model::data::row::encode_row;
 use tessera_model::data::{DataType, Value};
 use tessera_model::txn::{Mutation, MutationOp};
-
-/// Largest number of rows one INSERT may carry.
-pub const MAX_INSERT_ROWS: usize = 100_000;
-
-pub struct InsertPlan {
-    pub table: Arc<Table>,
-    pub by_group: BTreeMap<ShardGroupId, Vec<Mutation>>,
-    pub rows: u64,
-}
-
-pub enum ModifyKind {
-    Update { assignments: Vec<(usize, Expr)> },
-    Delete,
-}
-
-pub struct ModifyPlan {
-    pub table: Arc<Table>,
-    pub kind: ModifyKind,
-    pub filter: Option<Expr>,
-    pub pushed: Option<Expr>,
-    pub access: KeyAccess,
-    pub targets: Vec<(ShardGroupId, Fetch)>,
-}
-
-impl ModifyPlan {
-    /// What the statement does to a row it read: `None` when the row fails
-    /// the filter, `Some(None)` to delete it, `Some(Some(new))` to update it
-    /// (validated).
-    pub fn new_row(&self, validator: &RowValidator, values: &[Value]) -> Result<Option<Option<Vec<Value>>>> {
-        if let Some(filter) = &self.filter {
-            if !filter.matches(values)? {
-                return Ok(None);
-            }
-        }
-        match &self.kind {
-            ModifyKind::Delete => Ok(Some(None)),
-            ModifyKind::Update { assignments } => {
-                let mut new = values.to_vec();
-                for (col, expr) in assignments {
-                    new[*col] = expr.eval(values)?;
-                }
-                Ok(Some(Some(validator.validate(new)?)))
-            }
-        }
-    }
-
-    pub fn verb(&self) -> &'static str {
-        match self.kind {
-            ModifyKind::Update { .. } => "UPDATE",
-            ModifyKind::Delete => "DELETE",
-        }
-    }
-}
-
-/// Validates a full row for `table`: types, NOT NULL, CHECK constraints.
-pub struct RowValidator {
-    table: Arc<Table>,
-    checks: Vec<(String, Expr)>,
-}
-
-impl RowValidator {
-    pub fn new(table: Arc<Table>) -> Result<RowValidator> {
-        let scope = TableScope { table: &table.def.name, alias: None, columns: &table.def.columns };
-        let checks = table.def.checks.iter().map(|c| Ok((c.name.clone(), bind::bind(&super::parse_expr(&c.sql)?, &scope)?))).collect::<Result<Vec<_>>>()?;
-        Ok(RowValidator { table, checks })
-    }
-
-    pub fn validate(&self, row: Vec<Value>) -> Result<Vec<Value>> {
-        let def = &self.table.def;
-        let mut out = Vec::with_capacity(row.len());
-        for (value, column) in row.into_iter().zip(&def.columns) {
-            let value = types::coerce(value, column)?;
-            if value.is_null() && !column.nullable {
-                return Err(CoordError::NotNullViolation(format!(
-                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                    column.name, def.name
-                )));
-            }
-            out.push(value);
-        }
-        for (name, check) in &self.checks {
-            if matches!(check.eval(&out)?, Value::Bool(false)) {
-                return Err(CoordError::CheckViolation(format!("new row for relation \"{}\" violates check constraint \"{name}\"", def.name)));
-            }
-        }
-        Ok(out)
-    }
-}
 
 fn is_default_keyword(e: &ast::Expr) -> bool {
     matches!(e, ast::Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
@@ -144,7 +47,7 @@ pub fn plan_insert(catalog: &Catalog, insert: &ast::Insert) -> Result<InsertPlan
     }
     let defaults: Vec<Value> =
         def.columns.iter().map(|c| c.default.as_deref().map(super::eval_default).transpose().map(|d| d.unwrap_or(Value::Null))).collect::<Result<_>>()?;
-    let validator = RowValidator::new(table.clone())?;
+    let validator = validator(table.clone())?;
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
     for exprs in &rows {
         if exprs.len() != targets.len() {
@@ -163,7 +66,7 @@ pub fn plan_insert(catalog: &Catalog, insert: &ast::Insert) -> Result<InsertPlan
         by_group.entry(table.route(pk)).or_default().push(Mutation { key, op: MutationOp::Insert(encode_row(&row)) });
     }
     let rows = rows.len() as u64;
-    Ok(InsertPlan { table, by_group, rows })
+    Ok(InsertPlan { table, by_group, rows, validator })
 }
 
 fn values_rows(insert: &ast::Insert) -> Result<Vec<Vec<ast::Expr>>> {
@@ -172,12 +75,6 @@ fn values_rows(insert: &ast::Insert) -> Result<Vec<Vec<ast::Expr>>> {
         ast::SetExpr::Values(values) => Ok(values.rows.iter().map(|r| r.content.clone()).collect()),
         _ => Err(CoordError::Unsupported("INSERT ... SELECT".into())),
     }
-}
-
-/// Sends an INSERT's rows within `txn`; returns the row count.
-pub async fn insert(txns: &TxnManager, txn: &mut Txn, plan: InsertPlan) -> Result<u64> {
-    txns.write(txn, plan.by_group).await?;
-    Ok(plan.rows)
 }
 
 pub fn plan_update(catalog: &Catalog, update: &ast::Update) -> Result<ModifyPlan> {
@@ -233,29 +130,15 @@ fn modify_plan(table: Arc<Table>, alias: Option<String>, selection: Option<&ast:
     let types: Vec<DataType> = table.def.columns.iter().map(|c| c.column_type.data_type).collect();
     let filter = selection.map(|w| bind_condition(w, &scope, &types, "WHERE")).transpose()?;
     let access = super::access::analyze(filter.as_ref(), table.def.primary_key, table.def.pk_column().column_type.data_type);
-    let targets = read::targets(&table, &access);
+    let targets = crate::plan::targets(&table, &access);
     let (pushed, _) = pushable(filter.as_ref());
-    Ok(ModifyPlan { table, kind, filter, pushed, access, targets })
+    let validator = validator(table.clone())?;
+    Ok(ModifyPlan { table, kind, filter, pushed, access, targets, validator })
 }
 
-/// Reads the matching rows under locks within `txn`, computes and
-/// validates the new rows, and sends the writes; returns the row count.
-pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: &ModifyPlan) -> Result<u64> {
-    let contexts = txn.contexts(plan.targets.iter().map(|(g, _)| *g));
-    let fetched = read::fetch(shards, &plan.table, &plan.targets, plan.pushed.as_ref(), 0, Some(&contexts), true).await?;
-    tessera_model::failpoint::fail("coordinator.after_modify_read").map_err(CoordError::Internal)?;
-    let validator = RowValidator::new(plan.table.clone())?;
-    let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();
-    let mut count = 0u64;
-    for row in fetched {
-        let op = match plan.new_row(&validator, &row.values)? {
-            None => continue,
-            Some(None) => MutationOp::Delete,
-            Some(Some(new)) => MutationOp::Put(encode_row(&new)),
-        };
-        by_group.entry(row.group).or_default().push(Mutation { key: row.key, op });
-        count += 1;
-    }
-    txns.write(txn, by_group).await?;
-    Ok(count)
+/// The validator of `table`'s new rows, with its CHECK constraints bound.
+pub fn validator(table: Arc<Table>) -> Result<RowValidator> {
+    let scope = TableScope { table: &table.def.name, alias: None, columns: &table.def.columns };
+    let checks = table.def.checks.iter().map(|c| Ok((c.name.clone(), bind::bind(&super::parse_expr(&c.sql)?, &scope)?))).collect::<Result<Vec<_>>>()?;
+    Ok(RowValidator::new(table, checks))
 }

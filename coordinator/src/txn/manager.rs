@@ -2,7 +2,8 @@
 //! commits them in one phase or two (see the module page for the protocol).
 
 use super::log::{CommitRecord, DecisionLog, Journal};
-use super::registry::{delivering, Registry, TxnInfo};
+use super::registry::{delivering, Phase, Registry, TxnInfo, TxnState};
+use super::rules::{self, CommitPlan, Outcome};
 use super::{abort_everywhere, redrive, Txn};
 use crate::catalog::ShardGroupId;
 use crate::error::{CoordError, Result};
@@ -19,14 +20,6 @@ use tessera_model::txn::{Mutation, TxnContext};
 /// How long COMMIT waits for phase two before answering the client; the
 /// decision is already durable, and delivery goes on in the background.
 const DELIVERY_WAIT: Duration = Duration::from_secs(1);
-
-/// The answer to a participant asking about a prepared transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Committed,
-    Aborted,
-    InProgress,
-}
 
 pub struct TxnManager {
     shards: Arc<ShardPool>,
@@ -85,7 +78,7 @@ impl TxnManager {
 
     pub fn begin(&self, explicit: bool) -> Txn {
         let txn = Txn::new(uuid::Uuid::new_v4().to_string(), self.timestamp(), explicit, self.address.clone());
-        let info = TxnInfo { id: txn.id.clone(), state: "active", participants: BTreeMap::new(), started: txn.started };
+        let info = TxnInfo { id: txn.id.clone(), state: TxnState::Active, participants: BTreeMap::new(), started: txn.started };
         self.registry.lock().unwrap().insert(txn.id.clone(), info);
         txn
     }
@@ -93,11 +86,11 @@ impl TxnManager {
     /// Records which groups an active transaction has touched.
     pub fn touch(&self, txn: &Txn) {
         if let Some(info) = self.registry.lock().unwrap().get_mut(&txn.id) {
-            info.participants = txn.groups().into_iter().map(|g| (g, "active")).collect();
+            info.participants = txn.groups().into_iter().map(|g| (g, Phase::Active)).collect();
         }
     }
 
-    fn set_state(&self, id: &str, state: &'static str, groups: &[ShardGroupId], phase: &'static str) {
+    fn set_state(&self, id: &str, state: TxnState, groups: &[ShardGroupId], phase: Phase) {
         if let Some(info) = self.registry.lock().unwrap().get_mut(id) {
             info.state = state;
             for g in groups {
@@ -149,18 +142,17 @@ impl TxnManager {
     /// the batch of the COMMIT decision, so a transaction with extras logs
     /// a decision even when it wrote to one group.
     pub async fn commit_with(&self, mut txn: Txn, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
-        let writers = txn.writers();
-        match writers.as_slice() {
-            [] => {
-                abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
+        match rules::commit_plan(&txn.groups(), &txn.writers(), !extra.is_empty()) {
+            CommitPlan::Release { groups } => {
+                abort_everywhere(&self.shards, &txn.plain_context(), groups.into_iter()).await;
                 self.forget(&txn.id);
                 if !extra.is_empty() {
                     self.log.journal().put_many(extra).await.map_err(|e| CoordError::Internal(format!("cannot write the commit record: {e}")))?;
                 }
                 Ok(())
             }
-            [group] if extra.is_empty() => self.commit_one_phase(&mut txn, *group).await,
-            _ => self.commit_two_phase(txn, writers, extra).await,
+            CommitPlan::OnePhase { group } => self.commit_one_phase(&mut txn, group).await,
+            CommitPlan::TwoPhase { writers } => self.commit_two_phase(txn, writers, extra).await,
         }
     }
 
@@ -170,7 +162,7 @@ impl TxnManager {
         let ctx = txn.context(group);
         // An unanswered COMMIT comes back as OutcomeUnknown (08007).
         let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await;
-        let release: Vec<ShardGroupId> = txn.groups().into_iter().filter(|g| *g != group || outcome.is_err()).collect();
+        let release = rules::one_phase_release(&txn.groups(), group, outcome.is_ok());
         abort_everywhere(&self.shards, &ctx, release.into_iter()).await;
         self.forget(&txn.id);
         match &outcome {
@@ -187,7 +179,7 @@ impl TxnManager {
     #[tracing::instrument(skip_all, fields(txn = %txn.id, groups = ?writers))]
     async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
         let started = std::time::Instant::now();
-        self.set_state(&txn.id, "preparing", &writers, "preparing");
+        self.set_state(&txn.id, TxnState::Preparing, &writers, Phase::Preparing);
         let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, participants: writers.clone() };
         self.preparing.fetch_add(1, Ordering::Relaxed);
         let decided = self.prepare_and_decide(&mut txn, &writers, &record, extra).await;
@@ -201,7 +193,7 @@ impl TxnManager {
         // The commit point has passed: the outcome is COMMIT whatever happens next.
         failpoint::hit("coordinator.after_commit_logged").await;
         self.metrics.two_phase_committed.inc();
-        self.set_state(&txn.id, "committing", &writers, "prepared");
+        self.set_state(&txn.id, TxnState::Committing, &writers, Phase::Prepared);
         let ctx = txn.plain_context();
         let delivery = tokio::spawn(tessera_model::trace::inherit(redrive::deliver(
             self.shards.clone(),
@@ -262,10 +254,8 @@ impl TxnManager {
 
     /// The outcome of a transaction, for a participant that prepared it.
     pub fn outcome(&self, txn_id: &str) -> Result<Outcome> {
-        if self.log.is_committed(txn_id).map_err(CoordError::Internal)? {
-            return Ok(Outcome::Committed);
-        }
-        Ok(if self.registry.lock().unwrap().contains_key(txn_id) { Outcome::InProgress } else { Outcome::Aborted })
+        let logged = self.log.is_committed(txn_id).map_err(CoordError::Internal)?;
+        Ok(rules::outcome(logged, self.registry.lock().unwrap().contains_key(txn_id)))
     }
 
     /// Transactions in flight and commits still being delivered.
@@ -283,7 +273,7 @@ impl TxnManager {
     /// Transactions past their commit point whose COMMIT has not reached
     /// every participant yet (their participants hold them prepared).
     pub fn in_doubt(&self) -> usize {
-        self.registry.lock().unwrap().values().filter(|t| t.state.starts_with("commit")).count()
+        self.registry.lock().unwrap().values().filter(|t| t.state.is_committing()).count()
     }
 
     /// (decision log fsyncs, one-phase commits, two-phase commits)

@@ -1,6 +1,11 @@
 //! Transactions on the coordinator: one-phase commit for a single shard
 //! group, two-phase commit across groups, and the decision log.
 //!
+//! The protocol's rules (which commit a transaction gets, presumed abort,
+//! when a delivered decision may be forgotten, redelivery backoff) are
+//! plain functions in [`rules`] with a unit test each; [`TxnManager`] and
+//! phase two carry out what they decide.
+//!
 //! ## Two-phase commit
 //!
 //! 1. **Execute.** Each statement sends its writes to the participants with
@@ -40,10 +45,12 @@ mod log;
 mod manager;
 mod redrive;
 mod registry;
+pub mod rules;
 
 pub use log::{CommitRecord, DecisionLog, Journal};
-pub use manager::{Outcome, TxnManager};
-pub use registry::TxnInfo;
+pub use manager::TxnManager;
+pub use registry::{Phase, TxnInfo, TxnState};
+pub use rules::Outcome;
 
 use crate::catalog::ShardGroupId;
 use crate::shards::ShardPool;

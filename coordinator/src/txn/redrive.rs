@@ -1,5 +1,6 @@
 //! Phase two: deliver COMMIT to every participant of a logged decision, keep
-//! re-sending with exponential backoff and jitter until each one has
+//! re-sending with exponential backoff and jitter (the rules are in
+//! [`super::rules`]) until each one has
 //! acknowledged, then make the commits durable and forget the record.
 //!
 //! Participants apply COMMIT lazily (without an fsync). A decision is
@@ -18,6 +19,7 @@
 use super::abort_everywhere;
 use super::log::{CommitRecord, DecisionLog};
 use super::registry::{delivering, Registry};
+use super::rules::{self, Settle};
 use crate::catalog::ShardGroupId;
 use crate::shards::ShardPool;
 use rand::Rng;
@@ -27,8 +29,6 @@ use std::time::Duration;
 use tessera_model::txn::TxnContext;
 use tokio::sync::mpsc;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often delivered commits are made durable on their participants.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -53,20 +53,18 @@ pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo
     let ctx = TxnContext { begin: false, ..ctx };
     let (acked, missing) = commit_round(&shards, &record.participants, &ctx).await;
     abort_everywhere(&shards, &ctx, readers.into_iter()).await;
+    let (state, phases) = rules::after_delivery(&record.participants, &missing);
     if missing.is_empty() {
         if let Some(info) = registry.lock().unwrap().get_mut(&record.txn_id) {
-            info.state = "committed, syncing";
-            for g in &record.participants {
-                info.participants.insert(*g, "committed");
-            }
+            info.state = state;
+            info.participants.extend(phases);
         }
         let _ = tasks.sync.send(Delivered { record, acked });
         return;
     }
     let mut info = delivering(&record);
-    for g in &record.participants {
-        info.participants.insert(*g, if missing.contains(g) { "prepared" } else { "committed" });
-    }
+    info.state = state;
+    info.participants.extend(phases);
     if let Some(old) = registry.lock().unwrap().get(&record.txn_id) {
         info.started = old.started;
     }
@@ -136,16 +134,14 @@ pub fn spawn(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, 
 }
 
 async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mpsc::UnboundedReceiver<CommitRecord>, sync: mpsc::UnboundedSender<Delivered>) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = rules::FIRST_BACKOFF;
     let mut waiting: Vec<CommitRecord> = Vec::new();
     loop {
-        match take_work(&mut incoming, &mut waiting).await {
-            None => return,
-            Some(true) => backoff = FIRST_BACKOFF,
-            Some(false) => {}
-        }
-        let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        let Some(idle) = take_work(&mut incoming, &mut waiting).await else { return };
+        let (wait, most_jitter) = rules::redelivery_wait(backoff, idle);
+        backoff = wait;
+        let jitter = rand::thread_rng().gen_range(0..=most_jitter.as_millis() as u64);
+        tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
         let mut still = Vec::new();
         for record in waiting.drain(..) {
             let (acked, missing) = commit_round(&shards, &record.participants, &context(&record, &address)).await;
@@ -157,7 +153,7 @@ async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mps
             }
         }
         waiting = still;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = rules::next_backoff(backoff);
     }
 }
 
@@ -193,19 +189,18 @@ fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry,
             let synced: BTreeMap<ShardGroupId, u64> = futures::future::join_all(syncs).await.into_iter().flatten().collect();
             let mut still = Vec::new();
             for mut delivered in waiting.drain(..) {
-                let participants = &delivered.record.participants;
-                if participants.iter().all(|g| synced.get(g).is_some_and(|e| delivered.acked.get(g) == Some(e))) {
-                    log.forget(&delivered.record.txn_id);
-                    registry.lock().unwrap().remove(&delivered.record.txn_id);
-                    continue;
-                }
-                // Synced, but in a later epoch than the acknowledgement.
-                let moved: Vec<ShardGroupId> =
-                    participants.iter().copied().filter(|g| synced.get(g).is_some_and(|e| delivered.acked.get(g).is_some_and(|a| a != e))).collect();
-                if !moved.is_empty() {
-                    tracing::info!(txn = %delivered.record.txn_id, groups = ?moved, "shard groups failed over after acknowledging COMMIT; sending it again");
-                    let (acked, _) = commit_round(&shards, &moved, &context(&delivered.record, &address)).await;
-                    delivered.acked.extend(acked);
+                match rules::settle(&delivered.record.participants, &delivered.acked, &synced) {
+                    Settle::Forget => {
+                        log.forget(&delivered.record.txn_id);
+                        registry.lock().unwrap().remove(&delivered.record.txn_id);
+                        continue;
+                    }
+                    Settle::Resend(moved) => {
+                        tracing::info!(txn = %delivered.record.txn_id, groups = ?moved, "shard groups failed over after acknowledging COMMIT; sending it again");
+                        let (acked, _) = commit_round(&shards, &moved, &context(&delivered.record, &address)).await;
+                        delivered.acked.extend(acked);
+                    }
+                    Settle::Wait => {}
                 }
                 still.push(delivered);
             }

@@ -11,6 +11,10 @@
 //!   mode.
 //! - [`replica`]: following the primary, applying records in order and
 //!   durably, acknowledging them, measuring staleness.
+//! - [`progress`]: each replica's acknowledged record (primary side) and a
+//!   replica's staleness.
+//! - [`rules`]: fencing, leases and heartbeat transitions as plain
+//!   functions with a unit test each.
 //! - [`node`]: role, epoch and lease; the transitions the coordinator's
 //!   heartbeats ask for; fencing of requests from old epochs.
 //!
@@ -28,7 +32,9 @@
 pub mod log;
 pub mod node;
 pub mod primary;
+pub mod progress;
 pub mod replica;
+pub mod rules;
 
 pub use log::LoggedEngine;
 pub use node::{Access, Node, Role};

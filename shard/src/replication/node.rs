@@ -6,6 +6,10 @@
 //! on following its primary, a primary of a replicated group waits for the
 //! coordinator's lease before it takes writes.
 //!
+//! The rules (fencing, leases, what a heartbeat changes) are plain
+//! functions in [`super::rules`]; this module keeps the state, persists it
+//! and acts on what they decide.
+//!
 //! Fencing: every request carries the group's epoch. A node refuses an
 //! older epoch, a replica refuses writes, and a primary refuses writes once
 //! its lease (renewed by each heartbeat) has run out: a primary cut off
@@ -13,8 +17,9 @@
 //! coordinator, which waits longer than the lease, promotes a replica.
 
 use super::log::LoggedEngine;
-use super::primary::Tracker;
-use super::replica::{self, Staleness};
+use super::progress::{Staleness, Tracker};
+use super::rules::{self, ReplicaView, State};
+pub use super::rules::{Access, Mode, Role};
 use crate::error::ShardError;
 use crate::txn::Participant;
 use std::sync::{Arc, Mutex};
@@ -29,71 +34,16 @@ const META_EPOCH: &[u8] = b"epoch";
 const META_ROLE: &[u8] = b"role";
 const META_LEASED: &[u8] = b"lease_required";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Replica { primary: String },
-}
-
-impl Role {
-    fn encode(&self) -> Vec<u8> {
-        match self {
-            Role::Primary => b"primary".to_vec(),
-            Role::Replica { primary } => format!("replica {primary}").into_bytes(),
-        }
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Role> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        match text.split_once(' ') {
-            None if text == "primary" => Some(Role::Primary),
-            Some(("replica", primary)) => Some(Role::Replica { primary: primary.to_string() }),
-            _ => None,
-        }
-    }
-
-    pub fn to_pb(&self) -> pb::Role {
-        match self {
-            Role::Primary => pb::Role::Primary,
-            Role::Replica { .. } => pb::Role::Replica,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    None,
-    Async,
-    Sync { replicas: u32 },
-}
-
-#[derive(Debug, Clone)]
-struct State {
-    epoch: u64,
-    role: Role,
-    mode: Mode,
-    accept_writes: bool,
-    /// Primaries of replicated groups accept writes until then.
-    lease_required: bool,
-    lease_until: Option<Instant>,
-}
-
-/// What a request is allowed to do.
-#[derive(Debug, Clone, Copy)]
-pub enum Access {
-    /// Transactions: reads with locks, writes, prepare, commit, abort.
-    Write,
-    /// A committed read on the primary.
-    Read,
-    /// A committed read a replica may serve, if not staler than this.
-    ReplicaRead { max_staleness: Option<Duration> },
-}
-
 /// Proof of admission: the epoch a write was admitted in.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     epoch: u64,
 }
+
+/// Starts following a primary as its replica, until told to stop:
+/// [`super::replica::spawn`], passed in so the node (role, epoch, lease)
+/// does not depend on the replica's stream code.
+pub type Follow = fn(Arc<Node>, String, ClusterSecret, watch::Receiver<bool>) -> JoinHandle<()>;
 
 pub struct Node {
     pub node_id: String,
@@ -108,6 +58,7 @@ pub struct Node {
     /// Replica side: how stale this node's data may be.
     pub staleness: Arc<Staleness>,
     follower: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    follow: Follow,
     sync_timeout: Duration,
     /// Set when the node shuts down: replication streams end.
     stopping: std::sync::atomic::AtomicBool,
@@ -121,6 +72,7 @@ impl Node {
         participant: Arc<Participant>,
         secret: ClusterSecret,
         sync_timeout: Duration,
+        follow: Follow,
     ) -> Result<Arc<Node>, ShardError> {
         let epoch = log.meta(META_EPOCH)?.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
         let role = log.meta(META_ROLE)?.and_then(|v| Role::decode(&v)).unwrap_or(Role::Primary);
@@ -139,6 +91,7 @@ impl Node {
             tracker: Arc::new(Tracker::default()),
             staleness: Arc::new(Staleness::default()),
             follower: Mutex::new(None),
+            follow,
             sync_timeout,
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
@@ -181,65 +134,18 @@ impl Node {
     /// request carries (none: an operator's tool; not checked).
     pub fn admit(&self, epoch: Option<u64>, access: Access) -> Result<Ticket, ShardError> {
         let state = self.state.lock().unwrap();
-        if let Some(requested) = epoch {
-            if requested < state.epoch {
-                return Err(ShardError::Fenced(format!(
-                    "node {} is at epoch {}; a request from epoch {requested} is stale (the group failed over)",
-                    self.node_id, state.epoch
-                )));
-            }
-            if requested > state.epoch {
-                return Err(ShardError::Fenced(format!("node {} is at epoch {} and has not yet been told of epoch {requested}", self.node_id, state.epoch)));
-            }
-        }
-        match (&state.role, access) {
-            (Role::Replica { primary }, Access::Write | Access::Read) => {
-                return Err(ShardError::Fenced(format!("node {} is a replica (its primary is {primary}); it takes no writes", self.node_id)))
-            }
-            (Role::Replica { .. }, Access::ReplicaRead { .. }) if self.log.installing() => {
-                return Err(ShardError::TooStale(format!("replica {} is installing a snapshot", self.node_id)));
-            }
-            (Role::Replica { .. }, Access::ReplicaRead { max_staleness }) => {
-                let staleness = self.staleness.current();
-                if let (Some(max), Some(now)) = (max_staleness, staleness) {
-                    if now > max {
-                        return Err(ShardError::TooStale(format!(
-                            "replica {} may be {} ms behind its primary, more than the {} ms allowed",
-                            self.node_id,
-                            now.as_millis(),
-                            max.as_millis()
-                        )));
-                    }
-                }
-                if staleness.is_none() && max_staleness.is_some() {
-                    return Err(ShardError::TooStale(format!("replica {} has not caught up with its primary yet", self.node_id)));
-                }
-            }
-            (Role::Primary, Access::Write) if !state.accept_writes => {
-                return Err(ShardError::Fenced(format!("node {} is handing over to a new primary and takes no writes", self.node_id)))
-            }
-            (Role::Primary, _) => lease_valid(&state, &self.node_id)?,
-        }
-        Ok(Ticket { epoch: state.epoch })
+        // Only a replica read looks at the replica's progress.
+        let replica = match (&state.role, access) {
+            (Role::Replica { .. }, Access::ReplicaRead { .. }) => ReplicaView { installing: self.log.installing(), staleness: self.staleness.current() },
+            _ => ReplicaView::default(),
+        };
+        rules::admit(&state, &self.node_id, epoch, access, replica, Instant::now()).map(|epoch| Ticket { epoch })
     }
 
     /// Checks, before a write is acknowledged, that the node is still the
     /// primary of the epoch it admitted the write in, with a valid lease.
     pub fn confirm(&self, ticket: Ticket) -> Result<(), ShardError> {
-        let state = self.state.lock().unwrap();
-        if state.epoch != ticket.epoch || state.role != Role::Primary {
-            return Err(ShardError::NotAcknowledged(format!(
-                "node {} left epoch {} while the request ran; it is not acknowledged",
-                self.node_id, ticket.epoch
-            )));
-        }
-        if !state.accept_writes {
-            return Err(ShardError::NotAcknowledged(format!(
-                "node {} began handing over to a new primary while the request ran; it is not acknowledged",
-                self.node_id
-            )));
-        }
-        lease_valid(&state, &self.node_id).map_err(|e| ShardError::NotAcknowledged(format!("{e}; the request ran but is not acknowledged")))
+        rules::confirm(&self.state.lock().unwrap(), &self.node_id, ticket.epoch, Instant::now())
     }
 
     /// Staleness of this node's data (zero on a primary).
@@ -271,34 +177,22 @@ impl Node {
     pub async fn heartbeat(self: &Arc<Self>, request: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, ShardError> {
         let _one_at_a_time = self.transition.lock().await;
         let current = self.state.lock().unwrap().clone();
-        if request.epoch < current.epoch {
-            return Err(ShardError::Fenced(format!("node {} is at epoch {}; the heartbeat is from epoch {}", self.node_id, current.epoch, request.epoch)));
+        let asked = rules::heartbeat(&current, &self.node_id, &request)?;
+        if let Some((role, epoch)) = asked.become_ {
+            self.become_(role, epoch).await?;
         }
-        let wanted = match pb::Role::try_from(request.role) {
-            Ok(pb::Role::Replica) if !request.primary.is_empty() => Role::Replica { primary: request.primary.clone() },
-            Ok(pb::Role::Primary) => Role::Primary,
-            _ => return Err(ShardError::InvalidRequest("a heartbeat needs a role (and a primary for a replica)".into())),
-        };
-        if wanted != current.role || request.epoch != current.epoch {
-            self.become_(wanted.clone(), request.epoch).await?;
+        if asked.lease_required != current.lease_required {
+            self.log.set_meta(META_LEASED, vec![asked.lease_required as u8])?;
         }
-        let lease_required = request.lease_ms > 0;
-        if lease_required != current.lease_required {
-            self.log.set_meta(META_LEASED, vec![lease_required as u8])?;
-        }
-        let mode = match pb::ReplicationMode::try_from(request.mode) {
-            Ok(pb::ReplicationMode::Sync) => Mode::Sync { replicas: request.sync_replicas.max(1) },
-            Ok(pb::ReplicationMode::Async) => Mode::Async,
-            _ => Mode::None,
-        };
         {
             let mut state = self.state.lock().unwrap();
-            state.lease_required = lease_required;
-            state.lease_until = lease_required.then(|| lease_end(request.lease_ms, request.lease_expires_unix_ms)).flatten();
-            state.mode = mode;
-            state.accept_writes = request.accept_writes;
+            state.lease_required = asked.lease_required;
+            let now = (Instant::now(), tessera_model::clock::now_unix_ms());
+            state.lease_until = asked.lease_required.then(|| rules::lease_end(request.lease_ms, request.lease_expires_unix_ms, now.0, now.1)).flatten();
+            state.mode = asked.mode;
+            state.accept_writes = asked.accept_writes;
         }
-        if wanted == Role::Primary && !request.accept_writes {
+        if asked.sync_log {
             // Handing over: every record written so far becomes durable, so
             // it can be shipped and the target can catch up to it.
             self.log.sync()?;
@@ -323,7 +217,7 @@ impl Node {
             log_start: self.log.first(),
             installing_snapshot: self.log.installing(),
             node_unix_ms: tessera_model::clock::now_unix_ms(),
-            lease_held: state.role == Role::Primary && state.lease_required && lease_valid(&state, &self.node_id).is_ok(),
+            lease_held: state.role == Role::Primary && state.lease_required && rules::lease_valid(&state, &self.node_id, Instant::now()).is_ok(),
         }
     }
 
@@ -375,7 +269,7 @@ impl Node {
 
     fn start_following(self: &Arc<Self>, primary: String) {
         let (stop, stopped) = watch::channel(false);
-        let task = replica::spawn(self.clone(), primary, self.secret.clone(), stopped);
+        let task = (self.follow)(self.clone(), primary, self.secret.clone(), stopped);
         if let Some((old, _)) = self.follower.lock().unwrap().replace((stop, task)) {
             let _ = old.send(true);
         }
@@ -387,25 +281,5 @@ impl Node {
             let _ = stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-    }
-}
-
-/// When a lease granted now ends: `lease_ms` from now, but never after the
-/// coordinator's wall-clock bound (a heartbeat that arrives late grants
-/// less, one that arrives after the bound grants nothing).
-fn lease_end(lease_ms: u64, expires_unix_ms: u64) -> Option<Instant> {
-    let now_unix_ms = tessera_model::clock::now_unix_ms();
-    let left = expires_unix_ms.checked_sub(now_unix_ms).filter(|left| *left > 0)?;
-    Some(Instant::now() + Duration::from_millis(left.min(lease_ms)))
-}
-
-fn lease_valid(state: &State, node: &str) -> Result<(), ShardError> {
-    if !state.lease_required {
-        return Ok(());
-    }
-    match state.lease_until {
-        Some(until) if Instant::now() < until => Ok(()),
-        Some(_) => Err(ShardError::Fenced(format!("node {node}'s lease from the coordinator ran out; it takes no writes until the coordinator renews it"))),
-        None => Err(ShardError::Fenced(format!("node {node} has no lease from the coordinator yet; it takes no writes until it gets one"))),
     }
 }

@@ -11,13 +11,12 @@
 
 use super::log::{logged_write, LoggedEngine};
 use super::node::Node;
-use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_proto::shard as pb;
 use tessera_storage::{Space, Write};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -27,101 +26,6 @@ use tonic::{Request, Response, Status, Streaming};
 const BATCH_BYTES: usize = 1024 * 1024;
 /// How often a primary tells an idle replica where the log stands.
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
-
-struct Progress {
-    /// The stream the progress belongs to; an older stream's news is ignored.
-    stream: u64,
-    acked: u64,
-    staleness_ms: u64,
-    connected: bool,
-}
-
-/// Every replica's acknowledged record. A replica's progress starts at
-/// zero on each new stream and moves only when the primary has checked
-/// where the replica stands (it continues from the log) or the replica
-/// acknowledges records it was sent.
-#[derive(Default)]
-pub struct Tracker {
-    replicas: Mutex<BTreeMap<String, Progress>>,
-    changed: Notify,
-    streams: std::sync::atomic::AtomicU64,
-}
-
-impl Tracker {
-    /// A new stream from `replica`; its id.
-    fn open_stream(&self, replica: &str) -> u64 {
-        let stream = self.streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        self.replicas.lock().unwrap().insert(replica.to_string(), Progress { stream, acked: 0, staleness_ms: u64::MAX, connected: true });
-        stream
-    }
-
-    /// The replica was found to hold the log up to `seq` (it continues from there).
-    fn start_at(&self, replica: &str, stream: u64, seq: u64) {
-        self.update(replica, stream, |p| p.acked = seq);
-    }
-
-    /// An acknowledgement, capped at what the primary has written.
-    fn ack(&self, replica: &str, stream: u64, seq: u64, staleness_ms: u64, last: u64) {
-        self.update(replica, stream, |p| {
-            p.acked = p.acked.max(seq.min(last));
-            p.staleness_ms = staleness_ms;
-        });
-    }
-
-    fn close_stream(&self, replica: &str, stream: u64) {
-        self.update(replica, stream, |p| p.connected = false);
-    }
-
-    fn update(&self, replica: &str, stream: u64, change: impl FnOnce(&mut Progress)) {
-        let mut replicas = self.replicas.lock().unwrap();
-        if let Some(p) = replicas.get_mut(replica).filter(|p| p.stream == stream) {
-            change(p);
-        }
-        drop(replicas);
-        self.changed.notify_waiters();
-    }
-
-    /// Forgets everything (a node that becomes primary starts afresh).
-    pub fn reset(&self) {
-        self.replicas.lock().unwrap().clear();
-    }
-
-    /// Waits until `needed` connected replicas acknowledged `seq`.
-    pub async fn wait(&self, seq: u64, needed: usize, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let have = self.replicas.lock().unwrap().values().filter(|p| p.connected && p.acked >= seq).count();
-            if have >= needed {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(format!(
-                    "sync replication: {have} of the {needed} required replica(s) acknowledged record {seq} within {} ms; the write is durable here but not acknowledged",
-                    timeout.as_millis()
-                ));
-            }
-        }
-    }
-
-    /// Each replica's progress against the primary's last record.
-    pub fn progress(&self, last: u64) -> Vec<pb::ReplicaProgress> {
-        self.replicas
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, p)| pb::ReplicaProgress {
-                replica: id.clone(),
-                acked_seq: p.acked,
-                connected: p.connected,
-                lag_records: last.saturating_sub(p.acked),
-                staleness_ms: p.staleness_ms,
-            })
-            .collect()
-    }
-}
 
 /// The `Replication` service every node serves (only a primary ships).
 pub struct ReplicationService {

@@ -10,70 +10,14 @@
 //! most "now - that heartbeat's arrival" stale.
 
 use super::node::Node;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_model::secret::ClusterSecret;
 use tessera_proto::shard as pb;
 use tessera_proto::shard::replication_client::ReplicationClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-
-#[derive(Default)]
-struct StalenessState {
-    /// When this replica was last known to have everything the primary had.
-    caught_up_at: Option<Instant>,
-    /// Heartbeats (primary's record, arrival) not yet caught up with.
-    pending: VecDeque<(u64, Instant)>,
-    applied: u64,
-}
-
-/// How far behind its primary a replica may be.
-#[derive(Default)]
-pub struct Staleness(Mutex<StalenessState>);
-
-impl Staleness {
-    /// A heartbeat said the primary's last record was `seq`.
-    pub fn heartbeat(&self, seq: u64) {
-        let mut s = self.0.lock().unwrap();
-        let now = Instant::now();
-        if s.applied >= seq {
-            s.caught_up_at = Some(now);
-            s.pending.clear();
-        } else {
-            s.pending.push_back((seq, now));
-            while s.pending.len() > 64 {
-                s.pending.pop_front();
-            }
-        }
-    }
-
-    /// Records up to `seq` are applied here.
-    pub fn applied(&self, seq: u64) {
-        let mut s = self.0.lock().unwrap();
-        s.applied = seq;
-        while let Some(&(wanted, at)) = s.pending.front() {
-            if wanted > seq {
-                break;
-            }
-            s.caught_up_at = Some(at);
-            s.pending.pop_front();
-        }
-    }
-
-    /// The replica lost its primary: it can no longer vouch for anything.
-    pub fn disconnected(&self) {
-        let mut s = self.0.lock().unwrap();
-        s.pending.clear();
-    }
-
-    /// How stale reads here may be; `None` before the first catch-up.
-    pub fn current(&self) -> Option<Duration> {
-        self.0.lock().unwrap().caught_up_at.map(|at| at.elapsed())
-    }
-}
 
 /// A primary sends heartbeats every 100 ms: this long without a word and
 /// the stream is taken for dead (a half-open connection) and reopened.
@@ -190,23 +134,4 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
 
 fn message(kind: pb::replica_message::Kind) -> pb::ReplicaMessage {
     pb::ReplicaMessage { kind: Some(kind) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn staleness_counts_from_the_heartbeat_a_replica_caught_up_with() {
-        let s = Staleness::default();
-        assert_eq!(s.current(), None, "never caught up: unknown");
-        s.heartbeat(5);
-        assert_eq!(s.current(), None, "behind the first heartbeat");
-        s.applied(4);
-        assert_eq!(s.current(), None);
-        s.applied(5);
-        assert!(s.current().unwrap() < Duration::from_secs(1));
-        s.heartbeat(3);
-        assert!(s.current().is_some());
-    }
 }

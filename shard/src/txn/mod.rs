@@ -15,6 +15,9 @@
 //! - **committed / aborted**: the write set is applied (or dropped) in one
 //!   synced batch that also deletes the prepared record, then locks go.
 //!
+//! The phase machine's rules are plain functions in [`rules`], each with a
+//! unit test; the participant carries out what they decide.
+//!
 //! Idempotency: COMMIT of an unknown transaction is a repeat and succeeds;
 //! ABORT of an unknown transaction succeeds; PREPARE of an unknown (aborted,
 //! timed-out) transaction is refused.
@@ -29,11 +32,13 @@
 //! the resolver (`server.rs`) asks their coordinator for the outcome.
 
 pub mod locks;
+pub mod rules;
 mod state;
 
 use crate::error::{Result, ShardError};
 use crate::metrics::ShardMetrics;
 use locks::LockTable;
+use rules::{Commit, Prepare};
 use state::{Phase, TxnState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -297,12 +302,12 @@ impl Participant {
     pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
         let record = {
             let mut txns = self.txns.lock().unwrap();
-            let Some(state) = txns.get_mut(&txn.id) else {
-                return Err(self.unknown(&txn.id, "PREPARE"));
-            };
-            if state.phase == Phase::Prepared {
-                return Ok(());
+            match rules::prepare(txns.get(&txn.id).map(|t| t.phase)) {
+                Prepare::Unknown => return Err(self.unknown(&txn.id, "PREPARE")),
+                Prepare::AlreadyPrepared => return Ok(()),
+                Prepare::WriteRecord => {}
             }
+            let state = txns.get_mut(&txn.id).expect("held: checked above");
             if state.coordinator.is_empty() {
                 state.coordinator = txn.coordinator.clone();
             }
@@ -327,10 +332,7 @@ impl Participant {
     pub fn in_doubt(&self, patience: Duration) -> Vec<(String, String)> {
         let now = Instant::now();
         let txns = self.txns.lock().unwrap();
-        txns.values()
-            .filter(|t| t.phase == Phase::Prepared && now.duration_since(t.last_active) >= patience)
-            .map(|t| (t.id.clone(), t.coordinator.clone()))
-            .collect()
+        txns.values().filter(|t| rules::in_doubt(t.phase, now.duration_since(t.last_active), patience)).map(|t| (t.id.clone(), t.coordinator.clone())).collect()
     }
 
     /// Commits: one phase (with optional final mutations) or after PREPARE.
@@ -353,21 +355,20 @@ impl Participant {
         }
         let state = {
             let mut txns = self.txns.lock().unwrap();
-            match txns.get(&txn.id).map(|t| t.phase) {
-                None if one_phase => return Err(self.unknown(&txn.id, "COMMIT")),
-                None => return Ok(()), // a repeated COMMIT of a finished transaction
-                Some(Phase::Active) if !one_phase => {
-                    return Err(ShardError::TxnState(format!("transaction {} cannot commit in two phases: it was not prepared", txn.id)))
-                }
-                Some(_) => txns.remove(&txn.id).unwrap(),
+            match rules::commit(txns.get(&txn.id).map(|t| t.phase), one_phase) {
+                Commit::Unknown => return Err(self.unknown(&txn.id, "COMMIT")),
+                Commit::AlreadyCommitted => return Ok(()),
+                Commit::NotPrepared => return Err(ShardError::TxnState(format!("transaction {} cannot commit in two phases: it was not prepared", txn.id))),
+                Commit::Apply { delete_prepared_record } => (txns.remove(&txn.id).expect("held: checked above"), delete_prepared_record),
             }
         };
+        let (state, delete_prepared_record) = state;
         let mut batch: Vec<Write> = state.writes.iter().map(|(k, v)| Write { space: Space::Data, key: k.clone(), value: v.clone() }).collect();
-        if state.phase == Phase::Prepared {
+        if delete_prepared_record {
             batch.push(Write { space: Space::Txn, key: state.id.as_bytes().to_vec(), value: None });
         }
         let outcome = if lazy && !one_phase { self.apply_unsynced(batch).await } else { self.apply(batch).await };
-        if outcome.is_err() && state.phase == Phase::Prepared {
+        if outcome.is_err() && rules::keep_after_failed_apply(state.phase) {
             // The decision stands; keep the prepared state so a retry can commit.
             self.txns.lock().unwrap().insert(state.id.clone(), state);
             return outcome;
@@ -393,7 +394,7 @@ impl Participant {
         let Some(state) = state else { return Ok(()) };
         self.metrics.aborts.inc();
         tracing::debug!(txn = %txn_id, prepared = state.phase == Phase::Prepared, "aborted");
-        if state.phase == Phase::Prepared {
+        if rules::abort_deletes_record(Some(state.phase)) {
             let write = Write { space: Space::Txn, key: txn_id.as_bytes().to_vec(), value: None };
             if let Err(e) = self.apply(vec![write]).await {
                 self.txns.lock().unwrap().insert(state.id.clone(), state);

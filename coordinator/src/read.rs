@@ -1,27 +1,29 @@
-//! The read path: turn a key access into per-group requests, send them in
-//! parallel, decode the rows.
+//! The read path: send a plan's per-group requests in parallel, to the
+//! primaries or (committed reads outside transactions) to replicas, and
+//! decode the rows.
 
-use super::access::KeyAccess;
 use crate::catalog::{ShardGroupId, Table};
 use crate::error::{CoordError, Result};
 use crate::failover::Failover;
-use crate::session::ReplicaReads;
+use crate::plan::Fetch;
 use crate::shards::{RawRows, ShardPool};
 use futures::future::try_join_all;
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tessera_model::data::expr::Expr;
-use tessera_model::data::keys::{row_key, successor, table_end, table_prefix};
 use tessera_model::data::row::decode_row;
 use tessera_model::data::Value;
 use tessera_model::txn::TxnContext;
 
-/// What one shard group is asked for.
-#[derive(Debug, Clone)]
-pub enum Fetch {
-    Keys(Vec<Vec<u8>>),
-    Range { start: Vec<u8>, end: Vec<u8> },
+/// How reads may use replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicaReads {
+    /// Refuse a replica staler than this (`None`: any staleness).
+    pub max_staleness: Option<Duration>,
+    /// When every replica is too stale: read from the primary (`false`) or
+    /// fail with SQLSTATE TR001 (`true`).
+    pub refuse_stale: bool,
 }
 
 /// A row read from a shard: its group, key and column values.
@@ -29,35 +31,6 @@ pub struct FetchedRow {
     pub group: ShardGroupId,
     pub key: Vec<u8>,
     pub values: Vec<Value>,
-}
-
-/// The requests a key access turns into, one per shard group, in group order.
-pub fn targets(table: &Table, access: &KeyAccess) -> Vec<(ShardGroupId, Fetch)> {
-    let id = table.def.id;
-    match access {
-        KeyAccess::Points(points) => {
-            let mut by_group: BTreeMap<ShardGroupId, Vec<Vec<u8>>> = BTreeMap::new();
-            for pk in points {
-                by_group.entry(table.route(pk)).or_default().push(row_key(id, pk));
-            }
-            by_group.into_iter().map(|(g, keys)| (g, Fetch::Keys(keys))).collect()
-        }
-        KeyAccess::Range { lo, hi } => {
-            let start = match lo {
-                Bound::Included(v) => row_key(id, v),
-                Bound::Excluded(v) => successor(row_key(id, v)),
-                Bound::Unbounded => table_prefix(id),
-            };
-            let end = match hi {
-                Bound::Included(v) => successor(row_key(id, v)),
-                Bound::Excluded(v) => row_key(id, v),
-                Bound::Unbounded => table_end(id),
-            };
-            let groups = table.partitioner.route_range(lo.as_ref(), hi.as_ref());
-            groups.into_iter().map(|g| (g, Fetch::Range { start: start.clone(), end: end.clone() })).collect()
-        }
-        KeyAccess::Full => table.partitioner.all_groups().into_iter().map(|g| (g, Fetch::Range { start: table_prefix(id), end: table_end(id) })).collect(),
-    }
 }
 
 /// Reads from every target in parallel. `filter` is pushed to range scans;

@@ -1,13 +1,12 @@
 //! EXPLAIN: which shard groups a statement reaches, how it reads them, and
 //! how it commits.
 
-use super::access::KeyAccess;
-use super::read::Fetch;
-use super::select::{Body, SelectPlan};
-use super::write::{InsertPlan, ModifyPlan};
-use super::QueryResult;
 use crate::catalog::{ShardGroupId, Table};
+use crate::plan::write::{InsertPlan, ModifyPlan};
+use crate::plan::{Fetch, KeyAccess};
+use crate::result::QueryResult;
 use crate::shards::ShardPool;
+use crate::sql::select::{Body, SelectPlan};
 use std::ops::Bound;
 use tessera_model::data::{DataType, Value};
 

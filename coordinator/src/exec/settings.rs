@@ -6,8 +6,8 @@
 //! accepted and have no effect. `transaction_protocol` lives in
 //! [`super::saga`].
 
-use super::QueryResult;
 use crate::error::{CoordError, Result};
+use crate::result::QueryResult;
 use crate::session::Session;
 use sqlparser::ast::{self, Statement};
 use std::time::Duration;
