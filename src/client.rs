@@ -27,6 +27,7 @@ use rand::Rng;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::sqlstate;
 use tessera_proto::v1 as pb;
 use tessera_proto::v1::admin_client::AdminClient;
 use tessera_proto::v1::tessera_client::TesseraClient;
@@ -99,7 +100,7 @@ impl ClientError {
 
     /// True when retrying the same transaction may succeed (SQLSTATE 40001/40P01).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.sqlstate.as_deref(), Some("40001") | Some("40P01"))
+        matches!(self.sqlstate.as_deref(), Some(sqlstate::SERIALIZATION_FAILURE) | Some(sqlstate::DEADLOCK_DETECTED))
     }
 
     /// True when the outcome is unknown: the call timed out, the connection
@@ -107,7 +108,7 @@ impl ClientError {
     /// may not have taken effect.
     /// Retry it with the same idempotency key to learn the outcome.
     pub fn is_unknown_outcome(&self) -> bool {
-        self.sqlstate.as_deref() == Some("08007")
+        self.sqlstate.as_deref() == Some(sqlstate::TRANSACTION_RESOLUTION_UNKNOWN)
             || (self.sqlstate.is_none()
                 && matches!(self.code, Some(tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)))
     }
@@ -133,7 +134,7 @@ impl From<tonic::Status> for ClientError {
             tonic::Code::Unauthenticated => format!("authentication failed: {}", status.message()),
             _ => status.message().to_string(),
         };
-        let sqlstate = sqlstate.or_else(|| (status.code() == tonic::Code::Unauthenticated).then(|| "28000".to_string()));
+        let sqlstate = sqlstate.or_else(|| (status.code() == tonic::Code::Unauthenticated).then(|| sqlstate::INVALID_AUTHORIZATION_SPECIFICATION.to_string()));
         let saga_id = status.metadata().get(tessera_proto::SAGA_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
         let trace_id = status.metadata().get(tessera_proto::TRACE_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
         ClientError { sqlstate, message, saga_id, code: Some(status.code()), trace_id }
@@ -221,10 +222,12 @@ impl ClientBuilder {
             }
             endpoint = endpoint.tls_config(tls).map_err(|e| ClientError::local(None, format!("TLS: {}", source_chain(&e))))?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| ClientError::local(Some("08001"), format!("cannot connect to coordinator at {address}: {}", source_chain(&e))))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            ClientError::local(
+                Some(sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+                format!("cannot connect to coordinator at {address}: {}", source_chain(&e)),
+            )
+        })?;
         let token = match &self.token {
             Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| ClientError::local(None, "the token holds characters metadata cannot carry".into()))?),
             None => None,
@@ -381,7 +384,10 @@ impl Client {
         let mut rows = self.query(sql, params).await?;
         match rows.len() {
             1 => Ok(rows.remove(0)),
-            n => Err(ClientError::local(Some(if n == 0 { "P0002" } else { "P0003" }), format!("expected one row, the query returned {n}"))),
+            n => Err(ClientError::local(
+                Some(if n == 0 { sqlstate::NO_DATA_FOUND } else { sqlstate::TOO_MANY_ROWS }),
+                format!("expected one row, the query returned {n}"),
+            )),
         }
     }
 
@@ -447,7 +453,7 @@ impl Client {
             let outcome = match body(&mut tx).await {
                 Ok(value) => self.commit(None).await.and_then(|tag| match tag.as_str() {
                     "COMMIT" => Ok(value),
-                    _ => Err(ClientError::local(Some("40003"), "the transaction failed and was rolled back".into())),
+                    _ => Err(ClientError::local(Some(sqlstate::STATEMENT_COMPLETION_UNKNOWN), "the transaction failed and was rolled back".into())),
                 }),
                 Err(e) => Err(e),
             };

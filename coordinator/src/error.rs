@@ -1,6 +1,8 @@
-//! The coordinator's errors. SQLSTATE codes and gRPC status codes are
-//! assigned here and nowhere else.
+//! The coordinator's errors. Each kind's SQLSTATE and gRPC status code are
+//! assigned here; the codes themselves are the one table in
+//! [`tessera_model::sqlstate`].
 
+use tessera_model::sqlstate;
 use tessera_proto::{SAGA_METADATA_KEY, SQLSTATE_METADATA_KEY};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,46 +128,41 @@ impl CoordError {
     /// The PostgreSQL SQLSTATE of this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            CoordError::Syntax(_) => "42601",
-            CoordError::Unsupported(_) | CoordError::NotYet(_) => "0A000",
-            CoordError::UnknownTable(_) => "42P01",
-            CoordError::TableExists(_) => "42P07",
-            CoordError::UnknownColumn(_) => "42703",
+            CoordError::Syntax(_) => sqlstate::SYNTAX_ERROR,
+            CoordError::Unsupported(_) | CoordError::NotYet(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+            CoordError::UnknownTable(_) => sqlstate::UNDEFINED_TABLE,
+            CoordError::TableExists(_) => sqlstate::DUPLICATE_TABLE,
+            CoordError::UnknownColumn(_) => sqlstate::UNDEFINED_COLUMN,
             CoordError::InvalidValue { sqlstate, .. } => sqlstate,
-            CoordError::NotNullViolation(_) => "23502",
-            CoordError::CheckViolation(_) => "23514",
-            CoordError::UniqueViolation(_) | CoordError::DuplicateKey { .. } => "23505",
-            CoordError::Invalid(_) => "42P16",
-            CoordError::Serialization(_) => "40001",
-            CoordError::ShardUnavailable(_) => "08006",
-            CoordError::OutcomeUnknown(_) => "08007",
-            CoordError::TxnAborted(_) => "40003",
-            CoordError::InFailedTransaction => "25P02",
-            CoordError::NotInTransaction(_) => "25001",
-            CoordError::NoData(_) => "P0002",
-            CoordError::Fenced(_) => "40000",
-            CoordError::Saga { parked: false, cause, .. } => cause.unwrap_or("40000"),
-            CoordError::Saga { parked: true, .. } => "55000",
-            CoordError::TooManySessions(_) => "53300",
-            CoordError::LimitExceeded(_) => "54000",
-            CoordError::TooComplex(_) => "54001",
-            CoordError::StatementTimeout(_) => "57014",
-            CoordError::SessionNotFound(_) => "08003",
-            CoordError::ReplicaTooStale(_) => "TR001",
+            CoordError::NotNullViolation(_) => sqlstate::NOT_NULL_VIOLATION,
+            CoordError::CheckViolation(_) => sqlstate::CHECK_VIOLATION,
+            CoordError::UniqueViolation(_) | CoordError::DuplicateKey { .. } => sqlstate::UNIQUE_VIOLATION,
+            CoordError::Invalid(_) => sqlstate::INVALID_TABLE_DEFINITION,
+            CoordError::Serialization(_) => sqlstate::SERIALIZATION_FAILURE,
+            CoordError::ShardUnavailable(_) => sqlstate::CONNECTION_FAILURE,
+            CoordError::OutcomeUnknown(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+            CoordError::TxnAborted(_) => sqlstate::STATEMENT_COMPLETION_UNKNOWN,
+            CoordError::InFailedTransaction => sqlstate::IN_FAILED_SQL_TRANSACTION,
+            CoordError::NotInTransaction(_) => sqlstate::ACTIVE_SQL_TRANSACTION,
+            CoordError::NoData(_) => sqlstate::NO_DATA_FOUND,
+            CoordError::Fenced(_) => sqlstate::TRANSACTION_ROLLBACK,
+            CoordError::Saga { parked: false, cause, .. } => cause.unwrap_or(sqlstate::TRANSACTION_ROLLBACK),
+            CoordError::Saga { parked: true, .. } => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            CoordError::TooManySessions(_) => sqlstate::TOO_MANY_CONNECTIONS,
+            CoordError::LimitExceeded(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            CoordError::TooComplex(_) => sqlstate::STATEMENT_TOO_COMPLEX,
+            CoordError::StatementTimeout(_) => sqlstate::QUERY_CANCELED,
+            CoordError::SessionNotFound(_) => sqlstate::CONNECTION_DOES_NOT_EXIST,
+            CoordError::ReplicaTooStale(_) => sqlstate::REPLICA_TOO_STALE,
             CoordError::Storage { sqlstate, .. } => sqlstate,
-            CoordError::Internal(_) => "XX000",
+            CoordError::Internal(_) => sqlstate::INTERNAL_ERROR,
         }
     }
 
     /// The static form of a SQLSTATE this coordinator sends (as kept in a
     /// saga record); `None` for anything else.
     pub fn known_sqlstate(code: &str) -> Option<&'static str> {
-        const KNOWN: &[&str] = &[
-            "08006", "08007", "0A000", "22001", "22003", "22012", "2201W", "22023", "22P02", "23502", "23505", "23514", "25001", "25P02", "40000", "40001",
-            "40003", "42601", "42703", "42803", "42804", "42883", "42P01", "42P07", "42P16", "53100", "53300", "54000", "54001", "55000", "58030", "57014",
-            "08003", "P0002", "TR001", "XX000",
-        ];
-        KNOWN.iter().copied().find(|k| *k == code)
+        sqlstate::known(code)
     }
 
     fn grpc_code(&self) -> tonic::Code {

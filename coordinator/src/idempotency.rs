@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tessera_model::clock::now_micros;
 use tessera_model::data::Value;
+use tessera_model::sqlstate;
 use tessera_model::txn::Protocol;
 
 const PREFIX: &str = "idem/";
@@ -59,7 +60,7 @@ impl IdempotencyKey {
         if stored != self.fingerprint {
             return Err(CoordError::invalid_value(
                 format!("idempotency key \"{}\" was already used for a different request (other SQL, parameters or protocol)", self.key),
-                "22023",
+                sqlstate::INVALID_PARAMETER_VALUE,
             ));
         }
         Ok(())
@@ -67,7 +68,10 @@ impl IdempotencyKey {
 
     pub fn new(owner: &str, key: &str, sql: &str, params: &[Value], protocol: Option<Protocol>) -> Result<IdempotencyKey> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
-            return Err(CoordError::invalid_value(format!("an idempotency key must be 1 to {MAX_KEY_BYTES} bytes without control characters"), "22023"));
+            return Err(CoordError::invalid_value(
+                format!("an idempotency key must be 1 to {MAX_KEY_BYTES} bytes without control characters"),
+                sqlstate::INVALID_PARAMETER_VALUE,
+            ));
         }
         let mut text = sql.to_string();
         text.push('\0');

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tessera_model::data::expr::Expr;
 use tessera_model::secret::ClusterSecret;
+use tessera_model::sqlstate;
 use tessera_model::txn::{Mutation, TxnContext};
 use tessera_model::wire;
 use tessera_proto::shard as pb;
@@ -218,10 +219,10 @@ impl ShardClient {
             tonic::Code::FailedPrecondition => CoordError::TxnAborted(format!("{who}: {}", status.message())),
             tonic::Code::InvalidArgument if sqlstate.as_deref().is_some_and(|s| s.starts_with("22") || s.starts_with("42")) => {
                 let state: &'static str = match sqlstate.as_deref() {
-                    Some("22012") => "22012",
-                    Some("22003") => "22003",
-                    Some("42883") => "42883",
-                    _ => "22023",
+                    Some(sqlstate::DIVISION_BY_ZERO) => sqlstate::DIVISION_BY_ZERO,
+                    Some(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE) => sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    Some(sqlstate::UNDEFINED_FUNCTION) => sqlstate::UNDEFINED_FUNCTION,
+                    _ => sqlstate::INVALID_PARAMETER_VALUE,
                 };
                 CoordError::invalid_value(status.message().to_string(), state)
             }
@@ -229,18 +230,18 @@ impl ShardClient {
             tonic::Code::Unauthenticated => {
                 CoordError::ShardUnavailable(format!("{who} refused the coordinator: {} (is cluster_secret the same on both?)", status.message()))
             }
-            tonic::Code::Unavailable if matches!(sqlstate.as_deref(), Some("08006" | "08007")) => {
+            tonic::Code::Unavailable if matches!(sqlstate.as_deref(), Some(sqlstate::CONNECTION_FAILURE | sqlstate::TRANSACTION_RESOLUTION_UNKNOWN)) => {
                 CoordError::ShardUnavailable(format!("{who}: {}", status.message()))
             }
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
                 CoordError::ShardUnavailable(format!("{who} unreachable: {}", describe_transport(&status)))
             }
             tonic::Code::OutOfRange => CoordError::ReplicaTooStale(format!("{who}: {}", status.message())),
-            tonic::Code::Internal if sqlstate.as_deref() == Some("53100") => {
-                CoordError::Storage { message: format!("could not write on {who}: its disk is full ({})", status.message()), sqlstate: "53100" }
+            tonic::Code::Internal if sqlstate.as_deref() == Some(sqlstate::DISK_FULL) => {
+                CoordError::Storage { message: format!("could not write on {who}: its disk is full ({})", status.message()), sqlstate: sqlstate::DISK_FULL }
             }
-            tonic::Code::Internal if sqlstate.as_deref() == Some("58030") => {
-                CoordError::Storage { message: format!("storage failure on {who}: {}", status.message()), sqlstate: "58030" }
+            tonic::Code::Internal if sqlstate.as_deref() == Some(sqlstate::IO_ERROR) => {
+                CoordError::Storage { message: format!("storage failure on {who}: {}", status.message()), sqlstate: sqlstate::IO_ERROR }
             }
             _ => CoordError::Internal(format!("{who}: {}", status.message())),
         }
@@ -280,7 +281,7 @@ impl ShardClient {
             self.guard.finish(admitted, silent);
             match answer {
                 Err(_) if silent && attempt < attempts => tokio::time::sleep(self.guard.backoff(attempt)).await,
-                Err(status) if repeat == Repeat::Commit && (silent || sqlstate_of(&status) == Some("08007")) => {
+                Err(status) if repeat == Repeat::Commit && (silent || sqlstate_of(&status) == Some(sqlstate::TRANSACTION_RESOLUTION_UNKNOWN)) => {
                     let cause = if silent { describe_transport(&status) } else { status.message().to_string() };
                     return Err(CoordError::OutcomeUnknown(format!(
                         "the COMMIT sent to shard group {} ({}) was not acknowledged ({cause}); it may or may not have been applied",

@@ -6,6 +6,7 @@
 //! - [`wire`]: protobuf <-> domain conversions for the shard protocol.
 //! - [`clock`]: the wall clock for timestamps and leases (shiftable for tests).
 //! - [`secret`]: the cluster secret every internal call carries.
+//! - [`sqlstate`]: the one table of SQLSTATE codes both sides send.
 //! - [`failpoint`]: named stopping places for crash tests.
 //! - [`metrics`]: counters, histograms, the text exposition and its endpoint.
 //! - [`trace`]: trace ids in gRPC metadata and task-locals.
@@ -15,6 +16,7 @@ pub mod data;
 pub mod failpoint;
 pub mod metrics;
 pub mod secret;
+pub mod sqlstate;
 pub mod trace;
 pub mod txn;
 pub mod wire;

@@ -1,5 +1,6 @@
 //! The shard's errors, and their one mapping to gRPC statuses.
 
+use tessera_model::sqlstate;
 use tessera_proto::SQLSTATE_METADATA_KEY;
 use tessera_storage::StorageError;
 
@@ -49,17 +50,17 @@ impl ShardError {
 
     fn sqlstate(&self) -> &'static str {
         match self {
-            ShardError::AlreadyExists { .. } => "23505",
-            ShardError::Conflict { .. } => "40001",
-            ShardError::TxnState(_) => "25P02",
-            ShardError::InvalidRequest(_) => "08P01",
+            ShardError::AlreadyExists { .. } => sqlstate::UNIQUE_VIOLATION,
+            ShardError::Conflict { .. } => sqlstate::SERIALIZATION_FAILURE,
+            ShardError::TxnState(_) => sqlstate::IN_FAILED_SQL_TRANSACTION,
+            ShardError::InvalidRequest(_) => sqlstate::PROTOCOL_VIOLATION,
             ShardError::Eval { sqlstate, .. } => sqlstate,
-            ShardError::Storage(e) if e.fault == tessera_storage::StorageFault::DiskFull => "53100",
-            ShardError::Storage(_) => "58030",
-            ShardError::Corrupt(_) => "XX001",
-            ShardError::Fenced(_) => "08006",
-            ShardError::NotAcknowledged(_) => "08007",
-            ShardError::TooStale(_) => "TR001",
+            ShardError::Storage(e) if e.fault == tessera_storage::StorageFault::DiskFull => sqlstate::DISK_FULL,
+            ShardError::Storage(_) => sqlstate::IO_ERROR,
+            ShardError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
+            ShardError::Fenced(_) => sqlstate::CONNECTION_FAILURE,
+            ShardError::NotAcknowledged(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+            ShardError::TooStale(_) => sqlstate::REPLICA_TOO_STALE,
         }
     }
 }

@@ -15,6 +15,7 @@ use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tessera_model::sqlstate;
 use tessera_proto::v1::ClusterStatusResponse;
 
 pub struct BankOptions {
@@ -242,12 +243,12 @@ async fn worker(mut client: Client, shape: Shape, deadline: Instant, counters: A
                 let micros = began.elapsed().as_micros().max(1) as u64;
                 let _ = if cross { result.cross.record(micros) } else { result.single.record(micros) };
             }
-            Err(e) if e.sqlstate.as_deref() == Some("23514") => {
+            Err(e) if e.sqlstate.as_deref() == Some(sqlstate::CHECK_VIOLATION) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
             }
             // A saga rolled back, or (when both accounts were on one group)
             // a local transaction refused, because the credit found no row.
-            Err(e) if e.sqlstate.as_deref() == Some("P0002") => {
+            Err(e) if e.sqlstate.as_deref() == Some(sqlstate::NO_DATA_FOUND) => {
                 counters.rolled_back.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_coordinator::config::ReplicationMode;
+use tessera_model::sqlstate;
 
 const MAX_AMOUNT: i64 = 300;
 const MAX_ATTEMPTS: usize = 5;
@@ -122,12 +123,26 @@ enum Outcome {
 }
 
 /// The SQLSTATEs that say for certain a transfer did not happen.
-const DEFINITE: &[&str] = &["23514", "40001", "40P01", "40003", "40000", "P0002", "25P02", "08006", "08003", "53300", "42P01", "25001", "TR001"];
+const DEFINITE: &[&str] = &[
+    sqlstate::CHECK_VIOLATION,
+    sqlstate::SERIALIZATION_FAILURE,
+    sqlstate::DEADLOCK_DETECTED,
+    sqlstate::STATEMENT_COMPLETION_UNKNOWN,
+    sqlstate::TRANSACTION_ROLLBACK,
+    sqlstate::NO_DATA_FOUND,
+    sqlstate::IN_FAILED_SQL_TRANSACTION,
+    sqlstate::CONNECTION_FAILURE,
+    sqlstate::CONNECTION_DOES_NOT_EXIST,
+    sqlstate::TOO_MANY_CONNECTIONS,
+    sqlstate::UNDEFINED_TABLE,
+    sqlstate::ACTIVE_SQL_TRANSACTION,
+    sqlstate::REPLICA_TOO_STALE,
+];
 
 fn classify(error: &ClientError) -> Outcome {
     match (error.sqlstate.as_deref(), error.saga_id.is_some()) {
         // A saga that parked may still end either way.
-        (Some("55000"), _) => Outcome::Unknown,
+        (Some(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE), _) => Outcome::Unknown,
         // A saga that rolled back (its cause's SQLSTATE) is undone.
         (Some(_), true) => Outcome::Failed,
         (Some(code), false) if DEFINITE.contains(&code) => Outcome::Failed,
@@ -372,7 +387,7 @@ async fn worker(chaos_builder: ClientBuilder, protocol: Protocol, per_group: u64
                         tokio::time::sleep(Duration::from_millis(rng.gen_range(1..=(4u64 << attempt)))).await;
                         continue;
                     }
-                    if e.sqlstate.as_deref() == Some("08003") {
+                    if e.sqlstate.as_deref() == Some(sqlstate::CONNECTION_DOES_NOT_EXIST) {
                         // The coordinator restarted and forgot the session.
                         break (Outcome::Failed, Some("session lost".into()));
                     }

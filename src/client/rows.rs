@@ -3,6 +3,7 @@
 use super::{ClientError, Column};
 use std::sync::Arc;
 use tessera_model::data::Value;
+use tessera_model::sqlstate;
 
 /// One row of a result, with its columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,11 +52,11 @@ impl Row {
     /// The value of a column, converted: `row.get::<i64>("balance")`,
     /// `row.get::<Option<String>>(1)`.
     pub fn get<T: FromValue>(&self, column: impl ColumnIndex) -> Result<T, ClientError> {
-        let missing = || ClientError::local(Some("42703"), format!("the result has no column {}", column.describe()));
+        let missing = || ClientError::local(Some(sqlstate::UNDEFINED_COLUMN), format!("the result has no column {}", column.describe()));
         let i = column.position(&self.columns).ok_or_else(missing)?;
         T::from_value(&self.values[i]).map_err(|wanted| {
             ClientError::local(
-                Some("42804"),
+                Some(sqlstate::DATATYPE_MISMATCH),
                 format!("column {} holds {} ({}), which is not a {wanted}", column.describe(), self.values[i], self.values[i].type_name()),
             )
         })

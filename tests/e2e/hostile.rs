@@ -275,6 +275,9 @@ fn demo_removes_its_data_on_sigterm() {
     // Allocated blocks, not lengths: preallocated WAL space counts.
     let size: u64 = walk(&data).iter().map(|p| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512).unwrap_or(0)).sum();
     assert!(size < 40 << 20, "a one-group demo takes {size} bytes on disk");
+    // Keep stdin open while waiting (`wait` would close it, and the shell
+    // would end on that end of input instead of on the signal).
+    let _stdin = demo.stdin.take();
     Command::new("kill").args(["-TERM", &demo.id().to_string()]).status().unwrap();
     let status = demo.wait().unwrap();
     assert!(!status.success());

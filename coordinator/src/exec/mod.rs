@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_model::data::keys::{table_end, table_prefix};
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 use tessera_model::txn::Protocol;
 
 /// What [`Engine::execute_each`] ran.
@@ -142,7 +143,7 @@ impl Engine {
         if let Some(at) = sql.find('\0') {
             return Err(CoordError::invalid_value(
                 format!("invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte at offset {at} of the SQL text)"),
-                "22021",
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
             ));
         }
         Ok(())
@@ -243,7 +244,7 @@ impl Engine {
             self.txns.rollback(txn).await;
         }
         session.saga = None;
-        *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry("XX000").or_default() += 1;
+        *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(sqlstate::INTERNAL_ERROR).or_default() += 1;
         CoordError::Internal(format!("the request stopped on an internal error ({message}); its transaction, if any, was rolled back"))
     }
 

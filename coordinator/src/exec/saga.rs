@@ -26,6 +26,7 @@ use crate::sql::{first_word, parse, saga as saga_sql};
 use sqlparser::ast::{self, Statement};
 use std::collections::BTreeSet;
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 use tessera_model::txn::Protocol;
 
 const PROTOCOL_SETTING: &str = "transaction_protocol";
@@ -65,7 +66,10 @@ impl Engine {
             _ => String::new(),
         };
         let protocol = Protocol::parse(&value).ok_or_else(|| {
-            CoordError::invalid_value(format!("invalid value for parameter \"{PROTOCOL_SETTING}\": \"{value}\" (use 'saga' or '2pc')"), "22023")
+            CoordError::invalid_value(
+                format!("invalid value for parameter \"{PROTOCOL_SETTING}\": \"{value}\" (use 'saga' or '2pc')"),
+                sqlstate::INVALID_PARAMETER_VALUE,
+            )
         })?;
         if !local {
             session.protocol = protocol;

@@ -12,6 +12,7 @@ use crate::session::Session;
 use sqlparser::ast::{self, Statement};
 use std::time::Duration;
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 
 /// Settings drivers set that do not change what Tessera does.
 const ACCEPTED: &[&str] =
@@ -60,7 +61,8 @@ fn value_text(values: &[ast::Expr]) -> String {
 }
 
 fn set_replica(session: &mut Session, name: &str, value: &str) -> Result<QueryResult> {
-    let invalid = |hint: &str| CoordError::invalid_value(format!("invalid value for parameter \"{name}\": \"{value}\" ({hint})"), "22023");
+    let invalid =
+        |hint: &str| CoordError::invalid_value(format!("invalid value for parameter \"{name}\": \"{value}\" ({hint})"), sqlstate::INVALID_PARAMETER_VALUE);
     let lower = value.to_ascii_lowercase();
     match name {
         "replica_reads" => {
@@ -93,7 +95,7 @@ fn set_timeout(session: &mut Session, values: &[ast::Expr]) -> Result<QueryResul
     let timeout = parse_duration(&text).ok_or_else(|| {
         CoordError::invalid_value(
             format!("invalid value for parameter \"statement_timeout\": \"{text}\" (use milliseconds, or a number with ms, s, min or h)"),
-            "22023",
+            sqlstate::INVALID_PARAMETER_VALUE,
         )
     })?;
     session.statement_timeout = (!timeout.is_zero()).then_some(timeout);

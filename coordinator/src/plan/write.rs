@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tessera_model::data::expr::Expr;
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 use tessera_model::txn::Mutation;
 
 /// Largest number of rows one INSERT may carry.
@@ -106,11 +107,13 @@ impl RowValidator {
 pub fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
     let ty = column.column_type;
     let name = &column.name;
-    let mismatch = |v: &Value| CoordError::invalid_value(format!("column \"{name}\" is of type {ty} but expression is of type {}", v.type_name()), "42804");
+    let mismatch = |v: &Value| {
+        CoordError::invalid_value(format!("column \"{name}\" is of type {ty} but expression is of type {}", v.type_name()), sqlstate::DATATYPE_MISMATCH)
+    };
     let value = match (value, ty.data_type) {
         (Value::Null, _) => Value::Null,
         (Value::Int(i), DataType::Int) if i32::try_from(i).is_err() => {
-            return Err(CoordError::invalid_value(format!("value {i} is out of range for column \"{name}\" of type INT"), "22003"))
+            return Err(CoordError::invalid_value(format!("value {i} is out of range for column \"{name}\" of type INT"), sqlstate::NUMERIC_VALUE_OUT_OF_RANGE))
         }
         (Value::Int(i), DataType::Int | DataType::BigInt) => Value::Int(i),
         (Value::Int(i), DataType::Double) => Value::Double(i as f64),
@@ -120,8 +123,9 @@ pub fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
         (Value::Bool(b), DataType::Boolean) => Value::Bool(b),
         (Value::Text(s), DataType::Int | DataType::BigInt | DataType::Double | DataType::Boolean) => {
             // A quoted literal is accepted where its text parses, as in PostgreSQL.
-            let parsed = tessera_model::data::expr::cast(Value::Text(s.clone()), ty.data_type)
-                .map_err(|_| CoordError::invalid_value(format!("invalid input syntax for type {ty} of column \"{name}\": \"{s}\""), "22P02"))?;
+            let parsed = tessera_model::data::expr::cast(Value::Text(s.clone()), ty.data_type).map_err(|_| {
+                CoordError::invalid_value(format!("invalid input syntax for type {ty} of column \"{name}\": \"{s}\""), sqlstate::INVALID_TEXT_REPRESENTATION)
+            })?;
             return coerce(parsed, column);
         }
         (v, _) => return Err(mismatch(&v)),
@@ -133,7 +137,10 @@ pub fn coerce(value: Value, column: &ColumnDef) -> Result<Value> {
 fn check_length(value: &Value, ty: ColumnType, name: &str) -> Result<()> {
     if let (Value::Text(s), Some(max)) = (value, ty.max_len) {
         if s.chars().count() > max as usize {
-            return Err(CoordError::invalid_value(format!("value too long for column \"{name}\" of type VARCHAR({max})"), "22001"));
+            return Err(CoordError::invalid_value(
+                format!("value too long for column \"{name}\" of type VARCHAR({max})"),
+                sqlstate::STRING_DATA_RIGHT_TRUNCATION,
+            ));
         }
     }
     Ok(())

@@ -21,6 +21,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tessera_model::sqlstate;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Protocol 3.0's codes in the startup phase.
@@ -270,7 +271,7 @@ fn startup_parameters(body: &[u8]) -> Result<(), Violation> {
 /// Why `text` cannot be SQL text: (SQLSTATE, message), as PostgreSQL words it.
 pub fn text_error(text: &[u8]) -> Option<(&'static str, String)> {
     if let Some(at) = text.iter().position(|b| *b == 0) {
-        return Some(("22021", format!("invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte at offset {at})")));
+        return Some((sqlstate::CHARACTER_NOT_IN_REPERTOIRE, format!("invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte at offset {at})")));
     }
     match std::str::from_utf8(text) {
         Ok(_) => None,
@@ -278,7 +279,7 @@ pub fn text_error(text: &[u8]) -> Option<(&'static str, String)> {
             let start = e.valid_up_to();
             let len = e.error_len().unwrap_or(text.len() - start).max(1);
             let bytes: Vec<String> = text[start..start + len].iter().map(|b| format!("0x{b:02x}")).collect();
-            Some(("22021", format!("invalid byte sequence for encoding \"UTF8\": {}", bytes.join(" "))))
+            Some((sqlstate::CHARACTER_NOT_IN_REPERTOIRE, format!("invalid byte sequence for encoding \"UTF8\": {}", bytes.join(" "))))
         }
     }
 }
@@ -287,7 +288,7 @@ pub fn text_error(text: &[u8]) -> Option<(&'static str, String)> {
 /// malformed message (08P01, as PostgreSQL answers), invalid UTF-8 is 22021.
 fn sql_text_error(text: &[u8]) -> Option<(&'static str, String)> {
     match text.iter().position(|b| *b == 0) {
-        Some(at) => Some(("08P01", format!("invalid message format: the query string holds a NUL byte at offset {at}"))),
+        Some(at) => Some((sqlstate::PROTOCOL_VIOLATION, format!("invalid message format: the query string holds a NUL byte at offset {at}"))),
         None => text_error(text),
     }
 }
@@ -314,7 +315,7 @@ fn query(body: &[u8]) -> BytesMut {
     };
     let problem = match body.last() {
         Some(0) => sql_text_error(text),
-        _ => Some(("08P01", "invalid message format: the query string has no terminating NUL".into())),
+        _ => Some((sqlstate::PROTOCOL_VIOLATION, "invalid message format: the query string has no terminating NUL".into())),
     };
     match problem {
         None => framed(b'Q', body),

@@ -37,6 +37,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::sqlstate;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
@@ -179,11 +180,11 @@ async fn serve_connection(
         let next = if ticket.is_some() {
             tokio::select! {
                 _ = &mut deadline => {
-                    return refuse(&mut socket, "08P01", "canceling authentication due to timeout (limits.auth_timeout_ms)".into()).await;
+                    return refuse(&mut socket, sqlstate::PROTOCOL_VIOLATION, "canceling authentication due to timeout (limits.auth_timeout_ms)".into()).await;
                 }
                 _ = evicted.notified() => {
                     let why = "too many connections are authenticating at once (limits.max_authenticating); this one waited longest";
-                    return refuse(&mut socket, "53300", why.into()).await;
+                    return refuse(&mut socket, sqlstate::TOO_MANY_CONNECTIONS, why.into()).await;
                 }
                 next = socket.next() => next,
             }
@@ -196,7 +197,7 @@ async fn serve_connection(
             Some(Err(PgWireError::IoError(e))) if frames::violation(&e).is_some() => {
                 let cause = frames::violation(&e).map(|v| v.to_string()).unwrap_or_default();
                 tracing::info!(error = %cause, "closing a postgres connection that sent a malformed message");
-                return refuse(&mut socket, "08P01", cause).await;
+                return refuse(&mut socket, sqlstate::PROTOCOL_VIOLATION, cause).await;
             }
             Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
         };

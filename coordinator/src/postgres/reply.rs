@@ -12,11 +12,12 @@ use pgwire::api::Type;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use std::sync::Arc;
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 
 /// The error of a Query or Parse text that [`super::frames`] marked as refused.
 pub(super) fn refused_text(text: &str) -> Option<CoordError> {
     let (code, message) = frames::rejected_text(text)?;
-    let code = if code == "22021" { "22021" } else { "08P01" };
+    let code = if code == sqlstate::CHARACTER_NOT_IN_REPERTOIRE { sqlstate::CHARACTER_NOT_IN_REPERTOIRE } else { sqlstate::PROTOCOL_VIOLATION };
     Some(CoordError::invalid_value(message, code))
 }
 

@@ -15,6 +15,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use tessera_model::sqlstate;
 
 /// The parameters a client learns at startup.
 fn parameters() -> DefaultServerParameterProvider {
@@ -68,7 +69,7 @@ impl AuthSource for Users {
 }
 
 fn refused(user: Option<&str>) -> PgWireError {
-    fatal("28P01", format!("password authentication failed for user \"{}\"", user.unwrap_or("")))
+    fatal(sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{}\"", user.unwrap_or("")))
 }
 
 enum Method {
@@ -108,7 +109,10 @@ impl StartupHandler for Startup {
     {
         if let PgWireFrontendMessage::Startup(startup) = &message {
             if self.require_tls && !client.is_secure() {
-                return Err(fatal("28000", "this server requires TLS: connect with sslmode=require (or verify-full)".into()));
+                return Err(fatal(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "this server requires TLS: connect with sslmode=require (or verify-full)".into(),
+                ));
             }
             let user = startup.parameters.get("user").map(String::as_str).unwrap_or("");
             let slot = self.sessions.connection(user).map_err(|e| fatal(e.sqlstate(), e.to_string()))?;

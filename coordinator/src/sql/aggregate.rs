@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use tessera_model::data::expr::{apply_binary, BinaryOp, Expr};
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
@@ -68,7 +69,7 @@ impl AggScope<'_> {
             [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)] if func == AggFunc::Count && !distinct => None,
             [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))] => {
                 if bind::contains_aggregate(e) {
-                    return Err(CoordError::invalid_value("aggregate function calls cannot be nested", "42803"));
+                    return Err(CoordError::invalid_value("aggregate function calls cannot be nested", sqlstate::GROUPING_ERROR));
                 }
                 Some(bind::bind(e, self.inner)?)
             }
@@ -88,7 +89,10 @@ impl Scope for AggScope<'_> {
     fn column(&self, qualifier: Option<&str>, name: &str) -> Result<Expr> {
         let bound = self.inner.column(qualifier, name)?;
         self.group_column(&bound).ok_or_else(|| {
-            CoordError::invalid_value(format!("column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"), "42803")
+            CoordError::invalid_value(
+                format!("column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"),
+                sqlstate::GROUPING_ERROR,
+            )
         })
     }
 
@@ -143,7 +147,8 @@ impl Accumulator {
                 return Ok(());
             }
         }
-        let type_error = |v: &Value, what: &str| CoordError::invalid_value(format!("function {what}({}) does not exist", v.type_name()), "42883");
+        let type_error =
+            |v: &Value, what: &str| CoordError::invalid_value(format!("function {what}({}) does not exist", v.type_name()), sqlstate::UNDEFINED_FUNCTION);
         match &mut self.acc {
             Acc::Count(n) => *n += 1,
             Acc::Sum(total) => {

@@ -5,6 +5,7 @@ use crate::error::{CoordError, Result};
 use sqlparser::ast;
 use tessera_model::data::expr::{BinaryOp, Expr, Function, UnaryOp};
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 
 /// Resolves names (and, after aggregation, whole expressions) to columns.
 pub trait Scope {
@@ -248,10 +249,13 @@ pub fn literal(v: &ast::Value) -> Result<Value> {
     Ok(match v {
         ast::Value::Number(n, _) => match n.parse::<i64>() {
             Ok(i) => Value::Int(i),
-            Err(_) => Value::Double(n.parse().map_err(|_| CoordError::invalid_value(format!("invalid number {n}"), "22P02"))?),
+            Err(_) => Value::Double(n.parse().map_err(|_| CoordError::invalid_value(format!("invalid number {n}"), sqlstate::INVALID_TEXT_REPRESENTATION))?),
         },
         ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) if s.contains('\0') => {
-            return Err(CoordError::invalid_value("invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte in a string literal)", "22021"))
+            return Err(CoordError::invalid_value(
+                "invalid byte sequence for encoding \"UTF8\": 0x00 (a NUL byte in a string literal)",
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            ))
         }
         ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Value::Text(s.clone()),
         ast::Value::Boolean(b) => Value::Bool(*b),

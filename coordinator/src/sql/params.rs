@@ -7,6 +7,7 @@ use crate::error::{CoordError, Result};
 use sqlparser::ast::{self, Expr, Statement, Visit, VisitMut, Visitor, VisitorMut};
 use std::ops::ControlFlow;
 use tessera_model::data::Value;
+use tessera_model::sqlstate;
 
 /// The most parameters a statement may use (PostgreSQL's protocol limit).
 pub const MAX_PARAMETERS: usize = 65535;
@@ -45,7 +46,7 @@ pub fn check_placeholders(statement: &Statement) -> Result<()> {
     let mut bad = Bad(None);
     let _ = Visit::visit(statement, &mut bad);
     match bad.0 {
-        Some(text) => Err(CoordError::invalid_value(format!("parameter {text} is not one of $1 to ${MAX_PARAMETERS}"), "08P01")),
+        Some(text) => Err(CoordError::invalid_value(format!("parameter {text} is not one of $1 to ${MAX_PARAMETERS}"), sqlstate::PROTOCOL_VIOLATION)),
         None => Ok(()),
     }
 }
@@ -71,7 +72,10 @@ pub fn count(statement: &Statement) -> usize {
 pub fn check_count<'a>(statements: impl IntoIterator<Item = &'a Statement>, given: usize) -> Result<()> {
     let used = statements.into_iter().map(count).max().unwrap_or(0);
     if used != given {
-        return Err(CoordError::invalid_value(format!("the SQL uses {used} parameter(s) ($1 to ${used}) but the request gives {given}"), "08P01"));
+        return Err(CoordError::invalid_value(
+            format!("the SQL uses {used} parameter(s) ($1 to ${used}) but the request gives {given}"),
+            sqlstate::PROTOCOL_VIOLATION,
+        ));
     }
     Ok(())
 }
@@ -84,7 +88,7 @@ pub fn check_text(values: &[Value]) -> Result<()> {
             if let Some(at) = s.find('\0') {
                 return Err(CoordError::invalid_value(
                     format!("invalid byte sequence for encoding \"UTF8\": 0x00 (parameter ${} has a NUL byte at offset {at})", i + 1),
-                    "22021",
+                    sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
                 ));
             }
         }
@@ -98,7 +102,9 @@ pub fn bind(statement: &mut Statement, values: &[Value]) -> Result<()> {
     let mut binder = Binder { values, missing: None };
     let _ = VisitMut::visit(statement, &mut binder);
     match binder.missing {
-        Some(n) => Err(CoordError::invalid_value(format!("there is no parameter ${n} (the statement was given {})", values.len()), "08P01")),
+        Some(n) => {
+            Err(CoordError::invalid_value(format!("there is no parameter ${n} (the statement was given {})", values.len()), sqlstate::PROTOCOL_VIOLATION))
+        }
         None => Ok(()),
     }
 }

@@ -16,6 +16,7 @@ use sqlparser::ast;
 use std::sync::Arc;
 use tessera_model::data::expr::Expr;
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 
 pub struct OrderKey {
     pub expr: Expr,
@@ -141,7 +142,7 @@ fn plan_grouped(
             None => g.clone(),
         };
         if bind::contains_aggregate(&g) {
-            return Err(CoordError::invalid_value("aggregate functions are not allowed in GROUP BY", "42803"));
+            return Err(CoordError::invalid_value("aggregate functions are not allowed in GROUP BY", sqlstate::GROUPING_ERROR));
         }
         group_by.push(bind::bind(&g, scope)?);
     }
@@ -254,7 +255,7 @@ fn limit_offset(query: &ast::Query) -> Result<(Option<u64>, u64)> {
         let v = bind::bind(e, &NoColumns)?.eval(&[])?;
         match v {
             Value::Int(i) if i >= 0 => Ok(i as u64),
-            other => Err(CoordError::invalid_value(format!("{what} must be a non-negative integer, got {other}"), "2201W")),
+            other => Err(CoordError::invalid_value(format!("{what} must be a non-negative integer, got {other}"), sqlstate::INVALID_ROW_COUNT_IN_LIMIT_CLAUSE)),
         }
     };
     match &query.limit_clause {
@@ -278,12 +279,12 @@ fn limit_offset(query: &ast::Query) -> Result<(Option<u64>, u64)> {
 /// Binds a condition and checks it is boolean.
 pub fn bind_condition(e: &ast::Expr, scope: &dyn Scope, input_types: &[DataType], clause: &str) -> Result<Expr> {
     if bind::contains_aggregate(e) {
-        return Err(CoordError::invalid_value(format!("aggregate functions are not allowed in {clause}"), "42803"));
+        return Err(CoordError::invalid_value(format!("aggregate functions are not allowed in {clause}"), sqlstate::GROUPING_ERROR));
     }
     let bound = bind::bind(e, scope)?;
     let t = types::infer(&bound, input_types);
     if t != DataType::Boolean && !matches!(bound, Expr::Literal(Value::Null)) {
-        return Err(CoordError::invalid_value(format!("argument of {clause} must be type BOOLEAN, not type {t}"), "42804"));
+        return Err(CoordError::invalid_value(format!("argument of {clause} must be type BOOLEAN, not type {t}"), sqlstate::DATATYPE_MISMATCH));
     }
     Ok(bound)
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tessera_model::data::keys::row_key;
 use tessera_model::data::row::encode_row;
 use tessera_model::data::{DataType, Value};
+use tessera_model::sqlstate;
 use tessera_model::txn::{Mutation, MutationOp};
 
 fn is_default_keyword(e: &ast::Expr) -> bool {
@@ -94,7 +95,7 @@ pub fn plan_update(catalog: &Catalog, update: &ast::Update) -> Result<ModifyPlan
             return Err(CoordError::Unsupported(format!("updating the primary key column \"{name}\" (delete the row and insert it again)")));
         }
         if bind::contains_aggregate(&a.value) {
-            return Err(CoordError::invalid_value("aggregate functions are not allowed in UPDATE", "42803"));
+            return Err(CoordError::invalid_value("aggregate functions are not allowed in UPDATE", sqlstate::GROUPING_ERROR));
         }
         assignments.push((col, bind::bind(&a.value, &scope)?));
     }

@@ -5,6 +5,7 @@
 //! constraints.
 
 use super::{DataType, Value};
+use crate::sqlstate;
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +90,11 @@ impl EvalError {
     /// The PostgreSQL SQLSTATE for this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            EvalError::TypeMismatch { .. } => "42883",
-            EvalError::InvalidArgument(_) => "22023",
-            EvalError::Overflow => "22003",
-            EvalError::DivisionByZero => "22012",
-            EvalError::NoSuchColumn(_) => "XX000",
+            EvalError::TypeMismatch { .. } => sqlstate::UNDEFINED_FUNCTION,
+            EvalError::InvalidArgument(_) => sqlstate::INVALID_PARAMETER_VALUE,
+            EvalError::Overflow => sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            EvalError::DivisionByZero => sqlstate::DIVISION_BY_ZERO,
+            EvalError::NoSuchColumn(_) => sqlstate::INTERNAL_ERROR,
         }
     }
 }
