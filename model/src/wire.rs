@@ -72,8 +72,30 @@ fn binary_to_pb(op: BinaryOp) -> pb::BinaryOp {
     }
 }
 
-fn binary_from_pb(op: i32) -> Result<BinaryOp, String> {
-    Ok(match pb::BinaryOp::try_from(op).map_err(|_| format!("unknown binary operator {op}"))? {
+/// A shard request the wire decoders refuse: a malformed expression or
+/// mutation. The shard answers it as an invalid request (08P01).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("unknown {kind} operator {code}")]
+    UnknownOperator { kind: &'static str, code: i32 },
+    #[error("{0} operator is unspecified")]
+    UnspecifiedOperator(&'static str),
+    #[error("filter nests deeper than {MAX_EXPR_DEPTH} levels")]
+    TooDeep,
+    #[error("filter {0} is missing")]
+    Missing(&'static str),
+    #[error("filter expression is empty")]
+    EmptyExpression,
+    #[error("filter chain has no operators")]
+    EmptyChain,
+    #[error("mutation key is empty")]
+    EmptyKey,
+    #[error("mutation has no operation")]
+    NoOperation,
+}
+
+fn binary_from_pb(op: i32) -> Result<BinaryOp, WireError> {
+    Ok(match pb::BinaryOp::try_from(op).map_err(|_| WireError::UnknownOperator { kind: "binary", code: op })? {
         pb::BinaryOp::Eq => BinaryOp::Eq,
         pb::BinaryOp::NotEq => BinaryOp::NotEq,
         pb::BinaryOp::Lt => BinaryOp::Lt,
@@ -88,7 +110,7 @@ fn binary_from_pb(op: i32) -> Result<BinaryOp, String> {
         pb::BinaryOp::Divide => BinaryOp::Divide,
         pb::BinaryOp::Modulo => BinaryOp::Modulo,
         pb::BinaryOp::Concat => BinaryOp::Concat,
-        pb::BinaryOp::Unspecified => return Err("binary operator is unspecified".into()),
+        pb::BinaryOp::Unspecified => return Err(WireError::UnspecifiedOperator("binary")),
     })
 }
 
@@ -101,13 +123,13 @@ fn unary_to_pb(op: UnaryOp) -> pb::UnaryOp {
     }
 }
 
-fn unary_from_pb(op: i32) -> Result<UnaryOp, String> {
-    Ok(match pb::UnaryOp::try_from(op).map_err(|_| format!("unknown unary operator {op}"))? {
+fn unary_from_pb(op: i32) -> Result<UnaryOp, WireError> {
+    Ok(match pb::UnaryOp::try_from(op).map_err(|_| WireError::UnknownOperator { kind: "unary", code: op })? {
         pb::UnaryOp::Not => UnaryOp::Not,
         pb::UnaryOp::Negate => UnaryOp::Negate,
         pb::UnaryOp::IsNull => UnaryOp::IsNull,
         pb::UnaryOp::IsNotNull => UnaryOp::IsNotNull,
-        pb::UnaryOp::Unspecified => return Err("unary operator is unspecified".into()),
+        pb::UnaryOp::Unspecified => return Err(WireError::UnspecifiedOperator("unary")),
     })
 }
 
@@ -161,29 +183,29 @@ fn expr_to_pb_at(e: &Expr, depth: usize) -> Option<pb::Expr> {
 }
 
 /// Converts a filter from the wire, rejecting malformed trees.
-pub fn expr_from_pb(e: pb::Expr) -> Result<Expr, String> {
+pub fn expr_from_pb(e: pb::Expr) -> Result<Expr, WireError> {
     expr_from_pb_at(e, 0)
 }
 
-fn expr_from_pb_at(e: pb::Expr, depth: usize) -> Result<Expr, String> {
+fn expr_from_pb_at(e: pb::Expr, depth: usize) -> Result<Expr, WireError> {
     use pb::expr::Kind;
     if depth > MAX_EXPR_DEPTH {
-        return Err(format!("filter nests deeper than {MAX_EXPR_DEPTH} levels"));
+        return Err(WireError::TooDeep);
     }
-    let sub = |e: Option<Box<pb::Expr>>, what: &str| -> Result<Box<Expr>, String> {
-        expr_from_pb_at(*e.ok_or_else(|| format!("filter {what} is missing"))?, depth + 1).map(Box::new)
+    let sub = |e: Option<Box<pb::Expr>>, what: &'static str| -> Result<Box<Expr>, WireError> {
+        expr_from_pb_at(*e.ok_or(WireError::Missing(what))?, depth + 1).map(Box::new)
     };
-    Ok(match e.kind.ok_or("filter expression is empty")? {
+    Ok(match e.kind.ok_or(WireError::EmptyExpression)? {
         Kind::Column(i) => Expr::Column(i as usize),
         Kind::Literal(v) => Expr::Literal(v.into()),
         Kind::Binary(b) => Expr::Binary(binary_from_pb(b.op)?, sub(b.left, "left operand")?, sub(b.right, "right operand")?),
         Kind::Chain(c) => {
             let first = sub(c.first, "first operand of a chain")?;
             if c.rest.is_empty() {
-                return Err("filter chain has no operators".into());
+                return Err(WireError::EmptyChain);
             }
             let rest =
-                c.rest.into_iter().map(|s| Ok((binary_from_pb(s.op)?, *sub(s.operand.map(Box::new), "chain operand")?))).collect::<Result<_, String>>()?;
+                c.rest.into_iter().map(|s| Ok((binary_from_pb(s.op)?, *sub(s.operand.map(Box::new), "chain operand")?))).collect::<Result<_, WireError>>()?;
             Expr::Chain(first, rest)
         }
         Kind::Unary(u) => Expr::Unary(unary_from_pb(u.op)?, sub(u.operand, "operand")?),
@@ -221,12 +243,12 @@ pub fn mutation_to_pb(m: &Mutation) -> pb::Mutation {
     }
 }
 
-pub fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, String> {
+pub fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, WireError> {
     use pb::mutation::Op;
     if m.key.is_empty() {
-        return Err("mutation key is empty".into());
+        return Err(WireError::EmptyKey);
     }
-    let op = match m.op.ok_or("mutation has no operation")? {
+    let op = match m.op.ok_or(WireError::NoOperation)? {
         Op::Put(v) => MutationOp::Put(v),
         Op::Insert(v) => MutationOp::Insert(v),
         Op::Delete(_) => MutationOp::Delete,

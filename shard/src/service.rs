@@ -90,7 +90,7 @@ impl pb::shard_server::Shard for ShardService {
         let access = read_access(request.get_ref().txn.is_some(), request.get_ref().replica_read.as_ref());
         let ticket = self.node.admit(epoch(&request)?, access)?;
         let req = request.into_inner();
-        let filter = req.filter.map(wire::expr_from_pb).transpose().map_err(invalid)?;
+        let filter = req.filter.map(wire::expr_from_pb).transpose().map_err(|e| invalid(e.to_string()))?;
         let in_txn = req.txn.is_some();
         let spec = ScanSpec { start: req.start, end: req.end, limit: req.limit, filter, txn: req.txn.map(wire::txn_from_pb), lock: req.lock };
         let result = self.participant.scan(spec).await?;
@@ -108,7 +108,7 @@ impl pb::shard_server::Shard for ShardService {
         let ticket = self.node.admit(epoch(&request)?, Access::Write)?;
         let req = request.into_inner();
         let txn = required_txn(req.txn)?;
-        let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+        let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(|e| invalid(e.to_string()))?;
         self.participant.write(&txn, mutations).await?;
         self.node.confirm(ticket)?;
         Ok(Response::new(pb::WriteResponse {}))
@@ -125,7 +125,7 @@ impl pb::shard_server::Shard for ShardService {
         let epoch = epoch(&request)?;
         let req = request.into_inner();
         let txn = required_txn(req.txn)?;
-        let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+        let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(|e| invalid(e.to_string()))?;
         self.admitted(epoch, move |p| async move { p.commit(&txn, req.one_phase, mutations, req.lazy).await }).await?;
         Ok(Response::new(pb::TxnResponse {}))
     }
