@@ -494,24 +494,15 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
     }
     // SIGTERM and SIGINT stop the cluster as `\q` does, removing its
     // temporary data.
-    // A signal wins over the shell ending at the same moment (a parent that
-    // sends SIGTERM and then closes our stdin must see the signal's exit).
-    let mut signals = std::pin::pin!(signals);
-    let shell = shell::run(client, ShellOptions { execute: args.execute, echo_banner: true });
+    // A signal that is already in wins over the shell ending at the same
+    // moment.
     let outcome = tokio::select! {
         biased;
-        signal = &mut signals => Err(signal),
-        ok = shell => match futures::FutureExt::now_or_never(&mut signals) {
-            Some(signal) => Err(signal),
-            None => Ok(ok),
-        },
-    };
-    let outcome = match outcome {
-        Ok(ok) => Some(ok),
-        Err(signal) => {
+        signal = signals => {
             eprintln!("tessera demo: {signal}: stopping the cluster");
             None
         }
+        ok = shell::run(client, ShellOptions { execute: args.execute, echo_banner: true }) => Some(ok),
     };
     cluster.shutdown().await;
     match outcome {

@@ -159,12 +159,6 @@ impl CoordError {
         }
     }
 
-    /// The static form of a SQLSTATE this coordinator sends (as kept in a
-    /// saga record); `None` for anything else.
-    pub fn known_sqlstate(code: &str) -> Option<&'static str> {
-        sqlstate::known(code)
-    }
-
     fn grpc_code(&self) -> tonic::Code {
         match self {
             CoordError::Syntax(_) | CoordError::UnknownColumn(_) | CoordError::InvalidValue { .. } | CoordError::Invalid(_) => tonic::Code::InvalidArgument,

@@ -117,7 +117,7 @@ impl StoredOutcome {
         match self.outcome {
             Outcome::Results(results) => Ok(results),
             Outcome::SagaRolledBack { saga_id, sqlstate, message } => {
-                Err(CoordError::Saga { saga_id, message, parked: false, cause: CoordError::known_sqlstate(&sqlstate) })
+                Err(CoordError::Saga { saga_id, message, parked: false, cause: tessera_model::sqlstate::known(&sqlstate) })
             }
         }
     }

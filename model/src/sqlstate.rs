@@ -141,14 +141,10 @@ pub const TABLE: &[(&str, &str)] = &[
     (DATA_CORRUPTED, "data_corrupted"),
 ];
 
-/// The constant for a code Tessera sends; `None` for any other text.
+/// The constant for a code Tessera sends (as kept in a saga record or a
+/// stored outcome); `None` for any other text.
 pub fn known(code: &str) -> Option<&'static str> {
     TABLE.iter().map(|(c, _)| *c).find(|c| *c == code)
-}
-
-/// The condition name of a code in [`TABLE`].
-pub fn name(code: &str) -> Option<&'static str> {
-    TABLE.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
 }
 
 #[cfg(test)]
@@ -166,6 +162,5 @@ mod tests {
             assert!(!name.is_empty());
         }
         assert_eq!(known("99999"), None);
-        assert_eq!(name(CHECK_VIOLATION), Some("check_violation"));
     }
 }

@@ -268,17 +268,7 @@ impl Engine {
                 ]
             })
             .collect();
-        QueryResult::rows(
-            &[
-                ("saga_id", DataType::Text),
-                ("state", DataType::Text),
-                ("progress", DataType::Text),
-                ("started", DataType::Text),
-                ("finished", DataType::Text),
-                ("reason", DataType::Text),
-            ],
-            rows,
-        )
+        QueryResult::rows(saga_sql::SAGAS_COLUMNS, rows)
     }
 }
 
@@ -292,56 +282,51 @@ fn saga_statement(statement: &Statement, plan: &StatementPlan) -> SagaStatement 
 
 /// A saga's timeline: each step, then each compensation in the order they ran.
 pub fn timeline(record: &SagaRecord) -> QueryResult {
+    struct Entry<'a> {
+        action: &'static str,
+        state: &'static str,
+        attempts: u32,
+        started: Option<u64>,
+        finished: Option<u64>,
+        detail: String,
+        error: &'a Option<String>,
+    }
+    let row = |n: usize, group: u32, e: Entry| {
+        let detail = match e.error {
+            Some(error) => format!("{} -- {error}", e.detail),
+            None => e.detail,
+        };
+        vec![
+            Value::Int(n as i64 + 1),
+            Value::Int(group as i64),
+            Value::Text(e.action.into()),
+            Value::Text(e.state.into()),
+            Value::Int(e.attempts as i64),
+            Value::Text(clock(e.started)),
+            Value::Text(clock(e.finished)),
+            Value::Text(detail),
+        ]
+    };
     let mut rows = Vec::new();
-    let text = |s: String| Value::Text(s);
     for (n, s) in record.steps.iter().enumerate() {
-        let mut detail = short(&record.statements[s.statement].sql);
-        if let Some(e) = &s.error {
-            detail = format!("{detail} -- {e}");
-        }
-        rows.push(vec![
-            Value::Int(n as i64 + 1),
-            Value::Int(s.group as i64),
-            text("step".into()),
-            text(s.state.name().into()),
-            Value::Int(s.attempts as i64),
-            text(clock(s.started_us)),
-            text(clock(s.finished_us)),
-            text(detail),
-        ]);
+        let detail = short(&record.statements[s.statement].sql);
+        let entry =
+            Entry { action: "step", state: s.state.name(), attempts: s.attempts, started: s.started_us, finished: s.finished_us, detail, error: &s.error };
+        rows.push(row(n, s.group, entry));
     }
-    for (n, s) in record.steps.iter().enumerate().rev() {
-        if s.comp_state == crate::saga::CompensationState::None {
-            continue;
-        }
-        let mut detail = s.compensation.clone();
-        if let Some(e) = &s.comp_error {
-            detail = format!("{detail} -- {e}");
-        }
-        rows.push(vec![
-            Value::Int(n as i64 + 1),
-            Value::Int(s.group as i64),
-            text("compensation".into()),
-            text(s.comp_state.name().into()),
-            Value::Int(s.comp_attempts as i64),
-            text(clock(s.comp_started_us)),
-            text(clock(s.comp_finished_us)),
-            text(detail),
-        ]);
+    for (n, s) in record.steps.iter().enumerate().rev().filter(|(_, s)| s.comp_state != crate::saga::CompensationState::None) {
+        let entry = Entry {
+            action: "compensation",
+            state: s.comp_state.name(),
+            attempts: s.comp_attempts,
+            started: s.comp_started_us,
+            finished: s.comp_finished_us,
+            detail: s.compensation.clone(),
+            error: &s.comp_error,
+        };
+        rows.push(row(n, s.group, entry));
     }
-    let mut result = QueryResult::rows(
-        &[
-            ("step", DataType::BigInt),
-            ("shard_group", DataType::BigInt),
-            ("action", DataType::Text),
-            ("state", DataType::Text),
-            ("attempts", DataType::BigInt),
-            ("started", DataType::Text),
-            ("finished", DataType::Text),
-            ("detail", DataType::Text),
-        ],
-        rows,
-    );
+    let mut result = QueryResult::rows(saga_sql::TIMELINE_COLUMNS, rows);
     result.tag = format!("SAGA {} {}", record.id, record.state.name());
     result
 }

@@ -42,7 +42,7 @@ pub fn saga_outcome(record: &SagaRecord) -> Result<()> {
         SagaState::RolledBack => Err(CoordError::Saga {
             saga_id: id.clone(),
             parked: false,
-            cause: record.cause_sqlstate.as_deref().and_then(CoordError::known_sqlstate),
+            cause: record.cause_sqlstate.as_deref().and_then(tessera_model::sqlstate::known),
             message: format!("saga {id} rolled back: {reason}; the steps that ran were compensated (SHOW SAGA {id} shows the timeline)"),
         }),
         SagaState::NeedsOperator => Err(CoordError::Saga {

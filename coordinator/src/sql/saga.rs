@@ -52,14 +52,35 @@ pub fn is_admin(sql: &str) -> bool {
 /// `RESUME SAGA <id>`), for describing it before it runs.
 pub fn admin_columns(sql: &str) -> Vec<OutputColumn> {
     let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
-    let columns: &[&str] = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["show", "sagas"] => &["saga_id", "state", "progress", "started", "finished", "reason"],
-        ["show", "saga"] | ["resume", "saga"] => &["step", "shard_group", "action", "state", "attempts", "started", "finished", "detail"],
+    let columns: &[(&str, DataType)] = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["show", "sagas"] => SAGAS_COLUMNS,
+        ["show", "saga"] | ["resume", "saga"] => TIMELINE_COLUMNS,
         _ => &[],
     };
-    let int = |c: &str| matches!(c, "step" | "shard_group" | "attempts");
-    columns.iter().map(|c| OutputColumn { name: c.to_string(), data_type: if int(c) { DataType::BigInt } else { DataType::Text } }).collect()
+    columns.iter().map(|(name, data_type)| OutputColumn { name: name.to_string(), data_type: *data_type }).collect()
 }
+
+/// The columns of `SHOW SAGAS`.
+pub const SAGAS_COLUMNS: &[(&str, DataType)] = &[
+    ("saga_id", DataType::Text),
+    ("state", DataType::Text),
+    ("progress", DataType::Text),
+    ("started", DataType::Text),
+    ("finished", DataType::Text),
+    ("reason", DataType::Text),
+];
+
+/// The columns of a saga's timeline (`SHOW SAGA <id>`, `RESUME SAGA <id>`).
+pub const TIMELINE_COLUMNS: &[(&str, DataType)] = &[
+    ("step", DataType::BigInt),
+    ("shard_group", DataType::BigInt),
+    ("action", DataType::Text),
+    ("state", DataType::Text),
+    ("attempts", DataType::BigInt),
+    ("started", DataType::Text),
+    ("finished", DataType::Text),
+    ("detail", DataType::Text),
+];
 
 /// Plans a logged saga statement (its text, its `COMPENSATE WITH` text and
 /// the id of the table it started on), parsed again, e.g. after a restart.

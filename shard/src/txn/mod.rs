@@ -353,7 +353,7 @@ impl Participant {
         if !one_phase {
             tessera_model::failpoint::hit("shard.commit.before_apply").await;
         }
-        let state = {
+        let (state, delete_prepared_record) = {
             let mut txns = self.txns.lock().unwrap();
             match rules::commit(txns.get(&txn.id).map(|t| t.phase), one_phase) {
                 Commit::Unknown => return Err(self.unknown(&txn.id, "COMMIT")),
@@ -362,7 +362,6 @@ impl Participant {
                 Commit::Apply { delete_prepared_record } => (txns.remove(&txn.id).expect("held: checked above"), delete_prepared_record),
             }
         };
-        let (state, delete_prepared_record) = state;
         let mut batch: Vec<Write> = state.writes.iter().map(|(k, v)| Write { space: Space::Data, key: k.clone(), value: v.clone() }).collect();
         if delete_prepared_record {
             batch.push(Write { space: Space::Txn, key: state.id.as_bytes().to_vec(), value: None });
