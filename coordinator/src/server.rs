@@ -44,12 +44,20 @@ pub struct CoordinatorHandle {
     pub sessions: Arc<Sessions>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
+    /// The catalog's and journal's database, to see it closed at shutdown.
+    db: std::sync::Weak<rocksdb::DB>,
 }
 
 impl CoordinatorHandle {
     pub async fn shutdown(self) -> Result<(), String> {
         let _ = self.shutdown.send(true);
-        self.task.await.map_err(|e| e.to_string())?
+        let served = self.task.await.map_err(|e| e.to_string())?;
+        // The database closes (flushing, writing its manifest) when the last
+        // task holding it has ended; wait for that, so that whoever removes
+        // the data directory next does not race it.
+        drop((self.engine, self.sessions));
+        tessera_storage::wait_closed(&self.db, "the coordinator's database").await;
+        served
     }
 
     pub async fn wait(self) -> Result<(), String> {
@@ -93,6 +101,7 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     // transactions and running sagas).
     let in_flight = Arc::new(AtomicUsize::new(0));
     let gauge = in_flight.clone();
+    let db = Arc::downgrade(&catalog.db());
     let journal = Arc::new(Journal::start(catalog.db(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
     let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
     let sagas =
@@ -195,7 +204,7 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
         result
     });
     tracing::info!(%address, tls = config.tls.is_some(), "coordinator serving");
-    Ok(CoordinatorHandle { address, pg_address, metrics_address, engine, sessions, shutdown, task })
+    Ok(CoordinatorHandle { address, pg_address, metrics_address, engine, sessions, shutdown, task, db })
 }
 
 /// Rolls back the transactions of idle sessions every few seconds.

@@ -38,7 +38,15 @@ impl ShardHandle {
     pub async fn shutdown(self) -> Result<(), String> {
         self.node.shutdown().await;
         let _ = self.shutdown.send(true);
-        self.task.await.map_err(|e| e.to_string())?
+        let served = self.task.await.map_err(|e| e.to_string())?;
+        // The storage engine closes when the last task holding it has ended
+        // (a replica's follower, the resolver, group commit). Wait for that,
+        // so that whoever removes the data directory next does not race a
+        // database that is still open and writing.
+        let engine = Arc::downgrade(self.node.log());
+        drop((self.node, self.participant));
+        tessera_storage::wait_closed(&engine, "the shard's storage engine").await;
+        served
     }
 
     /// Waits until the server stops (it runs until shut down or it fails).

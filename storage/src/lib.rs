@@ -152,6 +152,23 @@ impl SyncCounter {
     }
 }
 
+/// How long [`wait_closed`] waits.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (at most [`CLOSE_WAIT`]) until the last holder of an engine or
+/// database has let go of it, so that it is closed (flushed, its files
+/// released) before its directory is removed; warns naming `what` if it is
+/// still held by then.
+pub async fn wait_closed<T: ?Sized>(held: &std::sync::Weak<T>, what: &str) {
+    let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    while held.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if held.strong_count() > 0 {
+        tracing::warn!("{what} is still in use {CLOSE_WAIT:?} after shutdown");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The conformance suite every engine passes.
