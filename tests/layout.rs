@@ -2,6 +2,9 @@
 //!
 //! - The coordinator depends on `tessera-model`, `tessera-storage` and
 //!   `tessera-proto`, never on the shard server (`tessera-shard`).
+//! - The coordinator keeps its catalog and journal through the storage
+//!   engine trait (`tessera-storage`), never RocksDB directly, so its
+//!   recovery can be tested on the memory and crash engines.
 //! - `tessera-model` links no RocksDB (so what depends on it alone builds
 //!   without RocksDB's C++).
 //! - No new import cycles between the files of a crate. A file imports
@@ -54,6 +57,16 @@ fn the_coordinator_does_not_depend_on_the_shard_server() {
     for file in rust_files(&root().join("coordinator/src")) {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(!code(&text).contains("tessera_shard::"), "{} names tessera_shard", file.display());
+    }
+}
+
+#[test]
+fn the_coordinator_stores_through_the_engine_trait() {
+    let manifest = std::fs::read_to_string(root().join("coordinator/Cargo.toml")).unwrap();
+    assert!(!manifest.lines().any(|l| l.starts_with("rocksdb")), "coordinator/Cargo.toml depends on rocksdb");
+    for file in rust_files(&root().join("coordinator/src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!code(&text).contains("rocksdb::"), "{} names rocksdb", file.display());
     }
 }
 

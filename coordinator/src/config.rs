@@ -76,8 +76,11 @@ pub struct CoordinatorConfig {
     pub pg_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<SocketAddr>,
-    /// Directory of the coordinator's own RocksDB (catalog).
+    /// Directory of the coordinator's own RocksDB (catalog and journal).
     pub data_dir: PathBuf,
+    /// Keep the catalog and the journal in memory only (tests and
+    /// experiments; nothing survives a restart, so no decision does either).
+    pub in_memory: bool,
     /// Small RocksDB buffers and no large preallocated files (`tessera demo`).
     pub small_footprint: bool,
     /// The shard groups. Recorded in the catalog on first start.
@@ -253,6 +256,7 @@ impl Default for CoordinatorConfig {
             metrics_listen: None,
             small_footprint: false,
             data_dir: PathBuf::from("tessera-data/coordinator"),
+            in_memory: false,
             shard_groups: Vec::new(),
             rpc_timeout_ms: 5_000,
             connect_timeout_ms: 1_000,

@@ -44,8 +44,8 @@ pub struct CoordinatorHandle {
     pub sessions: Arc<Sessions>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), String>>,
-    /// The catalog's and journal's database, to see it closed at shutdown.
-    db: std::sync::Weak<rocksdb::DB>,
+    /// The catalog's and journal's storage engine, to see it closed at shutdown.
+    db: std::sync::Weak<dyn tessera_storage::Engine>,
 }
 
 impl CoordinatorHandle {
@@ -74,10 +74,23 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 /// `config.pg_listen`, if set).
 pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<CoordinatorHandle, String> {
     config.validate()?;
+    let catalog = if config.in_memory {
+        Catalog::on(Arc::new(tessera_storage::memory::MemoryEngine::default()))
+    } else {
+        Catalog::open_with(&config.data_dir, config.small_footprint)
+    };
+    start_on(config, listener, catalog.map_err(|e| e.to_string())?).await
+}
+
+/// Starts serving on `listener` with the given catalog, whose storage
+/// engine also holds the journal (the in-process scenario harness passes
+/// one on a crash engine).
+pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog: Catalog) -> Result<CoordinatorHandle, String> {
+    config.validate()?;
     let secret = config.secret()?;
     let auth = Arc::new(Authenticator::from_config(&config.auth)?);
     let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-    let catalog = Arc::new(Catalog::open_with(&config.data_dir, config.small_footprint).map_err(|e| e.to_string())?);
+    let catalog = Arc::new(catalog);
     if !config.shard_groups.is_empty() {
         catalog.set_shard_groups(&config.shard_groups).map_err(|e| e.to_string())?;
     }
@@ -101,8 +114,8 @@ pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<
     // transactions and running sagas).
     let in_flight = Arc::new(AtomicUsize::new(0));
     let gauge = in_flight.clone();
-    let db = Arc::downgrade(&catalog.db());
-    let journal = Arc::new(Journal::start(catalog.db(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
+    let db = Arc::downgrade(&catalog.engine());
+    let journal = Arc::new(Journal::start(catalog.engine(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
     let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
     let sagas =
         Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga(), plan_saga_statement).map_err(|e| e.to_string())?;

@@ -63,13 +63,21 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 /// Opens the storage engine and starts serving on `listener`.
 pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardHandle, String> {
     config.validate()?;
-    let secret = config.secret()?;
     let engine: Arc<dyn Engine> = if config.in_memory {
         Arc::new(MemoryEngine::default())
     } else {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         Arc::new(RocksEngine::open_with(&config.data_dir, config.small_footprint).map_err(|e| e.to_string())?)
     };
+    start_on(config, listener, engine).await
+}
+
+/// Starts serving on `listener` with the given storage engine (the
+/// in-process scenario harness passes its crash engines; `config`'s
+/// data_dir and in_memory are then only shown in status).
+pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<dyn Engine>) -> Result<ShardHandle, String> {
+    config.validate()?;
+    let secret = config.secret()?;
     // Every durable batch the participant writes goes through the log.
     let log = LoggedEngine::open(engine).map_err(|e| e.to_string())?;
     let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout(), group_commit_window: config.group_commit_window() };

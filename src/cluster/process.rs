@@ -105,6 +105,11 @@ impl ProcessNode {
         Err(format!("restart of {} failed: {last}", self.name))
     }
 
+    /// The running process's id (none once it ended or was killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_running(&mut self) -> bool {
         let running = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
         if !running {

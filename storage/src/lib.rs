@@ -1,12 +1,19 @@
-//! The storage engine behind a shard: an ordered key-value store with two
-//! keyspaces and atomic, durable batches.
+//! The storage engine behind a shard and the coordinator: an ordered
+//! key-value store with four keyspaces and atomic, durable batches.
 //!
 //! - [`rocks`]: RocksDB on disk (the real engine).
 //! - [`memory`]: a `BTreeMap` engine for tests and `--in-memory` nodes.
+//! - [`crash`]: an in-memory engine that loses unsynced writes in a
+//!   simulated power loss, for crash tests without processes.
 //! - [`group`]: group commit of concurrent synced batches.
+//! - [`conformance`]: the suite every engine passes (the shard's logging
+//!   engine and the crash engine included), public so that engines in other
+//!   crates run it too.
 //!
-//! Both pass the same conformance suite (`tests` below).
+//! The coordinator keeps its catalog and journal on the same trait.
 
+pub mod conformance;
+pub mod crash;
 pub mod group;
 pub mod memory;
 pub mod rocks;
@@ -139,6 +146,34 @@ pub trait Engine: Send + Sync + 'static {
     }
 }
 
+/// Every (key, value) of `space` whose key starts with `prefix`, in order.
+pub fn scan_prefix(engine: &dyn Engine, space: Space, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let end = prefix_end(prefix);
+    let end = end.as_deref().unwrap_or(&[0xFF; 64]);
+    engine.scan(space, prefix, end, &mut |k, v| {
+        if !k.starts_with(prefix) {
+            return false;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+        true
+    })?;
+    Ok(out)
+}
+
+/// The first key after every key that starts with `prefix`, if there is one
+/// (a prefix of 0xFF bytes only has none).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// Counts synced writes for status and benchmarks.
 #[derive(Default, Debug)]
 pub(crate) struct SyncCounter(AtomicU64);
@@ -171,74 +206,11 @@ pub async fn wait_closed<T: ?Sized>(held: &std::sync::Weak<T>, what: &str) {
 
 #[cfg(test)]
 mod tests {
-    //! The conformance suite every engine passes.
     use super::*;
-
-    fn put(space: Space, k: &[u8], v: &[u8]) -> Write {
-        Write { space, key: k.to_vec(), value: Some(v.to_vec()) }
-    }
-
-    fn keys(engine: &dyn Engine, space: Space, start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        engine
-            .scan(space, start, end, &mut |k, _| {
-                out.push(k.to_vec());
-                true
-            })
-            .unwrap();
-        out
-    }
-
-    fn conformance(engine: &dyn Engine) {
-        engine
-            .apply(vec![put(Space::Data, b"b", b"2"), put(Space::Data, b"a", b"1"), put(Space::Data, b"c", b"3"), put(Space::Txn, b"a", b"t")], true)
-            .unwrap();
-        assert_eq!(engine.get(Space::Data, b"a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(engine.get(Space::Txn, b"a").unwrap(), Some(b"t".to_vec()));
-        assert_eq!(engine.get(Space::Data, b"zz").unwrap(), None);
-        // Keyspaces are separate and scans are ordered and half-open.
-        assert_eq!(keys(engine, Space::Data, b"a", b"c"), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(keys(engine, Space::Txn, b"", b"\xff"), vec![b"a".to_vec()]);
-        // The visitor can stop early.
-        let mut seen = 0;
-        engine
-            .scan(Space::Data, b"", b"\xff", &mut |_, _| {
-                seen += 1;
-                false
-            })
-            .unwrap();
-        assert_eq!(seen, 1);
-        // Deletes and puts in one batch.
-        engine.apply(vec![Write { space: Space::Data, key: b"a".to_vec(), value: None }, put(Space::Data, b"d", b"4")], true).unwrap();
-        assert_eq!(keys(engine, Space::Data, b"", b"\xff"), vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
-        engine.delete_range(b"b", b"d").unwrap();
-        assert_eq!(keys(engine, Space::Data, b"", b"\xff"), vec![b"d".to_vec()]);
-        assert_eq!(keys(engine, Space::Txn, b"", b"\xff"), vec![b"a".to_vec()]);
-        assert!(engine.syncs() >= 2);
-        // A snapshot does not see later writes.
-        engine.apply(vec![put(Space::Log, b"\x00\x01", b"e1")], true).unwrap();
-        {
-            let snapshot = engine.snapshot();
-            engine.apply(vec![put(Space::Log, b"\x00\x02", b"e2"), put(Space::Data, b"z", b"9")], true).unwrap();
-            let mut seen = Vec::new();
-            snapshot
-                .scan(Space::Log, b"", b"\xff", &mut |k, _| {
-                    seen.push(k.to_vec());
-                    true
-                })
-                .unwrap();
-            assert_eq!(seen, vec![b"\x00\x01".to_vec()]);
-        }
-        assert_eq!(keys(engine, Space::Log, b"", b"\xff").len(), 2);
-        // Clearing one keyspace leaves the others.
-        engine.clear(Space::Log).unwrap();
-        assert!(keys(engine, Space::Log, b"", b"\xff").is_empty());
-        assert_eq!(keys(engine, Space::Data, b"", b"\xff"), vec![b"d".to_vec(), b"z".to_vec()]);
-    }
 
     #[test]
     fn memory_engine_conforms() {
-        conformance(&memory::MemoryEngine::default());
+        conformance::check(&memory::MemoryEngine::default());
     }
 
     #[test]
@@ -246,10 +218,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let engine = rocks::RocksEngine::open(dir.path()).unwrap();
-            conformance(&engine);
+            conformance::check(&engine);
         }
-        let engine = rocks::RocksEngine::open(dir.path()).unwrap();
-        assert_eq!(engine.get(Space::Data, b"d").unwrap(), Some(b"4".to_vec()));
-        assert_eq!(engine.get(Space::Txn, b"a").unwrap(), Some(b"t".to_vec()));
+        conformance::check_rows_after(&rocks::RocksEngine::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn prefixes_end_after_every_key_they_start() {
+        assert_eq!(prefix_end(b"table/"), Some(b"table0".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 }

@@ -16,5 +16,6 @@ mod resilience;
 mod restart;
 mod routing;
 mod sagas;
+mod scenario;
 mod shell;
 mod transactions;

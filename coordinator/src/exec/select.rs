@@ -20,6 +20,12 @@ pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn
         None => (vec![Vec::new()], None),
         Some(table) => read_rows(shards, table, plan, txn, from).await?,
     };
+    finish(plan, rows, staleness_ms)
+}
+
+/// What the coordinator does with the rows a plan read: filter, aggregate,
+/// sort, deduplicate, limit and project.
+pub fn finish(plan: &SelectPlan, rows: Vec<Vec<Value>>, staleness_ms: Option<u64>) -> Result<QueryResult> {
     let mut rows = filter_rows(rows, plan.filter.as_ref())?;
     if let Body::Aggregate { group_by, calls, having } = &plan.body {
         rows = filter_rows(aggregate::aggregate(&rows, group_by, calls)?, having.as_ref())?;

@@ -157,6 +157,17 @@ impl<S> Checked<S> {
     }
 }
 
+/// Checks `bytes` as a connection's reads would, from the startup packet
+/// if `startup`: the messages that pass, in order, and the first violation
+/// if one stops the stream. The fuzz target `pg_messages` and the tests
+/// call it without a socket.
+pub fn check_messages(bytes: &[u8], startup: bool, max_message: usize) -> (BytesMut, Result<(), Violation>) {
+    let mut checked = Checked::new((), BytesMut::from(bytes), max_message);
+    checked.startup = startup;
+    let outcome = checked.check_complete();
+    (checked.ready, outcome)
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -419,10 +430,8 @@ mod tests {
     use super::*;
 
     fn check(messages: &[u8]) -> Result<Vec<u8>, Violation> {
-        let mut checked = Checked::new((), BytesMut::from(messages), 1 << 20);
-        checked.startup = false;
-        checked.check_complete()?;
-        Ok(checked.ready.to_vec())
+        let (ready, outcome) = check_messages(messages, false, 1 << 20);
+        outcome.map(|()| ready.to_vec())
     }
 
     fn bind_message(parameters: &[(i32, &[u8])], count: i16, formats: &[i16]) -> Vec<u8> {
@@ -485,8 +494,7 @@ mod tests {
     #[test]
     fn unknown_types_and_bad_startup_packets_are_violations() {
         assert!(check(&framed(b'z', b"")).is_err());
-        let mut checked = Checked::new((), BytesMut::from(&[0u8, 0, 0, 9, 0, 3, 0, 0, b'u'][..]), 1 << 20);
-        assert!(checked.check_complete().is_err(), "a parameter name without its NUL");
+        assert!(check_messages(&[0u8, 0, 0, 9, 0, 3, 0, 0, b'u'], true, 1 << 20).1.is_err(), "a parameter name without its NUL");
     }
 
     /// Random damage to well-formed messages: whatever the check lets

@@ -1,23 +1,24 @@
 //! The coordinator's journal and the 2PC decision log on it: one durable
 //! COMMIT record per committed multi-group transaction, in the
-//! coordinator's RocksDB. The saga log shares the journal.
+//! coordinator's storage engine (RocksDB; memory in tests). The saga log
+//! and idempotency records share the journal.
 //!
 //! Presumed abort: only COMMIT decisions are logged; no record means abort.
 //! A record is fsynced before the decision is acted on (the commit point) and
 //! deleted, without a sync, once every participant has acknowledged.
 //!
 //! Group commit: callers queue their records; one writer task drains the
-//! queue into a single `WriteBatch` and one synced write, so concurrent
+//! queue into a single atomic batch and one synced write, so concurrent
 //! commits share an fsync.
 
 use crate::catalog::ShardGroupId;
-use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_model::metrics::Histogram;
 use tessera_storage::group::gather;
+use tessera_storage::{scan_prefix, Engine, Space, Write};
 use tokio::sync::{mpsc, oneshot};
 
 const PREFIX: &str = "txnlog/";
@@ -39,9 +40,9 @@ enum Request {
 }
 
 /// The coordinator's durable log, shared by the 2PC decision log and the
-/// saga log: queued puts are merged into one `WriteBatch` and one fsync.
+/// saga log: queued puts are merged into one batch and one fsync.
 pub struct Journal {
-    db: Arc<DB>,
+    engine: Arc<dyn Engine>,
     queue: mpsc::UnboundedSender<Request>,
     syncs: Arc<AtomicU64>,
     /// Durable puts per fsync, and the time of each write with its fsync.
@@ -53,14 +54,14 @@ impl Journal {
     /// Starts the writer task, which waits up to `window` for more records
     /// while `in_flight()` says other callers may be about to write. Must
     /// run inside a tokio runtime.
-    pub fn start(db: Arc<DB>, window: Duration, in_flight: InFlight) -> Journal {
+    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: InFlight) -> Journal {
         let (queue, requests) = mpsc::unbounded_channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let batch_sizes = Arc::new(Histogram::sizes());
         let write_seconds = Arc::new(Histogram::latency());
         let meters = (batch_sizes.clone(), write_seconds.clone());
-        tokio::spawn(writer(db.clone(), requests, syncs.clone(), window, in_flight, meters));
-        Journal { db, queue, syncs, batch_sizes, write_seconds }
+        tokio::spawn(writer(engine.clone(), requests, syncs.clone(), window, in_flight, meters));
+        Journal { engine, queue, syncs, batch_sizes, write_seconds }
     }
 
     /// Durably stores `value` under `key`; returns once it is fsynced.
@@ -82,20 +83,13 @@ impl Journal {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.db.get(key).map_err(|e| e.to_string())
+        self.engine.get(Space::Data, key.as_bytes()).map_err(|e| e.to_string())
     }
 
     /// Every (key, value) under `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let mut out = Vec::new();
-        for item in self.db.prefix_iterator(prefix.as_bytes()) {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
-        }
-        Ok(out)
+        let entries = scan_prefix(self.engine.as_ref(), Space::Data, prefix.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(entries.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
     }
 
     /// fsyncs performed since the journal started.
@@ -114,8 +108,8 @@ fn key(txn_id: &str) -> String {
 
 impl DecisionLog {
     /// A decision log with a journal of its own, without a window.
-    pub fn new(db: Arc<DB>) -> DecisionLog {
-        DecisionLog::on(Arc::new(Journal::start(db, Duration::ZERO, Arc::new(|| 0))))
+    pub fn new(engine: Arc<dyn Engine>) -> DecisionLog {
+        DecisionLog::on(Arc::new(Journal::start(engine, Duration::ZERO, Arc::new(|| 0))))
     }
 
     pub fn on(journal: Arc<Journal>) -> DecisionLog {
@@ -165,7 +159,7 @@ impl DecisionLog {
 pub type InFlight = Arc<dyn Fn() -> usize + Send + Sync>;
 
 async fn writer(
-    db: Arc<DB>,
+    engine: Arc<dyn Engine>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     syncs: Arc<AtomicU64>,
     window: Duration,
@@ -174,29 +168,23 @@ async fn writer(
 ) {
     while let Some(first) = requests.recv().await {
         let batch = gather(first, &mut requests, window, in_flight.as_ref(), usize::MAX).await;
-        let mut write = WriteBatch::default();
+        let mut writes = Vec::new();
         let mut waiters = Vec::new();
         for request in batch {
             match request {
                 Request::Put(entries, done) => {
-                    for (key, value) in entries {
-                        write.put(key, value);
-                    }
+                    writes.extend(entries.into_iter().map(|(key, value)| Write { space: Space::Data, key: key.into_bytes(), value: Some(value) }));
                     waiters.push(done);
                 }
-                Request::Delete(key) => write.delete(key),
+                Request::Delete(key) => writes.push(Write { space: Space::Data, key: key.into_bytes(), value: None }),
             }
         }
         let sync = !waiters.is_empty();
-        let db = db.clone();
+        let engine = engine.clone();
         let started = std::time::Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut options = WriteOptions::default();
-            options.set_sync(sync);
-            db.write_opt(write, &options).map_err(|e| format!("coordinator log write failed: {e}"))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("coordinator log write task failed: {e}")));
+        let outcome = tokio::task::spawn_blocking(move || engine.apply(writes, sync).map_err(|e| format!("coordinator log write failed: {e}")))
+            .await
+            .unwrap_or_else(|e| Err(format!("coordinator log write task failed: {e}")));
         if sync {
             syncs.fetch_add(1, Ordering::Relaxed);
             batch_sizes.observe(waiters.len() as f64);
@@ -211,6 +199,7 @@ async fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_storage::rocks::RocksEngine;
 
     fn record(id: &str) -> CommitRecord {
         CommitRecord { txn_id: id.into(), timestamp: 1, participants: vec![1, 2] }
@@ -219,8 +208,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_share_fsyncs_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(DB::open_default(dir.path()).unwrap());
-        let log = Arc::new(DecisionLog::new(db.clone()));
+        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir.path()).unwrap());
+        let log = Arc::new(DecisionLog::new(engine.clone()));
         let commits = (0..200).map(|i| {
             let log = log.clone();
             tokio::spawn(async move { log.log_commit(record(&format!("t{i}")), Vec::new()).await })
@@ -239,18 +228,31 @@ mod tests {
         assert!(!log.is_committed("never").unwrap());
         assert_eq!(log.pending().unwrap().len(), 200);
         drop(log);
-        drop(db);
         // The writer task lets go of the database once its queue closes.
-        let mut reopened = DB::open_default(dir.path());
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            reopened = DB::open_default(dir.path());
-        }
-        let db = Arc::new(reopened.unwrap());
-        let reopened = DecisionLog::new(db);
+        let held = Arc::downgrade(&engine);
+        drop(engine);
+        tessera_storage::wait_closed(&held, "the journal's engine").await;
+        let reopened = DecisionLog::new(Arc::new(RocksEngine::open(dir.path()).unwrap()));
         assert_eq!(reopened.pending().unwrap().len(), 200, "decisions survive a restart");
+    }
+
+    #[tokio::test]
+    async fn a_decision_survives_a_power_loss_the_moment_it_is_acknowledged_and_a_forget_may_not() {
+        let engine = Arc::new(tessera_storage::crash::CrashEngine::default());
+        let log = DecisionLog::new(engine.clone());
+        log.log_commit(record("t1"), Vec::new()).await.unwrap();
+        // Acknowledged means durable: a crash right now keeps it.
+        let after = DecisionLog::new(Arc::new(engine.crash()));
+        assert_eq!(after.pending().unwrap(), vec![record("t1")]);
+        // Forgetting is not synced: lost in a crash, the decision is
+        // delivered again after the restart (deliveries are idempotent).
+        log.forget("t1");
+        while log.is_committed("t1").unwrap() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(DecisionLog::new(Arc::new(engine.crash())).pending().unwrap(), vec![record("t1")]);
+        // The next synced write carries the forget with it.
+        log.log_commit(record("t2"), Vec::new()).await.unwrap();
+        assert_eq!(DecisionLog::new(Arc::new(engine.crash())).pending().unwrap(), vec![record("t2")]);
     }
 }

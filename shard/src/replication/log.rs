@@ -399,6 +399,16 @@ mod tests {
     }
 
     #[test]
+    fn the_logging_engine_conforms_and_logs_every_batch() {
+        let engine = LoggedEngine::open(Arc::new(MemoryEngine::default())).unwrap();
+        engine.open_writes(1);
+        tessera_storage::conformance::check_rows(engine.as_ref());
+        let replica = LoggedEngine::open(Arc::new(MemoryEngine::default())).unwrap();
+        replica.apply_records(&engine.records(1, usize::MAX).unwrap()).unwrap();
+        tessera_storage::conformance::check_rows_after(replica.as_ref());
+    }
+
+    #[test]
     fn records_are_numbered_in_write_order_and_replay_on_a_replica() {
         let primary = LoggedEngine::open(Arc::new(MemoryEngine::default())).unwrap();
         assert!(primary.apply(vec![put(b"x")], true).is_err(), "writes are closed until the node is a primary");

@@ -1,12 +1,12 @@
 //! The participant's protocol rules, on in-memory engines.
 
 use super::*;
-use std::sync::Mutex as StdMutex;
 use tessera_model::data::keys::row_key;
 use tessera_model::data::row::encode_row;
 use tessera_model::data::Value;
+use tessera_storage::crash::CrashEngine;
 use tessera_storage::memory::MemoryEngine;
-use tessera_storage::{Result as StorageResult, Space, Write};
+use tessera_storage::Space;
 
 fn limits() -> TxnLimits {
     TxnLimits { lock_timeout: Duration::from_millis(200), idle_timeout: Duration::from_secs(60), group_commit_window: Duration::ZERO }
@@ -73,69 +73,16 @@ async fn a_restarted_participant_holds_its_prepared_transactions_and_locks() {
     assert_eq!(read(engine.as_ref(), 2), Some(encode_row(&[Value::Int(2), Value::Int(20)])));
 }
 
-/// An engine that loses every write not yet covered by a sync when it
-/// "crashes", as a machine losing power would.
-#[derive(Default)]
-struct PowerLossEngine {
-    visible: MemoryEngine,
-    durable: Arc<MemoryEngine>,
-    unsynced: StdMutex<Vec<Write>>,
-}
-
-impl PowerLossEngine {
-    fn flush(&self) {
-        let pending = std::mem::take(&mut *self.unsynced.lock().unwrap());
-        self.durable.apply(pending, true).unwrap();
-    }
-}
-
-impl Engine for PowerLossEngine {
-    fn get(&self, space: Space, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        self.visible.get(space, key)
-    }
-    fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> StorageResult<()> {
-        self.visible.scan(space, start, end, visit)
-    }
-    fn apply(&self, writes: Vec<Write>, sync: bool) -> StorageResult<()> {
-        self.visible.apply(writes.clone(), false)?;
-        self.unsynced.lock().unwrap().extend(writes);
-        if sync {
-            self.flush();
-        }
-        Ok(())
-    }
-    fn sync_wal(&self) -> StorageResult<()> {
-        self.flush();
-        Ok(())
-    }
-    fn delete_range(&self, start: &[u8], end: &[u8]) -> StorageResult<()> {
-        self.flush();
-        self.visible.delete_range(start, end)?;
-        self.durable.delete_range(start, end)
-    }
-    fn clear(&self, space: Space) -> StorageResult<()> {
-        self.flush();
-        self.visible.clear(space)?;
-        self.durable.clear(space)
-    }
-    fn snapshot(&self) -> Box<dyn tessera_storage::Snapshot + '_> {
-        self.visible.snapshot()
-    }
-    fn syncs(&self) -> u64 {
-        self.durable.syncs()
-    }
-}
-
 #[tokio::test]
 async fn a_lazy_commit_lost_in_a_power_failure_leaves_the_prepared_record() {
-    let engine = Arc::new(PowerLossEngine::default());
+    let engine = Arc::new(CrashEngine::default());
     let p = Participant::open(engine.clone(), limits()).unwrap();
     p.write(&ctx("t", true), vec![put(1, 10)]).await.unwrap();
     p.prepare(&ctx("t", false)).await.unwrap();
     p.commit(&ctx("t", false), false, Vec::new(), true).await.unwrap();
     assert!(read(engine.as_ref(), 1).is_some(), "the lazy commit is visible at once");
     // Power fails before the next WAL sync: only synced writes remain.
-    let durable: Arc<dyn Engine> = engine.durable.clone();
+    let durable: Arc<dyn Engine> = Arc::new(engine.crash());
     let restarted = Participant::open(durable.clone(), limits()).unwrap();
     assert!(read(durable.as_ref(), 1).is_none(), "the unsynced commit is gone");
     assert_eq!(restarted.counts(), (0, 1), "but the prepared record survives, with its locks");
@@ -145,13 +92,13 @@ async fn a_lazy_commit_lost_in_a_power_failure_leaves_the_prepared_record() {
     assert!(read(durable.as_ref(), 1).is_some());
 
     // After a sync the lazy commit survives the same failure.
-    let engine = Arc::new(PowerLossEngine::default());
+    let engine = Arc::new(CrashEngine::default());
     let p = Participant::open(engine.clone(), limits()).unwrap();
     p.write(&ctx("u", true), vec![put(5, 50)]).await.unwrap();
     p.prepare(&ctx("u", false)).await.unwrap();
     p.commit(&ctx("u", false), false, Vec::new(), true).await.unwrap();
     p.sync_wal().await.unwrap();
-    let durable: Arc<dyn Engine> = engine.durable.clone();
+    let durable: Arc<dyn Engine> = Arc::new(engine.crash());
     let restarted = Participant::open(durable.clone(), limits()).unwrap();
     assert!(read(durable.as_ref(), 5).is_some());
     assert_eq!(restarted.counts(), (0, 0));
