@@ -237,19 +237,15 @@ impl Idempotency {
     }
 
     /// Collects garbage every minute until the coordinator stops.
-    pub fn spawn_gc(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub fn spawn_gc(self: &Arc<Self>, background: &crate::background::Background) {
         let this = self.clone();
-        tokio::spawn(async move {
+        background.spawn_until_stopped(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let removed = this.collect_garbage().await;
-                        if removed > 0 {
-                            tracing::info!(removed, "expired idempotency records deleted");
-                        }
-                    }
-                    _ = stop.changed() => return,
+                tick.tick().await;
+                let removed = this.collect_garbage().await;
+                if removed > 0 {
+                    tracing::info!(removed, "expired idempotency records deleted");
                 }
             }
         });

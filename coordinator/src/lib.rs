@@ -28,10 +28,12 @@
 //! - [`auth`], [`tls`]: client authentication (bearer tokens, SCRAM) and
 //!   TLS for the client endpoints.
 //! - [`config`], [`server`]: configuration and running a coordinator.
+//! - [`background`]: every background task, stopped and joined at shutdown.
 //! - [`error`]: errors, with the one SQLSTATE and gRPC status mapping.
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod catalog;
 pub mod config;
 pub mod error;

@@ -7,6 +7,7 @@ use crate::api::admin::AdminService;
 use crate::api::resolver::ResolverService;
 use crate::api::tessera::TesseraService;
 use crate::auth::Authenticator;
+use crate::background::{Background, STOP_WAIT};
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
 use crate::exec::{Engine, EngineLimits};
@@ -46,6 +47,7 @@ pub struct CoordinatorHandle {
     task: JoinHandle<Result<(), String>>,
     /// The catalog's and journal's storage engine, to see it closed at shutdown.
     db: std::sync::Weak<dyn tessera_storage::Engine>,
+    background: Background,
 }
 
 impl CoordinatorHandle {
@@ -56,6 +58,9 @@ impl CoordinatorHandle {
         // task holding it has ended; wait for that, so that whoever removes
         // the data directory next does not race it.
         drop((self.engine, self.sessions));
+        if !self.background.join(STOP_WAIT).await {
+            tracing::warn!(running = self.background.running(), "background tasks still running {STOP_WAIT:?} after shutdown");
+        }
         tessera_storage::wait_closed(&self.db, "the coordinator's database").await;
         served
     }
@@ -114,24 +119,25 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
     // transactions and running sagas).
     let in_flight = Arc::new(AtomicUsize::new(0));
     let gauge = in_flight.clone();
+    let (shutdown, mut signal) = watch::channel(false);
+    let background = Background::new(shutdown.subscribe());
     let db = Arc::downgrade(&catalog.engine());
-    let journal = Arc::new(Journal::start(catalog.engine(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed))));
-    let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone()).map_err(|e| e.to_string())?;
-    let sagas =
-        Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga(), plan_saga_statement).map_err(|e| e.to_string())?;
+    let journal = Arc::new(Journal::start(catalog.engine(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed)), &background));
+    let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone(), &background).map_err(|e| e.to_string())?;
+    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga(), plan_saga_statement, &background)
+        .map_err(|e| e.to_string())?;
     let idempotency = Arc::new(Idempotency::new(journal, Duration::from_secs(config.idempotency_ttl_s)));
     crate::sql::shape::set_max_expr_depth(config.limits.max_expr_depth);
     let limits = EngineLimits { max_statement_bytes: config.limits.max_statement_bytes, max_result_rows: config.limits.max_result_rows };
-    let (shutdown, mut signal) = watch::channel(false);
-    let failover = Failover::start(catalog.clone(), shards.clone(), config.failover(), shutdown.subscribe());
+    let failover = Failover::start(catalog.clone(), shards.clone(), config.failover(), &background);
     failover.first_round(FIRST_HEARTBEATS).await;
     let engine = Arc::new(Engine::new(catalog, shards, txns, sagas, idempotency.clone(), failover, limits));
     let operators = config.auth.users.iter().filter(|u| u.operator).map(|u| u.name.clone());
     let operators: Vec<String> = operators.chain(config.auth.tokens.iter().filter(|t| t.operator).map(|t| t.name.clone())).collect();
     let sessions = Sessions::new(config.limits.max_sessions, Duration::from_millis(config.limits.statement_timeout_ms));
     let sessions = Arc::new(sessions.with_reserved(config.limits.reserved_sessions(), operators));
-    idempotency.spawn_gc(shutdown.subscribe());
-    let reaper = spawn_session_reaper(sessions.clone(), engine.clone(), shutdown.subscribe());
+    idempotency.spawn_gc(&background);
+    spawn_session_reaper(sessions.clone(), engine.clone(), &background);
     let max_message = config.limits.max_message_bytes;
     let tessera = TesseraServer::new(TesseraService::new(engine.clone(), sessions.clone(), max_message))
         .max_decoding_message_size(max_message)
@@ -160,7 +166,7 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
                 max_authenticating: config.limits.max_authenticating,
             };
             let front = crate::postgres::Frontend::new(engine.clone(), sessions.clone(), auth.clone(), tls.as_ref().map(Tls::acceptor), limits);
-            tokio::spawn(crate::postgres::serve(pg_listener, Arc::new(front), shutdown.subscribe()));
+            background.spawn(crate::postgres::serve(pg_listener, Arc::new(front), background.clone()));
             tracing::info!(address = %pg_address, tls = tls.is_some(), "serving the PostgreSQL wire protocol");
             Some(pg_address)
         }
@@ -171,7 +177,8 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
             let listener = tessera_model::metrics::bind(at).await?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             let (e, s) = (engine.clone(), sessions.clone());
-            tessera_model::metrics::serve(listener, Arc::new(move || crate::metrics::render(&e, &s)), shutdown.subscribe());
+            let served = tessera_model::metrics::serve(listener, Arc::new(move || crate::metrics::render(&e, &s)), shutdown.subscribe());
+            background.spawn(served);
             tracing::info!(address = %bound, "serving metrics");
             Some(bound)
         }
@@ -198,7 +205,7 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
                     let _ = stop.wait_for(|s| *s).await;
                 },
             );
-            tokio::spawn(async move {
+            background.spawn(async move {
                 if let Err(e) = internal_server.await {
                     tracing::error!(error = %e, "the internal service stopped");
                 }
@@ -213,27 +220,60 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
             })
             .await
             .map_err(|e| format!("coordinator stopped: {e}"));
-        reaper.abort();
         result
     });
     tracing::info!(%address, tls = config.tls.is_some(), "coordinator serving");
-    Ok(CoordinatorHandle { address, pg_address, metrics_address, engine, sessions, shutdown, task, db })
+    Ok(CoordinatorHandle { address, pg_address, metrics_address, engine, sessions, shutdown, task, db, background })
 }
 
 /// Rolls back the transactions of idle sessions every few seconds.
-fn spawn_session_reaper(sessions: Arc<Sessions>, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+fn spawn_session_reaper(sessions: Arc<Sessions>, engine: Arc<Engine>, background: &Background) {
+    background.spawn_until_stopped(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tokio::select! {
-                _ = tick.tick() => sessions.reap(engine.txns()).await,
-                _ = stop.changed() => return,
-            }
+            tick.tick().await;
+            sessions.reap(engine.txns()).await;
         }
-    })
+    });
 }
 
 /// The saga orchestrator's planner: the SQL layer plans a logged statement.
 fn plan_saga_statement(catalog: &crate::catalog::Catalog, statement: &crate::saga::SagaStatement) -> crate::error::Result<crate::plan::saga::StatementPlan> {
     crate::sql::saga::plan_logged(catalog, &statement.sql, statement.compensation.as_deref(), statement.table_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ShardGroupConfig;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_stops_and_joins_every_background_task() {
+        // One shard group at an address nobody serves: heartbeats fail, and
+        // the coordinator runs all the same.
+        let group = ShardGroupConfig { id: 1, address: Some("127.0.0.1:1".into()), members: Vec::new(), replication: Default::default(), sync_replicas: None };
+        let mut config = CoordinatorConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pg_listen: Some("127.0.0.1:0".parse().unwrap()),
+            in_memory: true,
+            shard_groups: vec![group],
+            cluster_secret: Some("a-test-secret-long-enough-for-the-check".into()),
+            ..CoordinatorConfig::default()
+        };
+        config.auth.trust = true;
+        let handle = start(&config, bind(config.listen).await.unwrap()).await.unwrap();
+        let background = handle.background.clone();
+        // The journal writer, redelivery, WAL sync, heartbeats, idempotency
+        // GC, the session reaper and the PostgreSQL listener at least.
+        assert!(background.running() >= 7, "{} background tasks", background.running());
+        // A client connected over the PostgreSQL protocol and silent.
+        let mut idle = tokio::net::TcpStream::connect(handle.pg_address.unwrap()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        handle.shutdown().await.unwrap();
+        assert_eq!(background.running(), 0, "every background task ended");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut byte)).await.expect("the connection was closed");
+        assert_eq!(read.unwrap_or(0), 0, "the idle connection was closed");
+    }
 }

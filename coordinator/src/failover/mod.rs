@@ -27,6 +27,7 @@
 
 pub mod decide;
 
+use crate::background::Background;
 use crate::catalog::{Catalog, GroupRecord, ReplicationMode, ShardGroupId};
 use crate::error::{CoordError, Result};
 use crate::shards::{ShardClient, ShardPool};
@@ -35,7 +36,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_proto::shard as pb;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Failover events kept for the admin status.
@@ -129,11 +129,12 @@ pub struct Failover {
     events: Mutex<Vec<Event>>,
     /// Failovers and switchovers per group since the start (metrics).
     counts: Mutex<BTreeMap<ShardGroupId, u64>>,
+    background: Background,
 }
 
 impl Failover {
     /// Starts the heartbeat loop.
-    pub fn start(catalog: Arc<Catalog>, shards: Arc<ShardPool>, config: FailoverConfig, mut stop: watch::Receiver<bool>) -> Arc<Failover> {
+    pub fn start(catalog: Arc<Catalog>, shards: Arc<ShardPool>, config: FailoverConfig, background: &Background) -> Arc<Failover> {
         let failover = Arc::new(Failover {
             catalog,
             shards,
@@ -146,16 +147,15 @@ impl Failover {
             started: Instant::now(),
             events: Mutex::default(),
             counts: Mutex::default(),
+            background: background.clone(),
         });
         let looping = failover.clone();
-        tokio::spawn(async move {
+        background.spawn_until_stopped(async move {
             let mut tick = tokio::time::interval(looping.config.heartbeat_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => looping.tick().await,
-                    _ = stop.changed() => return,
-                }
+                tick.tick().await;
+                looping.tick().await;
             }
         });
         failover
@@ -184,7 +184,7 @@ impl Failover {
                         continue; // already under way
                     }
                     let this = self.clone();
-                    tokio::spawn(async move {
+                    self.background.spawn_until_stopped(async move {
                         if let Err(e) = this.fail_over(group, &record).await {
                             tracing::error!(group, error = %e, "failover failed");
                         }
@@ -321,7 +321,7 @@ impl Failover {
     }
 
     /// Sends one heartbeat to a member (in the background unless `wait`).
-    fn beat(self: Arc<Self>, group: ShardGroupId, member: String, wait: bool) -> Option<tokio::task::JoinHandle<Result<pb::HeartbeatResponse>>> {
+    fn beat(self: Arc<Self>, group: ShardGroupId, member: String, wait: bool) -> Option<tokio::task::JoinHandle<Option<Result<pb::HeartbeatResponse>>>> {
         {
             let mut health = self.health.lock().unwrap();
             let h = health.entry((group, member.clone())).or_default();
@@ -330,7 +330,8 @@ impl Failover {
             }
             h.in_flight = true;
         }
-        let task = tokio::spawn(async move {
+        // A heartbeat cut short by shutdown changes nothing.
+        let task = self.background.clone().spawn_until_stopped(async move {
             let sent = now_unix_ms();
             let outcome = self.heartbeat_once(group, &member).await;
             let received = now_unix_ms();

@@ -26,6 +26,7 @@ mod reply;
 mod startup;
 
 use crate::auth::Authenticator;
+use crate::background::Background;
 use crate::exec::Engine;
 use crate::session::{Session, Sessions};
 use async_trait::async_trait;
@@ -39,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_model::sqlstate;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 /// What every connection shares.
 pub struct Frontend {
@@ -117,8 +118,9 @@ impl Drop for AuthTicket {
     }
 }
 
-/// Accepts PostgreSQL connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, front: Arc<Frontend>, mut shutdown: watch::Receiver<bool>) {
+/// Accepts PostgreSQL connections until the coordinator stops; then its
+/// connections end too (each is a background task).
+pub async fn serve(listener: TcpListener, front: Arc<Frontend>, background: Background) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -127,7 +129,7 @@ pub async fn serve(listener: TcpListener, front: Arc<Frontend>, mut shutdown: wa
                     let connection = Arc::new(Connection::new(front.clone()));
                     let tls = front.tls.clone();
                     let (limits, ticket) = (front.limits, front.authenticating.enter());
-                    tokio::spawn(async move {
+                    background.spawn_until_stopped(async move {
                         if let Err(e) = serve_connection(socket, tls, connection, limits, ticket).await {
                             tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
                         }
@@ -138,7 +140,7 @@ pub async fn serve(listener: TcpListener, front: Arc<Frontend>, mut shutdown: wa
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = background.stopped() => return,
         }
     }
 }

@@ -13,6 +13,7 @@
 use super::rules::{self, Next};
 use super::step::{self, CompensationOutcome, StepOutcome, StepTarget};
 use super::{CompensationState, SagaRecord, SagaState, SagaStatement, StepRecord, StepState};
+use crate::background::Background;
 use crate::catalog::Catalog;
 use crate::error::{CoordError, Result};
 use crate::idempotency::SagaIdempotency;
@@ -93,6 +94,13 @@ pub struct Sagas {
     in_flight: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
     counters: Counters,
+    background: Background,
+}
+
+/// A saga whose driver stopped with the coordinator: its outcome is not
+/// known yet, and a restarted coordinator finishes it from the log.
+fn stopping(id: &str) -> CoordError {
+    CoordError::OutcomeUnknown(format!("saga {id}: the coordinator is shutting down; the saga finishes from its log when the coordinator restarts"))
 }
 
 /// The one driver slot of a saga: taken before anything changes the saga,
@@ -112,6 +120,7 @@ impl Drop for Driving {
 impl Sagas {
     /// Loads the saga log and resumes every unfinished saga in the
     /// background. `in_flight` is the journal's group-commit gauge.
+    #[allow(clippy::too_many_arguments)] // collaborators, passed once by server.rs
     pub fn start(
         catalog: Arc<Catalog>,
         shards: Arc<ShardPool>,
@@ -120,6 +129,7 @@ impl Sagas {
         address: String,
         config: SagaConfig,
         planner: Planner,
+        background: &Background,
     ) -> Result<Arc<Sagas>> {
         let mut loaded: Vec<SagaRecord> = Vec::new();
         for (k, v) in journal.scan_prefix(PREFIX).map_err(CoordError::Internal)? {
@@ -142,11 +152,12 @@ impl Sagas {
             in_flight,
             last_timestamp: AtomicU64::new(0),
             counters: Counters::default(),
+            background: background.clone(),
         });
         for id in resume {
             tracing::info!(saga = %id, "resuming an unfinished saga from the log");
             if let Some(slot) = sagas.reserve(&id) {
-                tokio::spawn(async move { slot.sagas.clone().drive(slot, true).await });
+                sagas.background.spawn_until_stopped(async move { slot.sagas.clone().drive(slot, true).await });
             }
         }
         Ok(sagas)
@@ -210,8 +221,8 @@ impl Sagas {
         let slot = self.reserve(&id).expect("a new saga has no driver");
         let sagas = self.clone();
         let started = std::time::Instant::now();
-        let driver = tokio::spawn(tessera_model::trace::inherit(async move { sagas.drive(slot, false).await }));
-        let outcome = driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?;
+        let driver = self.background.spawn_until_stopped(tessera_model::trace::inherit(async move { sagas.drive(slot, false).await }));
+        let outcome = driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?.unwrap_or_else(|| Err(stopping(&id)));
         self.counters.duration.observe_duration(started.elapsed());
         if outcome.is_err() && self.journal.get(&key(&id)).ok().flatten().is_none() {
             // Never logged (the first log write failed): nothing ran, and
@@ -249,9 +260,8 @@ impl Sagas {
         }
         tracing::info!(saga = %id, "resuming a saga on an operator's request");
         let sagas = self.clone();
-        tokio::spawn(tessera_model::trace::inherit(async move { sagas.drive(slot, true).await }))
-            .await
-            .map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?
+        let driver = self.background.spawn_until_stopped(tessera_model::trace::inherit(async move { sagas.drive(slot, true).await }));
+        driver.await.map_err(|e| CoordError::Internal(format!("saga task failed: {e}")))?.unwrap_or_else(|| Err(stopping(&id)))
     }
 
     /// The unfinished saga (running, compensating or parked) started by a

@@ -11,6 +11,7 @@
 //! queue into a single atomic batch and one synced write, so concurrent
 //! commits share an fsync.
 
+use crate::background::Background;
 use crate::catalog::ShardGroupId;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,14 +54,15 @@ pub struct Journal {
 impl Journal {
     /// Starts the writer task, which waits up to `window` for more records
     /// while `in_flight()` says other callers may be about to write. Must
-    /// run inside a tokio runtime.
-    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: InFlight) -> Journal {
+    /// run inside a tokio runtime. The writer ends once every holder of the
+    /// journal has let go of it, after writing what was queued.
+    pub fn start(engine: Arc<dyn Engine>, window: Duration, in_flight: InFlight, background: &Background) -> Journal {
         let (queue, requests) = mpsc::unbounded_channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let batch_sizes = Arc::new(Histogram::sizes());
         let write_seconds = Arc::new(Histogram::latency());
         let meters = (batch_sizes.clone(), write_seconds.clone());
-        tokio::spawn(writer(engine.clone(), requests, syncs.clone(), window, in_flight, meters));
+        background.spawn(writer(engine.clone(), requests, syncs.clone(), window, in_flight, meters));
         Journal { engine, queue, syncs, batch_sizes, write_seconds }
     }
 
@@ -109,7 +111,7 @@ fn key(txn_id: &str) -> String {
 impl DecisionLog {
     /// A decision log with a journal of its own, without a window.
     pub fn new(engine: Arc<dyn Engine>) -> DecisionLog {
-        DecisionLog::on(Arc::new(Journal::start(engine, Duration::ZERO, Arc::new(|| 0))))
+        DecisionLog::on(Arc::new(Journal::start(engine, Duration::ZERO, Arc::new(|| 0), &Background::detached())))
     }
 
     pub fn on(journal: Arc<Journal>) -> DecisionLog {

@@ -5,6 +5,7 @@ use super::log::{CommitRecord, DecisionLog, Journal};
 use super::registry::{delivering, Phase, Registry, TxnInfo, TxnState};
 use super::rules::{self, CommitPlan, Outcome};
 use super::{abort_everywhere, redrive, Txn};
+use crate::background::Background;
 use crate::catalog::ShardGroupId;
 use crate::error::{CoordError, Result};
 use crate::shards::ShardPool;
@@ -32,6 +33,7 @@ pub struct TxnManager {
     /// waits for them to share an fsync).
     preparing: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
+    background: Background,
     /// Outcomes and commit latencies, by protocol.
     pub metrics: TxnMetrics,
 }
@@ -54,17 +56,33 @@ impl TxnManager {
     /// Starts the manager and re-drives every COMMIT left in the log.
     /// `preparing` counts transactions about to log a decision; the
     /// journal's group-commit window waits for them.
-    pub fn start(shards: Arc<ShardPool>, journal: Arc<Journal>, preparing: Arc<AtomicUsize>, address: String) -> Result<Arc<TxnManager>> {
+    pub fn start(
+        shards: Arc<ShardPool>,
+        journal: Arc<Journal>,
+        preparing: Arc<AtomicUsize>,
+        address: String,
+        background: &Background,
+    ) -> Result<Arc<TxnManager>> {
         let registry: Registry = Arc::default();
         let log = Arc::new(DecisionLog::on(journal));
         let pending = log.pending().map_err(CoordError::Internal)?;
-        let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone());
+        let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone(), background);
         for record in pending {
             tracing::info!(txn = %record.txn_id, participants = ?record.participants, "re-driving a logged COMMIT");
             registry.lock().unwrap().insert(record.txn_id.clone(), delivering(&record));
             let _ = phase_two.redrive.send(record);
         }
-        Ok(Arc::new(TxnManager { shards, log, registry, phase_two, address, preparing, last_timestamp: AtomicU64::new(0), metrics: TxnMetrics::default() }))
+        Ok(Arc::new(TxnManager {
+            shards,
+            log,
+            registry,
+            phase_two,
+            address,
+            preparing,
+            last_timestamp: AtomicU64::new(0),
+            background: background.clone(),
+            metrics: TxnMetrics::default(),
+        }))
     }
 
     /// A unique, increasing start timestamp (microseconds).
@@ -195,7 +213,7 @@ impl TxnManager {
         self.metrics.two_phase_committed.inc();
         self.set_state(&txn.id, TxnState::Committing, &writers, Phase::Prepared);
         let ctx = txn.plain_context();
-        let delivery = tokio::spawn(tessera_model::trace::inherit(redrive::deliver(
+        let delivery = self.background.spawn(tessera_model::trace::inherit(redrive::deliver(
             self.shards.clone(),
             self.registry.clone(),
             self.phase_two.clone(),

@@ -20,6 +20,7 @@ use super::abort_everywhere;
 use super::log::{CommitRecord, DecisionLog};
 use super::registry::{delivering, Registry};
 use super::rules::{self, Settle};
+use crate::background::Background;
 use crate::catalog::ShardGroupId;
 use crate::shards::ShardPool;
 use rand::Rng;
@@ -125,11 +126,13 @@ fn take_queued<T>(incoming: &mut mpsc::UnboundedReceiver<T>, waiting: &mut Vec<T
     }
 }
 
-/// Starts the redrive loop and the sync task.
-pub fn spawn(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String) -> PhaseTwo {
-    let sync = spawn_sync(shards.clone(), log, registry, address.clone());
+/// Starts the redrive loop and the sync task. Both stop with the
+/// coordinator: what they had not finished is in the journal, and a
+/// restarted coordinator delivers it again.
+pub fn spawn(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String, background: &Background) -> PhaseTwo {
+    let sync = spawn_sync(shards.clone(), log, registry, address.clone(), background);
     let (redrive, incoming) = mpsc::unbounded_channel::<CommitRecord>();
-    tokio::spawn(redrive_loop(shards, address, incoming, sync.clone()));
+    background.spawn_until_stopped(redrive_loop(shards, address, incoming, sync.clone()));
     PhaseTwo { redrive, sync }
 }
 
@@ -161,9 +164,9 @@ async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mps
 /// commits, then forgets the decisions whose participants all synced in the
 /// epoch they acknowledged COMMIT in. A participant whose group failed over
 /// since gets COMMIT again (from its new primary) first.
-fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String) -> mpsc::UnboundedSender<Delivered> {
+fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry, address: String, background: &Background) -> mpsc::UnboundedSender<Delivered> {
     let (sender, mut incoming) = mpsc::unbounded_channel::<Delivered>();
-    tokio::spawn(async move {
+    background.spawn_until_stopped(async move {
         let mut waiting: Vec<Delivered> = Vec::new();
         loop {
             if take_work(&mut incoming, &mut waiting).await.is_none() {
