@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tessera_model::config::ConfigError;
 
 pub use crate::catalog::ReplicationMode;
 
@@ -39,27 +40,29 @@ impl ShardGroupConfig {
         self.address.iter().chain(self.members.iter()).cloned().collect()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let members = self.all_members();
         let group = self.id;
         if members.is_empty() || members.iter().any(|m| m.trim().is_empty()) {
-            return Err(format!("coordinator config: shard group {group} has no address (set address, or members)"));
+            return Err(format!("coordinator config: shard group {group} has no address (set address, or members)").into());
         }
         let unique: std::collections::HashSet<_> = members.iter().collect();
         if unique.len() != members.len() {
-            return Err(format!("coordinator config: shard group {group} lists a member twice"));
+            return Err(format!("coordinator config: shard group {group} lists a member twice").into());
         }
         match (self.replication, members.len()) {
             (ReplicationMode::None, 1) => {}
             (ReplicationMode::None, n) => {
-                return Err(format!("coordinator config: shard group {group} has {n} members: set replication = \"sync\" or \"async\""))
+                return Err(format!("coordinator config: shard group {group} has {n} members: set replication = \"sync\" or \"async\"").into())
             }
-            (_, 1) => return Err(format!("coordinator config: shard group {group} replicates but has one member; list its replicas in members")),
+            (_, 1) => return Err(format!("coordinator config: shard group {group} replicates but has one member; list its replicas in members").into()),
             _ => {}
         }
         if let Some(k) = self.sync_replicas {
             if self.replication != ReplicationMode::Sync || k == 0 || k as usize > members.len() - 1 {
-                return Err(format!("coordinator config: shard group {group}: sync_replicas must be between 1 and its number of replicas, in a sync group"));
+                return Err(
+                    format!("coordinator config: shard group {group}: sync_replicas must be between 1 and its number of replicas, in a sync group").into()
+                );
             }
         }
         Ok(())
@@ -286,21 +289,20 @@ impl Default for CoordinatorConfig {
 
 impl CoordinatorConfig {
     /// Reads a config file; the error names the file and the cause.
-    pub fn from_file(path: &Path) -> Result<CoordinatorConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config: CoordinatorConfig = toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
+        let config: CoordinatorConfig = ConfigError::read_toml(path)?;
         config.validate()?;
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for g in &self.shard_groups {
             if g.id == 0 {
                 return Err("coordinator config: shard group ids start at 1".into());
             }
             if !ids.insert(g.id) {
-                return Err(format!("coordinator config: shard group {} is listed twice", g.id));
+                return Err(format!("coordinator config: shard group {} is listed twice", g.id).into());
             }
             g.validate()?;
         }
@@ -323,12 +325,12 @@ impl CoordinatorConfig {
         }
         for user in &self.auth.users {
             if user.name.trim().is_empty() || user.password.is_some() == user.scram.is_some() {
-                return Err(format!("coordinator config: user \"{}\" needs exactly one of password and scram", user.name));
+                return Err(format!("coordinator config: user \"{}\" needs exactly one of password and scram", user.name).into());
             }
         }
         for token in &self.auth.tokens {
             if token.token.is_some() == token.sha256.is_some() {
-                return Err(format!("coordinator config: token \"{}\" needs exactly one of token and sha256", token.name));
+                return Err(format!("coordinator config: token \"{}\" needs exactly one of token and sha256", token.name).into());
             }
         }
         if self.tls.is_some() && self.internal_listen.is_none() {
@@ -356,7 +358,7 @@ impl CoordinatorConfig {
     }
 
     /// The cluster secret from the config or the environment.
-    pub fn secret(&self) -> Result<tessera_model::secret::ClusterSecret, String> {
+    pub fn secret(&self) -> Result<tessera_model::secret::ClusterSecret, tessera_model::secret::SecretError> {
         tessera_model::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), "coordinator")
     }
 
@@ -420,24 +422,24 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:7000\"\nauth.trust = true\n[[shard_groups]]\nid = 1\naddress = \"127.0.0.1:7001\"\n").unwrap();
         assert_eq!(CoordinatorConfig::from_file(&path).unwrap().shard_groups.len(), 1);
         std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n[[shard_groups]]\nid = 1\naddress = \"b\"\n").unwrap();
-        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("twice"));
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().to_string().contains("twice"));
         let group = |body: &str| {
             std::fs::write(&path, format!("auth.trust = true\n[[shard_groups]]\nid = 1\n{body}")).unwrap();
             CoordinatorConfig::from_file(&path)
         };
         assert!(group("members = [\"a\", \"b\"]\nreplication = \"sync\"\n").is_ok());
-        assert!(group("members = [\"a\", \"b\"]\n").unwrap_err().contains("set replication"));
-        assert!(group("members = [\"a\"]\nreplication = \"async\"\n").unwrap_err().contains("one member"));
-        assert!(group("members = [\"a\", \"a\"]\nreplication = \"sync\"\n").unwrap_err().contains("twice"));
-        assert!(group("members = [\"a\", \"b\"]\nreplication = \"sync\"\nsync_replicas = 2\n").unwrap_err().contains("sync_replicas"));
-        assert!(group("members = [\"a\", \"b\"]\nreplication = \"quorum\"\n").unwrap_err().contains("replication"));
+        assert!(group("members = [\"a\", \"b\"]\n").unwrap_err().to_string().contains("set replication"));
+        assert!(group("members = [\"a\"]\nreplication = \"async\"\n").unwrap_err().to_string().contains("one member"));
+        assert!(group("members = [\"a\", \"a\"]\nreplication = \"sync\"\n").unwrap_err().to_string().contains("twice"));
+        assert!(group("members = [\"a\", \"b\"]\nreplication = \"sync\"\nsync_replicas = 2\n").unwrap_err().to_string().contains("sync_replicas"));
+        assert!(group("members = [\"a\", \"b\"]\nreplication = \"quorum\"\n").unwrap_err().to_string().contains("replication"));
         std::fs::write(&path, "listen = [").unwrap();
-        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("coordinator.toml"));
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().to_string().contains("coordinator.toml"));
         std::fs::write(&path, "[[shard_groups]]\nid = 1\naddress = \"a\"\n").unwrap();
-        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("authenticate"), "credentials are required by default");
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().to_string().contains("authenticate"), "credentials are required by default");
         std::fs::write(&path, "[[auth.users]]\nname = \"app\"\n").unwrap();
-        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("exactly one of password and scram"));
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().to_string().contains("exactly one of password and scram"));
         std::fs::write(&path, "[[auth.tokens]]\nname = \"app\"\ntoken = \"t\"\n[limits]\nmax_sessions = 0\n").unwrap();
-        assert!(CoordinatorConfig::from_file(&path).unwrap_err().contains("max_sessions"));
+        assert!(CoordinatorConfig::from_file(&path).unwrap_err().to_string().contains("max_sessions"));
     }
 }

@@ -192,7 +192,7 @@ impl Idempotency {
     /// The stored outcome of `key`, if it has one that has not expired. The
     /// same key with another request is refused.
     pub fn lookup(&self, key: &IdempotencyKey) -> Result<Option<StoredOutcome>> {
-        let Some(bytes) = self.journal.get(&key.journal_key()).map_err(CoordError::Internal)? else { return Ok(None) };
+        let Some(bytes) = self.journal.get(&key.journal_key()).map_err(|e| e.context("cannot read the idempotency record"))? else { return Ok(None) };
         let stored: StoredOutcome =
             serde_json::from_slice(&bytes).map_err(|e| CoordError::Internal(format!("corrupt idempotency record \"{}\": {e}", key.key)))?;
         if self.expired(&stored) {
@@ -205,7 +205,7 @@ impl Idempotency {
     /// Durably stores the outcome of a request that committed nothing.
     pub async fn store(&self, key: &IdempotencyKey, outcome: Outcome) -> Result<()> {
         let (k, v) = record(key, outcome);
-        self.journal.put_many(vec![(k, v)]).await.map_err(|e| CoordError::Internal(format!("cannot store the idempotency record: {e}")))
+        self.journal.put_many(vec![(k, v)]).await.map_err(|e| e.context("cannot store the idempotency record"))
     }
 
     fn expired(&self, stored: &StoredOutcome) -> bool {

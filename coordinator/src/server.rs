@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::background::{Background, STOP_WAIT};
 use crate::catalog::Catalog;
 use crate::config::CoordinatorConfig;
+use crate::error::CoordError;
 use crate::exec::{Engine, EngineLimits};
 use crate::failover::Failover;
 use crate::idempotency::Idempotency;
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::config::{ConfigError, StartError};
 use tessera_proto::shard::resolver_server::ResolverServer;
 use tessera_proto::v1::admin_server::AdminServer;
 use tessera_proto::v1::tessera_server::TesseraServer;
@@ -71,48 +73,49 @@ impl CoordinatorHandle {
 }
 
 /// Binds a TCP listener; the error names the address and the cause.
-pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address).await.map_err(|source| StartError::Listen { address, source })
 }
 
 /// Opens the catalog and starts serving on `listener` (and on
 /// `config.pg_listen`, if set).
-pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<CoordinatorHandle, String> {
+pub async fn start(config: &CoordinatorConfig, listener: TcpListener) -> Result<CoordinatorHandle, StartError> {
     config.validate()?;
     let catalog = if config.in_memory {
         Catalog::on(Arc::new(tessera_storage::memory::MemoryEngine::default()))
     } else {
         Catalog::open_with(&config.data_dir, config.small_footprint)
     };
-    start_on(config, listener, catalog.map_err(|e| e.to_string())?).await
+    start_on(config, listener, catalog.map_err(|e| StartError::Storage(e.to_string()))?).await
 }
 
 /// Starts serving on `listener` with the given catalog, whose storage
 /// engine also holds the journal (the in-process scenario harness passes
 /// one on a crash engine).
-pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog: Catalog) -> Result<CoordinatorHandle, String> {
+pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog: Catalog) -> Result<CoordinatorHandle, StartError> {
     config.validate()?;
-    let secret = config.secret()?;
-    let auth = Arc::new(Authenticator::from_config(&config.auth)?);
-    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+    let secret = config.secret().map_err(ConfigError::from)?;
+    let auth = Arc::new(Authenticator::from_config(&config.auth).map_err(StartError::Security)?);
+    let tls = config.tls.as_ref().map(Tls::load).transpose().map_err(StartError::Security)?;
+    let failed = |e: CoordError| StartError::Other(e.to_string());
+    let no_address = |e: std::io::Error| StartError::Other(format!("a listener has no address: {e}"));
     let catalog = Arc::new(catalog);
     if !config.shard_groups.is_empty() {
-        catalog.set_shard_groups(&config.shard_groups).map_err(|e| e.to_string())?;
+        catalog.set_shard_groups(&config.shard_groups).map_err(|e| StartError::Config(ConfigError::Invalid(e.to_string())))?;
     }
     if catalog.shard_groups().is_empty() {
-        return Err("coordinator: no shard groups configured (add [[shard_groups]] entries with id and address)".into());
+        return Err(ConfigError::Invalid("coordinator: no shard groups configured (add [[shard_groups]] entries with id and address)".into()).into());
     }
-    let shards = Arc::new(
-        ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout(), secret.clone(), config.guards()).map_err(|e| e.to_string())?,
-    );
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let shards =
+        Arc::new(ShardPool::new(&catalog.shard_groups(), config.rpc_timeout(), config.connect_timeout(), secret.clone(), config.guards()).map_err(failed)?);
+    let address = listener.local_addr().map_err(no_address)?;
     // Shard nodes call the resolver: on the public port, or (with TLS
     // there) on a plain internal port of its own.
     let internal = match config.internal_listen {
         Some(internal) => Some(bind(internal).await?),
         None => None,
     };
-    let internal_address = internal.as_ref().map(|l| l.local_addr().map_err(|e| e.to_string())).transpose()?.unwrap_or(address);
+    let internal_address = internal.as_ref().map(|l| l.local_addr().map_err(no_address)).transpose()?.unwrap_or(address);
     let advertise = config.advertise.clone().unwrap_or_else(|| internal_address.to_string());
     // One journal for 2PC decisions, the saga log and idempotency records;
     // its group commit waits for callers counted in `in_flight` (preparing
@@ -123,9 +126,9 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
     let background = Background::new(shutdown.subscribe());
     let db = Arc::downgrade(&catalog.engine());
     let journal = Arc::new(Journal::start(catalog.engine(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed)), &background));
-    let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone(), &background).map_err(|e| e.to_string())?;
+    let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone(), &background).map_err(failed)?;
     let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga(), plan_saga_statement, &background)
-        .map_err(|e| e.to_string())?;
+        .map_err(failed)?;
     let idempotency = Arc::new(Idempotency::new(journal, Duration::from_secs(config.idempotency_ttl_s)));
     crate::sql::shape::set_max_expr_depth(config.limits.max_expr_depth);
     let limits = EngineLimits { max_statement_bytes: config.limits.max_statement_bytes, max_result_rows: config.limits.max_result_rows };
@@ -154,12 +157,12 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
             .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| format!("reflection: {e}"))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1 = reflection().build_v1().map_err(|e| StartError::Other(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartError::Other(format!("reflection: {e}")))?;
     let pg_address = match config.pg_listen {
         Some(pg_listen) => {
             let pg_listener = bind(pg_listen).await?;
-            let pg_address = pg_listener.local_addr().map_err(|e| e.to_string())?;
+            let pg_address = pg_listener.local_addr().map_err(no_address)?;
             let limits = crate::postgres::ConnectionLimits {
                 auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
                 max_message: config.limits.max_message_bytes,
@@ -174,8 +177,8 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
     };
     let metrics_address = match config.metrics_listen {
         Some(at) => {
-            let listener = tessera_model::metrics::bind(at).await?;
-            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let listener = tessera_model::metrics::bind(at).await.map_err(|source| StartError::Listen { address: at, source })?;
+            let bound = listener.local_addr().map_err(no_address)?;
             let (e, s) = (engine.clone(), sessions.clone());
             let served = tessera_model::metrics::serve(listener, Arc::new(move || crate::metrics::render(&e, &s)), shutdown.subscribe());
             background.spawn(served);
@@ -186,7 +189,7 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
     };
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(tls) = &tls {
-        builder = builder.tls_config(tls.grpc()).map_err(|e| format!("tls: {e}"))?;
+        builder = builder.tls_config(tls.grpc()).map_err(|e| StartError::Security(format!("tls: {e}")))?;
     }
     let resolver = InterceptedService::new(resolver, secret.server_check());
     let mut router = builder

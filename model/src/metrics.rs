@@ -201,8 +201,8 @@ pub fn serve(listener: TcpListener, render: Render, mut stop: watch::Receiver<bo
 }
 
 /// Binds `address` for [`serve`]; the error names the address.
-pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(address).await.map_err(|e| format!("cannot listen for metrics on {address}: {e}"))
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
 }
 
 async fn answer(mut stream: TcpStream, render: Render) -> std::io::Result<()> {

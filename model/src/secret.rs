@@ -32,34 +32,48 @@ impl std::fmt::Debug for ClusterSecret {
     }
 }
 
+/// Why there is no usable cluster secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the cluster secret must be at least {MIN_SECRET_LEN} characters long")]
+    TooShort,
+    #[error("the cluster secret may only hold printable ASCII characters without spaces")]
+    NotPrintable,
+    /// `what` names the process, `from` where the secret came from.
+    #[error("{what}: {from}: {error}")]
+    Invalid { what: String, from: String, error: Box<SecretError> },
+    #[error("{what}: cannot read cluster_secret_file {}: {error}", path.display())]
+    Unreadable { what: String, path: std::path::PathBuf, error: std::io::Error },
+    #[error("{what}: no cluster secret: set cluster_secret or cluster_secret_file in the config, or {SECRET_ENV} (the same value on the coordinator and every shard node)")]
+    Missing { what: String },
+}
+
 impl ClusterSecret {
-    pub fn new(secret: &str) -> Result<ClusterSecret, String> {
+    pub fn new(secret: &str) -> Result<ClusterSecret, SecretError> {
         let secret = secret.trim();
         if secret.len() < MIN_SECRET_LEN {
-            return Err(format!("the cluster secret must be at least {MIN_SECRET_LEN} characters long"));
+            return Err(SecretError::TooShort);
         }
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("the cluster secret may only hold printable ASCII characters without spaces".into());
+            return Err(SecretError::NotPrintable);
         }
         Ok(ClusterSecret(secret.into()))
     }
 
     /// The secret from the config value, else the file, else the
     /// environment; `what` names the process in the error.
-    pub fn resolve(value: Option<&str>, file: Option<&Path>, what: &str) -> Result<ClusterSecret, String> {
+    pub fn resolve(value: Option<&str>, file: Option<&Path>, what: &str) -> Result<ClusterSecret, SecretError> {
+        let invalid = |from: String| move |error| SecretError::Invalid { what: what.to_string(), from, error: Box::new(error) };
         if let Some(value) = value {
-            return ClusterSecret::new(value).map_err(|e| format!("{what}: cluster_secret: {e}"));
+            return ClusterSecret::new(value).map_err(invalid("cluster_secret".into()));
         }
         if let Some(file) = file {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("{what}: cannot read cluster_secret_file {}: {e}", file.display()))?;
-            return ClusterSecret::new(&text).map_err(|e| format!("{what}: cluster_secret_file {}: {e}", file.display()));
+            let text = std::fs::read_to_string(file).map_err(|error| SecretError::Unreadable { what: what.to_string(), path: file.to_path_buf(), error })?;
+            return ClusterSecret::new(&text).map_err(invalid(format!("cluster_secret_file {}", file.display())));
         }
         match std::env::var(SECRET_ENV) {
-            Ok(value) => ClusterSecret::new(&value).map_err(|e| format!("{what}: {SECRET_ENV}: {e}")),
-            Err(_) => Err(format!(
-                "{what}: no cluster secret: set cluster_secret or cluster_secret_file in the config, or {SECRET_ENV} \
-                 (the same value on the coordinator and every shard node)"
-            )),
+            Ok(value) => ClusterSecret::new(&value).map_err(invalid(SECRET_ENV.to_string())),
+            Err(_) => Err(SecretError::Missing { what: what.to_string() }),
         }
     }
 

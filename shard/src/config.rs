@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tessera_model::config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,14 +63,13 @@ impl Default for ShardConfig {
 
 impl ShardConfig {
     /// Reads a config file; the error names the file and the cause.
-    pub fn from_file(path: &Path) -> Result<ShardConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config: ShardConfig = toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<ShardConfig, ConfigError> {
+        let config: ShardConfig = ConfigError::read_toml(path)?;
         config.validate()?;
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id.trim().is_empty() {
             return Err("shard config: node_id must not be empty".into());
         }
@@ -86,7 +86,7 @@ impl ShardConfig {
     }
 
     /// The cluster secret from the config or the environment.
-    pub fn secret(&self) -> Result<tessera_model::secret::ClusterSecret, String> {
+    pub fn secret(&self) -> Result<tessera_model::secret::ClusterSecret, tessera_model::secret::SecretError> {
         tessera_model::secret::ClusterSecret::resolve(self.cluster_secret.as_deref(), self.cluster_secret_file.as_deref(), &format!("shard {}", self.node_id))
     }
 
@@ -119,12 +119,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard.toml");
         std::fs::write(&path, "node_id = \"a\"\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap();
-        let err = ShardConfig::from_file(&path).unwrap_err();
+        let err = ShardConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("shard.toml") && err.contains("bogus"), "{err}");
         std::fs::write(&path, "listen = \"not an address\"\n").unwrap();
-        assert!(ShardConfig::from_file(&path).unwrap_err().contains("listen"));
+        assert!(ShardConfig::from_file(&path).unwrap_err().to_string().contains("listen"));
         std::fs::write(&path, "node_id = \"a\"\nlock_timeout_ms = 5\n").unwrap();
         assert_eq!(ShardConfig::from_file(&path).unwrap().lock_timeout_ms, 5);
-        assert!(ShardConfig::from_file(&dir.path().join("missing.toml")).unwrap_err().contains("missing.toml"));
+        assert!(ShardConfig::from_file(&dir.path().join("missing.toml")).unwrap_err().to_string().contains("missing.toml"));
     }
 }

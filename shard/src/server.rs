@@ -4,6 +4,7 @@
 //! a shutdown signal.
 
 use crate::config::ShardConfig;
+use crate::error::ShardError;
 use crate::replication::primary::ReplicationService;
 use crate::replication::{LoggedEngine, Node};
 use crate::service::ShardService;
@@ -11,6 +12,7 @@ use crate::txn::{Participant, TxnLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_model::config::{ConfigError, StartError};
 use tessera_proto::shard::replication_server::ReplicationServer;
 use tessera_proto::shard::shard_server::ShardServer;
 use tessera_storage::{memory::MemoryEngine, rocks::RocksEngine, Engine};
@@ -56,18 +58,19 @@ impl ShardHandle {
 }
 
 /// Binds a TCP listener; the error names the address and the cause.
-pub async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address).await.map_err(|source| StartError::Listen { address, source })
 }
 
 /// Opens the storage engine and starts serving on `listener`.
-pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardHandle, String> {
+pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardHandle, StartError> {
     config.validate()?;
     let engine: Arc<dyn Engine> = if config.in_memory {
         Arc::new(MemoryEngine::default())
     } else {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-        Arc::new(RocksEngine::open_with(&config.data_dir, config.small_footprint).map_err(|e| e.to_string())?)
+        let storage = |e: String| StartError::Storage(e);
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(format!("cannot create data directory {}: {e}", config.data_dir.display())))?;
+        Arc::new(RocksEngine::open_with(&config.data_dir, config.small_footprint).map_err(|e| storage(e.to_string()))?)
     };
     start_on(config, listener, engine).await
 }
@@ -75,17 +78,19 @@ pub async fn start(config: &ShardConfig, listener: TcpListener) -> Result<ShardH
 /// Starts serving on `listener` with the given storage engine (the
 /// in-process scenario harness passes its crash engines; `config`'s
 /// data_dir and in_memory are then only shown in status).
-pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<dyn Engine>) -> Result<ShardHandle, String> {
+pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<dyn Engine>) -> Result<ShardHandle, StartError> {
     config.validate()?;
-    let secret = config.secret()?;
+    let secret = config.secret().map_err(ConfigError::from)?;
+    let storage = |e: tessera_storage::StorageError| StartError::Storage(e.to_string());
+    let failed = |e: ShardError| StartError::Other(e.to_string());
     // Every durable batch the participant writes goes through the log.
-    let log = LoggedEngine::open(engine).map_err(|e| e.to_string())?;
+    let log = LoggedEngine::open(engine).map_err(storage)?;
     let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout(), group_commit_window: config.group_commit_window() };
-    let participant = Arc::new(Participant::open(log.clone(), limits).map_err(|e| e.to_string())?);
+    let participant = Arc::new(Participant::open(log.clone(), limits).map_err(failed)?);
     participant.start_group_commit();
     let sync_timeout = Duration::from_millis(config.sync_timeout_ms);
     let node = Node::open(config.node_id.clone(), log.clone(), participant.clone(), secret.clone(), sync_timeout, crate::replication::replica::spawn)
-        .map_err(|e| e.to_string())?;
+        .map_err(failed)?;
     let barrier = Arc::downgrade(&node);
     participant.set_replication(Arc::new(move || {
         let node = barrier.clone();
@@ -96,14 +101,14 @@ pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<d
             }
         })
     }));
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| StartError::Other(format!("the listener has no address: {e}")))?;
     let data_dir = if config.in_memory { "(in memory)".to_string() } else { config.data_dir.display().to_string() };
     let service = ShardService::new(participant.clone(), node.clone(), data_dir);
     let (shutdown, mut signal) = watch::channel(false);
     let metrics_address = match config.metrics_listen {
         Some(at) => {
-            let listener = tessera_model::metrics::bind(at).await?;
-            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            let listener = tessera_model::metrics::bind(at).await.map_err(|source| StartError::Listen { address: at, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Listen { address: at, source })?;
             let (p, n) = (participant.clone(), node.clone());
             tessera_model::metrics::serve(listener, Arc::new(move || crate::telemetry::render(&p, &n)), shutdown.subscribe());
             Some(bound)

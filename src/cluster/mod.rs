@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tessera_coordinator::config::{CoordinatorConfig, ReplicationMode, ShardGroupConfig};
 use tessera_coordinator::server::{self as coordinator_server, CoordinatorHandle};
+use tessera_model::config::StartError;
 use tessera_shard::config::ShardConfig;
 use tessera_shard::server::{self as shard_server, ShardHandle};
 
@@ -67,11 +68,14 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    pub async fn start(options: ClusterOptions) -> Result<LocalCluster, String> {
+    pub async fn start(options: ClusterOptions) -> Result<LocalCluster, StartError> {
         let (temp, data_dir) = match options.data_dir {
             Some(dir) => (None, dir),
             None => {
-                let temp = tempfile::Builder::new().prefix("tessera-demo-").tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                let temp = tempfile::Builder::new()
+                    .prefix("tessera-demo-")
+                    .tempdir()
+                    .map_err(|e| StartError::Storage(format!("cannot create a temporary directory: {e}")))?;
                 let path = temp.path().to_path_buf();
                 (Some(temp), path)
             }
@@ -131,7 +135,7 @@ impl LocalCluster {
             shards,
             _temp: temp,
         };
-        cluster.wait_for_roles().await?;
+        cluster.wait_for_roles().await.map_err(StartError::Other)?;
         Ok(cluster)
     }
 

@@ -132,7 +132,7 @@ impl Sagas {
         background: &Background,
     ) -> Result<Arc<Sagas>> {
         let mut loaded: Vec<SagaRecord> = Vec::new();
-        for (k, v) in journal.scan_prefix(PREFIX).map_err(CoordError::Internal)? {
+        for (k, v) in journal.scan_prefix(PREFIX).map_err(|e| e.context("cannot read the saga log"))? {
             loaded.push(serde_json::from_slice(&v).map_err(|e| CoordError::Internal(format!("corrupt saga record {k}: {e}")))?);
         }
         let mut finished: Vec<&SagaRecord> = loaded.iter().filter(|r| r.state.is_finished()).collect();
@@ -333,7 +333,7 @@ impl Sagas {
 
     async fn persist(&self, record: &SagaRecord) -> Result<()> {
         let bytes = serde_json::to_vec(record).expect("saga records serialize");
-        self.journal.put(key(&record.id), bytes).await.map_err(|e| CoordError::Internal(format!("saga {}: cannot write the saga log: {e}", record.id)))
+        self.journal.put(key(&record.id), bytes).await.map_err(|e| e.context(&format!("saga {}: cannot write the saga log", record.id)))
     }
 
     /// Runs the saga from where its record says until it finishes or parks.
@@ -537,7 +537,7 @@ impl Sagas {
         // A keyed saga's outcome is written with its final state.
         let mut entries = vec![(key(&record.id), serde_json::to_vec(&record).expect("saga records serialize"))];
         entries.extend(super::outcome::for_finished_saga(&record));
-        self.journal.put_many(entries).await.map_err(|e| CoordError::Internal(format!("saga {}: cannot write the saga log: {e}", record.id)))?;
+        self.journal.put_many(entries).await.map_err(|e| e.context(&format!("saga {}: cannot write the saga log", record.id)))?;
         self.update(id, |r| *r = record.clone());
         let counter = match state {
             SagaState::Committed => &self.counters.committed,

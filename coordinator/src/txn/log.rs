@@ -13,13 +13,15 @@
 
 use crate::background::Background;
 use crate::catalog::ShardGroupId;
+use crate::error::CoordError;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_model::metrics::Histogram;
+use tessera_model::sqlstate;
 use tessera_storage::group::gather;
-use tessera_storage::{scan_prefix, Engine, Space, Write};
+use tessera_storage::{scan_prefix, Engine, Space, StorageError, StorageFault, Write};
 use tokio::sync::{mpsc, oneshot};
 
 const PREFIX: &str = "txnlog/";
@@ -33,10 +35,43 @@ pub struct CommitRecord {
     pub participants: Vec<ShardGroupId>,
 }
 
+/// Why the journal could not read or write.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// The writer task has ended (the coordinator is stopping).
+    #[error("the coordinator's journal writer has stopped")]
+    Stopped,
+    /// The storage engine failed (disk full, I/O error, ...).
+    #[error("coordinator journal: {0}")]
+    Storage(#[from] StorageError),
+    #[error("corrupt journal record {key}: {cause}")]
+    Corrupt { key: String, cause: String },
+}
+
+impl JournalError {
+    /// The error a client gets for it, saying what could not be done:
+    /// 53100 or 58030 for a full disk or an I/O error, XX000 otherwise.
+    pub fn context(self, what: &str) -> CoordError {
+        match self {
+            JournalError::Storage(e) => {
+                let sqlstate = match e.fault {
+                    StorageFault::DiskFull => sqlstate::DISK_FULL,
+                    StorageFault::Io => sqlstate::IO_ERROR,
+                    StorageFault::Other => return CoordError::Internal(format!("{what}: {e}")),
+                };
+                CoordError::Storage { message: format!("{what}: the coordinator's journal: {e}"), sqlstate }
+            }
+            other => CoordError::Internal(format!("{what}: {other}")),
+        }
+    }
+}
+
+type JournalResult<T> = std::result::Result<T, JournalError>;
+
 /// One write to the journal: a synced put (answered once durable) or an
 /// unsynced delete that rides along with the next synced write.
 enum Request {
-    Put(Vec<(String, Vec<u8>)>, oneshot::Sender<Result<(), String>>),
+    Put(Vec<(String, Vec<u8>)>, oneshot::Sender<JournalResult<()>>),
     Delete(String),
 }
 
@@ -67,16 +102,16 @@ impl Journal {
     }
 
     /// Durably stores `value` under `key`; returns once it is fsynced.
-    pub async fn put(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+    pub async fn put(&self, key: String, value: Vec<u8>) -> JournalResult<()> {
         self.put_many(vec![(key, value)]).await
     }
 
     /// Durably stores every entry, atomically (all or none after a crash);
     /// returns once they are fsynced.
-    pub async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    pub async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> JournalResult<()> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Request::Put(entries, done)).map_err(|_| "coordinator log writer stopped".to_string())?;
-        wait.await.map_err(|_| "coordinator log writer stopped".to_string())?
+        self.queue.send(Request::Put(entries, done)).map_err(|_| JournalError::Stopped)?;
+        wait.await.map_err(|_| JournalError::Stopped)?
     }
 
     /// Deletes `key` without waiting; durable with the next synced put.
@@ -84,13 +119,13 @@ impl Journal {
         let _ = self.queue.send(Request::Delete(key));
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.engine.get(Space::Data, key.as_bytes()).map_err(|e| e.to_string())
+    pub fn get(&self, key: &str) -> JournalResult<Option<Vec<u8>>> {
+        Ok(self.engine.get(Space::Data, key.as_bytes())?)
     }
 
     /// Every (key, value) under `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let entries = scan_prefix(self.engine.as_ref(), Space::Data, prefix.as_bytes()).map_err(|e| e.to_string())?;
+    pub fn scan_prefix(&self, prefix: &str) -> JournalResult<Vec<(String, Vec<u8>)>> {
+        let entries = scan_prefix(self.engine.as_ref(), Space::Data, prefix.as_bytes())?;
         Ok(entries.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
     }
 
@@ -121,7 +156,7 @@ impl DecisionLog {
     /// Durably records a COMMIT decision, with `extra` entries (an
     /// idempotency record) in the same atomic batch; returns once it is
     /// fsynced.
-    pub async fn log_commit(&self, record: CommitRecord, extra: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    pub async fn log_commit(&self, record: CommitRecord, extra: Vec<(String, Vec<u8>)>) -> JournalResult<()> {
         let mut entries = vec![(key(&record.txn_id), serde_json::to_vec(&record).expect("records serialize"))];
         entries.extend(extra);
         self.journal.put_many(entries).await
@@ -138,16 +173,16 @@ impl DecisionLog {
     }
 
     /// True when a COMMIT decision is logged for the transaction.
-    pub fn is_committed(&self, txn_id: &str) -> Result<bool, String> {
+    pub fn is_committed(&self, txn_id: &str) -> JournalResult<bool> {
         Ok(self.journal.get(&key(txn_id))?.is_some())
     }
 
     /// Every logged decision not yet forgotten (read at startup).
-    pub fn pending(&self) -> Result<Vec<CommitRecord>, String> {
+    pub fn pending(&self) -> JournalResult<Vec<CommitRecord>> {
         self.journal
             .scan_prefix(PREFIX)?
             .into_iter()
-            .map(|(k, v)| serde_json::from_slice(&v).map_err(|e| format!("corrupt decision record {k}: {e}")))
+            .map(|(key, v)| serde_json::from_slice(&v).map_err(|e| JournalError::Corrupt { key, cause: e.to_string() }))
             .collect()
     }
 
@@ -184,9 +219,9 @@ async fn writer(
         let sync = !waiters.is_empty();
         let engine = engine.clone();
         let started = std::time::Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || engine.apply(writes, sync).map_err(|e| format!("coordinator log write failed: {e}")))
+        let outcome = tokio::task::spawn_blocking(move || engine.apply(writes, sync).map_err(JournalError::from))
             .await
-            .unwrap_or_else(|e| Err(format!("coordinator log write task failed: {e}")));
+            .unwrap_or_else(|e| Err(JournalError::Storage(StorageError::other(format!("the journal's write task failed: {e}")))));
         if sync {
             syncs.fetch_add(1, Ordering::Relaxed);
             batch_sizes.observe(waiters.len() as f64);
@@ -256,5 +291,46 @@ mod tests {
         // The next synced write carries the forget with it.
         log.log_commit(record("t2"), Vec::new()).await.unwrap();
         assert_eq!(DecisionLog::new(Arc::new(engine.crash())).pending().unwrap(), vec![record("t2")]);
+    }
+
+    /// An engine whose disk is full: reads work, writes fail.
+    struct FullDisk(tessera_storage::memory::MemoryEngine);
+
+    impl Engine for FullDisk {
+        fn get(&self, space: Space, key: &[u8]) -> tessera_storage::Result<Option<Vec<u8>>> {
+            self.0.get(space, key)
+        }
+        fn scan(&self, space: Space, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> tessera_storage::Result<()> {
+            self.0.scan(space, start, end, visit)
+        }
+        fn apply(&self, _: Vec<Write>, _: bool) -> tessera_storage::Result<()> {
+            Err(StorageError { fault: StorageFault::DiskFull, message: "No space left on device".into() })
+        }
+        fn sync_wal(&self) -> tessera_storage::Result<()> {
+            Ok(())
+        }
+        fn delete_range(&self, _: &[u8], _: &[u8]) -> tessera_storage::Result<()> {
+            self.apply(Vec::new(), true)
+        }
+        fn clear(&self, _: Space) -> tessera_storage::Result<()> {
+            self.apply(Vec::new(), true)
+        }
+        fn snapshot(&self) -> Box<dyn tessera_storage::Snapshot + '_> {
+            self.0.snapshot()
+        }
+        fn syncs(&self) -> u64 {
+            0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decision_that_cannot_be_logged_for_a_full_disk_is_53100() {
+        let log = DecisionLog::new(Arc::new(FullDisk(Default::default())));
+        let e = log.log_commit(record("t1"), Vec::new()).await.unwrap_err();
+        assert!(matches!(e, JournalError::Storage(_)), "{e}");
+        let e = e.context("transaction aborted");
+        assert_eq!(e.sqlstate(), sqlstate::DISK_FULL, "{e}");
+        assert!(e.to_string().contains("journal") && e.to_string().contains("No space left"), "{e}");
+        assert!(!log.is_committed("t1").unwrap(), "nothing was logged: presumed abort");
     }
 }

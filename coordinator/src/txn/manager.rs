@@ -65,7 +65,7 @@ impl TxnManager {
     ) -> Result<Arc<TxnManager>> {
         let registry: Registry = Arc::default();
         let log = Arc::new(DecisionLog::on(journal));
-        let pending = log.pending().map_err(CoordError::Internal)?;
+        let pending = log.pending().map_err(|e| e.context("cannot read the decision log"))?;
         let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone(), background);
         for record in pending {
             tracing::info!(txn = %record.txn_id, participants = ?record.participants, "re-driving a logged COMMIT");
@@ -232,7 +232,7 @@ impl TxnManager {
     async fn prepare_and_decide(&self, txn: &mut Txn, writers: &[ShardGroupId], record: &CommitRecord, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
         self.prepare_all(txn, writers).await.map_err(|e| e.context("transaction aborted during PREPARE"))?;
         failpoint::hit("coordinator.after_prepare").await;
-        self.log.log_commit(record.clone(), extra).await.map_err(|e| CoordError::Internal(format!("transaction aborted: {e}")))
+        self.log.log_commit(record.clone(), extra).await.map_err(|e| e.context("transaction aborted: its COMMIT decision could not be logged"))
     }
 
     /// Sends buffered writes, then PREPARE, to every writer in parallel.
@@ -272,7 +272,7 @@ impl TxnManager {
 
     /// The outcome of a transaction, for a participant that prepared it.
     pub fn outcome(&self, txn_id: &str) -> Result<Outcome> {
-        let logged = self.log.is_committed(txn_id).map_err(CoordError::Internal)?;
+        let logged = self.log.is_committed(txn_id).map_err(|e| e.context("cannot read the decision log"))?;
         Ok(rules::outcome(logged, self.registry.lock().unwrap().contains_key(txn_id)))
     }
 

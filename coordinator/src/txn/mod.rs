@@ -47,7 +47,7 @@ mod redrive;
 mod registry;
 pub mod rules;
 
-pub use log::{CommitRecord, DecisionLog, Journal};
+pub use log::{CommitRecord, DecisionLog, Journal, JournalError};
 pub use manager::TxnManager;
 pub use registry::{Phase, TxnInfo, TxnState};
 pub use rules::Outcome;

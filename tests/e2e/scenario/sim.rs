@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tessera_coordinator::catalog::Catalog;
 use tessera_coordinator::config::{CoordinatorConfig, ReplicationMode, ShardGroupConfig};
 use tessera_coordinator::server::{self as coordinator_server, CoordinatorHandle};
+use tessera_model::config::StartError;
 use tessera_model::failpoint;
 use tessera_shard::config::ShardConfig;
 use tessera_shard::server::{self as shard_server, ShardHandle};
@@ -55,9 +56,9 @@ impl<H> Node<H> {
 
     /// Starts the node's runtime and runs `start` on it with a listener on
     /// the node's address (a free port the first time, the same one after).
-    fn start<F>(&mut self, start: impl FnOnce(tokio::net::TcpListener, Arc<CrashEngine>) -> F) -> Result<(), String>
+    fn start<F>(&mut self, start: impl FnOnce(tokio::net::TcpListener, Arc<CrashEngine>) -> F) -> Result<(), StartError>
     where
-        F: std::future::Future<Output = Result<H, String>>,
+        F: std::future::Future<Output = Result<H, StartError>>,
     {
         let scope = self.scope.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -66,18 +67,15 @@ impl<H> Node<H> {
             .thread_name(self.name.clone())
             .on_thread_start(move || failpoint::enter_scope(&scope))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StartError::Other(format!("no runtime for {}: {e}", self.name)))?;
         let (address, engine) = (self.address, self.engine.clone());
         let handle = runtime.block_on(async move {
             let started = Instant::now();
             let listener = loop {
                 match tokio::net::TcpListener::bind(address).await {
                     Ok(listener) => break listener,
-                    Err(e) if started.elapsed() < REBIND => {
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => return Err(format!("cannot listen on {address}: {e}")),
+                    Err(_) if started.elapsed() < REBIND => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(source) => return Err(StartError::Listen { address, source }),
                 }
             };
             start(listener, engine).await
@@ -117,7 +115,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn start(layout: Layout) -> Result<Sim, String> {
+    pub fn start(layout: Layout) -> Result<Sim, StartError> {
         let id = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let mut sim = Sim {
             secret: uuid::Uuid::new_v4().simple().to_string(),
@@ -164,7 +162,7 @@ impl Sim {
         }
     }
 
-    pub fn start_shard(&mut self, g: usize, r: usize) -> Result<(), String> {
+    pub fn start_shard(&mut self, g: usize, r: usize) -> Result<(), StartError> {
         let config = self.shard_config(&self.groups[g][r]);
         let node = &mut self.groups[g][r];
         node.start(|listener, engine| async move { shard_server::start_on(&config, listener, engine).await })?;
@@ -203,10 +201,10 @@ impl Sim {
         config
     }
 
-    pub fn start_coordinator(&mut self) -> Result<(), String> {
+    pub fn start_coordinator(&mut self) -> Result<(), StartError> {
         let config = self.coordinator_config();
         self.coordinator.start(|listener, engine| async move {
-            let catalog = Catalog::on(engine).map_err(|e| e.to_string())?;
+            let catalog = Catalog::on(engine).map_err(|e| StartError::Storage(e.to_string()))?;
             coordinator_server::start_on(&config, listener, catalog).await
         })?;
         self.coordinator.address = self.coordinator.handle.as_ref().unwrap().address;
@@ -214,11 +212,12 @@ impl Sim {
     }
 
     /// Restarts the node called `name` after a crash.
-    pub fn restart(&mut self, name: &str) -> Result<(), String> {
+    pub fn restart(&mut self, name: &str) -> Result<(), StartError> {
         if name == "coordinator" {
             return self.start_coordinator();
         }
-        let (g, r) = self.node_indexes().into_iter().find(|(g, r)| self.groups[*g][*r].name == name).ok_or_else(|| format!("no node {name}"))?;
+        let (g, r) =
+            self.node_indexes().into_iter().find(|(g, r)| self.groups[*g][*r].name == name).ok_or_else(|| StartError::Other(format!("no node {name}")))?;
         self.start_shard(g, r)
     }
 
