@@ -57,12 +57,21 @@ async fn resolve_round(participant: &Arc<Participant>, secret: &ClusterSecret) {
     }
 }
 
-async fn ask(coordinator: &str, txn_id: &str, secret: &ClusterSecret) -> Result<pb::Outcome, String> {
+/// Why the coordinator could not be asked.
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("cannot reach the coordinator: {0}")]
+    Unreachable(#[from] tonic::transport::Error),
+    #[error("the coordinator did not answer: {}", .0.message())]
+    Refused(#[from] tonic::Status),
+}
+
+async fn ask(coordinator: &str, txn_id: &str, secret: &ClusterSecret) -> Result<pb::Outcome, AskError> {
     let url = if coordinator.contains("://") { coordinator.to_string() } else { format!("http://{coordinator}") };
-    let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| e.to_string())?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url)?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
+    let channel = endpoint.connect().await?;
     let mut request = tonic::Request::new(pb::OutcomeRequest { txn_id: txn_id.to_string() });
     secret.attach(&mut request);
-    let response = ResolverClient::new(channel).outcome(request).await.map_err(|e| e.to_string())?;
+    let response = ResolverClient::new(channel).outcome(request).await?;
     Ok(response.into_inner().outcome())
 }

@@ -37,4 +37,26 @@ pub mod replica;
 pub mod rules;
 
 pub use log::LoggedEngine;
+
+/// Why a replication stream ended (on the primary or on a replica); the
+/// follower reconnects after each, the primary drops the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The other side went away, stalled, refused or could not be reached.
+    #[error("{0}")]
+    Peer(String),
+    /// This node is no longer the primary of the stream's epoch, or stops.
+    #[error("{0}")]
+    Superseded(String),
+    /// The local log or engine failed.
+    #[error(transparent)]
+    Storage(#[from] tessera_storage::StorageError),
+}
+
+impl StreamError {
+    /// A blocking task that could not finish (it panicked or was cancelled).
+    pub(crate) fn task(e: tokio::task::JoinError) -> StreamError {
+        StreamError::Storage(tessera_storage::StorageError::other(format!("a replication task failed: {e}")))
+    }
+}
 pub use node::{Access, Node, Role};

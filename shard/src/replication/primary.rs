@@ -11,6 +11,7 @@
 
 use super::log::{logged_write, LoggedEngine};
 use super::node::Node;
+use super::StreamError;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,7 @@ impl pb::replication_server::Replication for ReplicationService {
             let replica = hello.replica.clone();
             if let Err(e) = ship(node.clone(), hello, epoch, id, out.clone()).await {
                 tracing::info!(node = %node.node_id, %replica, error = %e, "replication stream ended");
-                let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Err(Status::unavailable(e)))).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, out.send(Err(Status::unavailable(e.to_string())))).await;
             }
             node.tracker.close_stream(&replica, id);
         });
@@ -94,18 +95,22 @@ type Sender = mpsc::Sender<Result<pb::PrimaryMessage, Status>>;
 /// A replica that takes no message for this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn send(out: &Sender, kind: pb::primary_message::Kind) -> Result<(), String> {
+async fn send(out: &Sender, kind: pb::primary_message::Kind) -> Result<(), StreamError> {
     match tokio::time::timeout(SEND_TIMEOUT, out.send(Ok(pb::PrimaryMessage { kind: Some(kind) }))).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("the replica went away".into()),
-        Err(_) => Err(format!("the replica took nothing for {} s", SEND_TIMEOUT.as_secs())),
+        Ok(Err(_)) => Err(gone()),
+        Err(_) => Err(StreamError::Peer(format!("the replica took nothing for {} s", SEND_TIMEOUT.as_secs()))),
     }
+}
+
+fn gone() -> StreamError {
+    StreamError::Peer("the replica went away".into())
 }
 
 /// True when a replica at (`seq`, `epoch`) can continue from the log: it
 /// holds no record the primary does not have, and the primary still has
 /// the records after `seq`.
-fn continues(log: &LoggedEngine, seq: u64, epoch: u64) -> Result<bool, String> {
+fn continues(log: &LoggedEngine, seq: u64, epoch: u64) -> Result<bool, StreamError> {
     let durable = log.durable();
     if seq == 0 {
         return Ok(log.first() == 1);
@@ -113,12 +118,12 @@ fn continues(log: &LoggedEngine, seq: u64, epoch: u64) -> Result<bool, String> {
     if seq > durable || seq.saturating_add(1) < log.first() {
         return Ok(false);
     }
-    Ok(log.epoch_of(seq).map_err(|e| e.to_string())? == Some(epoch))
+    Ok(log.epoch_of(seq)? == Some(epoch))
 }
 
 /// Ships records (and snapshots when needed) until the replica leaves or
 /// this node stops being the primary of `epoch`.
-async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: Sender) -> Result<(), String> {
+async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: Sender) -> Result<(), StreamError> {
     let log = node.log().clone();
     let mut next = if !hello.needs_snapshot && continues(&log, hello.applied_seq, hello.applied_epoch)? {
         node.tracker.start_at(&hello.replica, stream, hello.applied_seq);
@@ -130,18 +135,17 @@ async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: S
     let mut last_heartbeat = Instant::now() - HEARTBEAT;
     loop {
         if !node.is_primary() || node.epoch() != epoch {
-            return Err(format!("node {} is no longer the primary of epoch {epoch}", node.node_id));
+            return Err(StreamError::Superseded(format!("node {} is no longer the primary of epoch {epoch}", node.node_id)));
         }
         if node.is_stopping() {
-            return Err(format!("node {} is shutting down", node.node_id));
+            return Err(StreamError::Superseded(format!("node {} is shutting down", node.node_id)));
         }
         if next < log.first() {
             next = send_snapshot(&log, &out, &hello.replica).await? + 1;
         }
         if next <= log.durable() {
             let reader = log.clone();
-            let records =
-                tokio::task::spawn_blocking(move || reader.records(next, BATCH_BYTES)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            let records = tokio::task::spawn_blocking(move || reader.records(next, BATCH_BYTES)).await.map_err(StreamError::task)??;
             if let Some(last) = records.last() {
                 next = last.seq + 1;
                 send(&out, pb::primary_message::Kind::Entries(pb::LogEntries { entries: records })).await?;
@@ -160,44 +164,41 @@ async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: S
 
 /// Sends a snapshot of the data and prepared records; returns the record it
 /// holds everything up to.
-async fn send_snapshot(log: &Arc<LoggedEngine>, out: &Sender, replica: &str) -> Result<u64, String> {
+async fn send_snapshot(log: &Arc<LoggedEngine>, out: &Sender, replica: &str) -> Result<u64, StreamError> {
     tracing::info!(replica, "sending a snapshot");
     let log = log.clone();
     let out = out.clone();
     tokio::task::spawn_blocking(move || {
-        let (seq, epoch, snapshot) = log.snapshot().map_err(|e| e.to_string())?;
+        let (seq, epoch, snapshot) = log.snapshot()?;
         for space in [Space::Data, Space::Txn] {
             let mut chunk = Vec::new();
             let mut bytes = 0;
             let mut failed = None;
-            snapshot
-                .scan(space, b"", &[0xFF; 64], &mut |k, v| {
-                    bytes += k.len() + v.len();
-                    chunk.push(logged_write(&Write { space, key: k.to_vec(), value: Some(v.to_vec()) }));
-                    if bytes >= BATCH_BYTES {
-                        let writes = std::mem::take(&mut chunk);
-                        bytes = 0;
-                        if out.blocking_send(Ok(pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::Snapshot(pb::SnapshotChunk { writes })) })).is_err()
-                        {
-                            failed = Some("the replica went away".to_string());
-                            return false;
-                        }
+            snapshot.scan(space, b"", &[0xFF; 64], &mut |k, v| {
+                bytes += k.len() + v.len();
+                chunk.push(logged_write(&Write { space, key: k.to_vec(), value: Some(v.to_vec()) }));
+                if bytes >= BATCH_BYTES {
+                    let writes = std::mem::take(&mut chunk);
+                    bytes = 0;
+                    if out.blocking_send(Ok(pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::Snapshot(pb::SnapshotChunk { writes })) })).is_err() {
+                        failed = Some(gone());
+                        return false;
                     }
-                    true
-                })
-                .map_err(|e| e.to_string())?;
+                }
+                true
+            })?;
             if let Some(e) = failed {
                 return Err(e);
             }
             if !chunk.is_empty() {
                 let message = pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::Snapshot(pb::SnapshotChunk { writes: chunk })) };
-                out.blocking_send(Ok(message)).map_err(|_| "the replica went away".to_string())?;
+                out.blocking_send(Ok(message)).map_err(|_| gone())?;
             }
         }
         let done = pb::PrimaryMessage { kind: Some(pb::primary_message::Kind::SnapshotDone(pb::SnapshotDone { seq, epoch })) };
-        out.blocking_send(Ok(done)).map_err(|_| "the replica went away".to_string())?;
+        out.blocking_send(Ok(done)).map_err(|_| gone())?;
         Ok(seq)
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(StreamError::task)?
 }

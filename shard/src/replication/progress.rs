@@ -10,6 +10,19 @@ use tessera_proto::shard as pb;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Too few replicas acknowledged a durable write in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sync replication: {have} of the {needed} required replica(s) acknowledged record {seq} within {} ms; the write is durable here but not acknowledged",
+    timeout.as_millis()
+)]
+pub struct Unacknowledged {
+    pub have: usize,
+    pub needed: usize,
+    pub seq: u64,
+    pub timeout: Duration,
+}
+
 struct Progress {
     /// The stream the progress belongs to; an older stream's news is ignored.
     stream: u64,
@@ -69,7 +82,7 @@ impl Tracker {
     }
 
     /// Waits until `needed` connected replicas acknowledged `seq`.
-    pub async fn wait(&self, seq: u64, needed: usize, timeout: Duration) -> Result<(), String> {
+    pub async fn wait(&self, seq: u64, needed: usize, timeout: Duration) -> Result<(), Unacknowledged> {
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.changed.notified();
@@ -80,10 +93,7 @@ impl Tracker {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(format!(
-                    "sync replication: {have} of the {needed} required replica(s) acknowledged record {seq} within {} ms; the write is durable here but not acknowledged",
-                    timeout.as_millis()
-                ));
+                return Err(Unacknowledged { have, needed, seq, timeout });
             }
         }
     }

@@ -10,6 +10,7 @@
 //! most "now - that heartbeat's arrival" stale.
 
 use super::node::Node;
+use super::StreamError;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_model::secret::ClusterSecret;
@@ -51,25 +52,26 @@ pub fn spawn(node: Arc<Node>, primary: String, secret: ClusterSecret, mut stop: 
 
 /// One connection to the primary, until it breaks or `stop` turns true
 /// (checked between batches, never in the middle of one).
-async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
+async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &mut watch::Receiver<bool>) -> Result<(), StreamError> {
     let url = if primary.contains("://") { primary.to_string() } else { format!("http://{primary}") };
+    let peer = |e: String| StreamError::Peer(e);
     let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| peer(format!("invalid primary address: {e}")))?
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| peer(format!("cannot connect: {e}")))?;
     let mut client = ReplicationClient::with_interceptor(channel, secret.client_attach()).max_decoding_message_size(64 * 1024 * 1024);
     let log = node.log().clone();
     let (applied, applied_epoch) = log.last();
-    let needs_snapshot = log.snapshot_interrupted().map_err(|e| e.to_string())?;
+    let needs_snapshot = log.snapshot_interrupted()?;
     let (acks, outgoing) = mpsc::channel(64);
     let hello = pb::Hello { replica: node.node_id.clone(), epoch: node.epoch(), applied_seq: applied, applied_epoch, needs_snapshot };
-    acks.send(message(pb::replica_message::Kind::Hello(hello))).await.map_err(|e| e.to_string())?;
-    let mut stream = client.replicate(ReceiverStream::new(outgoing)).await.map_err(|e| e.message().to_string())?.into_inner();
+    acks.send(message(pb::replica_message::Kind::Hello(hello))).await.map_err(|e| peer(e.to_string()))?;
+    let mut stream = client.replicate(ReceiverStream::new(outgoing)).await.map_err(|e| peer(e.message().to_string()))?.into_inner();
     node.staleness.applied(applied);
     let mut in_snapshot = false;
     loop {
@@ -77,7 +79,9 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
             next = tokio::time::timeout(SILENCE, stream.message()) => next,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let Some(incoming) = next.map_err(|_| format!("no word from the primary for {} ms", SILENCE.as_millis()))?.map_err(|e| e.message().to_string())? else {
+        let Some(incoming) =
+            next.map_err(|_| peer(format!("no word from the primary for {} ms", SILENCE.as_millis())))?.map_err(|e| peer(e.message().to_string()))?
+        else {
             return Ok(());
         };
         let Some(kind) = incoming.kind else { continue };
@@ -85,7 +89,7 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
             pb::primary_message::Kind::Entries(batch) => {
                 let writer = log.clone();
                 let last = batch.entries.last().map(|e| e.seq);
-                tokio::task::spawn_blocking(move || writer.apply_records(&batch.entries)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || writer.apply_records(&batch.entries)).await.map_err(StreamError::task)??;
                 last
             }
             pb::primary_message::Kind::Snapshot(chunk) => {
@@ -99,8 +103,7 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
                     writer.snapshot_chunk(&chunk.writes)
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(StreamError::task)??;
                 None
             }
             pb::primary_message::Kind::SnapshotDone(done) => {
@@ -114,8 +117,7 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
                     writer.finish_snapshot(done.seq, done.epoch)
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(StreamError::task)??;
                 tracing::info!(node = %node.node_id, seq = done.seq, "snapshot installed");
                 Some(done.seq)
             }
@@ -127,7 +129,7 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
         if let Some(seq) = ack {
             node.staleness.applied(seq);
             let staleness_ms = node.staleness.current().map(|d| d.as_millis() as u64).unwrap_or(u64::MAX);
-            acks.send(message(pb::replica_message::Kind::Ack(pb::Ack { applied_seq: seq, staleness_ms }))).await.map_err(|e| e.to_string())?;
+            acks.send(message(pb::replica_message::Kind::Ack(pb::Ack { applied_seq: seq, staleness_ms }))).await.map_err(|e| peer(e.to_string()))?;
         }
     }
 }
