@@ -19,7 +19,8 @@
 //!   `wait NODE FAILPOINT`: arm a failpoint on one node; wait until the
 //!   node has reached a blocking one.
 //! - `crash NODE`, `restart NODE`: kill a node where it stands, keeping what
-//!   it had made durable; start it again.
+//!   it had made durable; start it again. `stop coordinator`: shut the
+//!   coordinator down as an operator does.
 //! - `settle`: wait until no shard node holds a lock or a prepared
 //!   transaction and no saga is running or compensating.
 //! - `nodes`: each shard node's role, epoch, active and prepared
@@ -186,16 +187,18 @@ fn format_result(result: &StatementResult) -> String {
     out
 }
 
-/// Replaces UUIDs (with or without dashes) by `<id>`.
+/// Replaces UUIDs (with or without dashes) and saga ids (16 hex digits)
+/// by `<id>`.
 fn mask_ids(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::new();
     let mut i = 0;
     while i < bytes.len() {
-        let id_len = [36, 32].into_iter().find(|&n| {
+        let id_len = [36, 32, 16].into_iter().find(|&n| {
             bytes.len() >= i + n
                 && bytes[i..i + n].iter().enumerate().all(|(j, b)| if n == 36 && [8, 13, 18, 23].contains(&j) { *b == b'-' } else { b.is_ascii_hexdigit() })
                 && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+                && bytes.get(i + n).is_none_or(|b| !b.is_ascii_alphanumeric())
         });
         match id_len {
             Some(n) => {
@@ -287,6 +290,14 @@ impl Runner for ScenarioRunner {
                 } else {
                     sim.shard(node).ok_or_else(|| format!("no node {node}"))?.crash();
                 }
+                Ok(String::new())
+            }
+            "stop" => {
+                if arg(command, 0, "a node")? != "coordinator" {
+                    return Err("only the coordinator can be stopped (crash shard nodes)".into());
+                }
+                self.sim()?.stop_coordinator()?;
+                self.sessions.clear();
                 Ok(String::new())
             }
             "restart" => {

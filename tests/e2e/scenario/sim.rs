@@ -211,6 +211,17 @@ impl Sim {
         Ok(())
     }
 
+    /// Stops the coordinator the way an operator does (its shutdown: stop
+    /// signal, background tasks joined); it keeps all it wrote.
+    pub fn stop_coordinator(&mut self) -> Result<(), StartError> {
+        let node = &mut self.coordinator;
+        let (Some(runtime), Some(handle)) = (node.runtime.take(), node.handle.take()) else { return Ok(()) };
+        let stopped = runtime.block_on(handle.shutdown());
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        failpoint::disarm(&node.scope);
+        stopped.map_err(StartError::Other)
+    }
+
     /// Restarts the node called `name` after a crash.
     pub fn restart(&mut self, name: &str) -> Result<(), StartError> {
         if name == "coordinator" {
