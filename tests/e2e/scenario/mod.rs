@@ -226,8 +226,43 @@ fn key<'a>(command: &'a Command, key: &str) -> Option<&'a str> {
     command.args.iter().find(|a| a.key.as_deref() == Some(key)).map(|a| a.value.as_str())
 }
 
+/// Each command's number of positional arguments and its keys.
+const ARGS: &[(&str, usize, &[&str])] = &[
+    ("cluster", 0, &["groups", "replicas", "replication"]),
+    ("sql", 1, &["session"]),
+    ("submit", 2, &["session"]),
+    ("await", 1, &[]),
+    ("arm", 2, &["action"]),
+    ("wait", 2, &[]),
+    ("crash", 1, &[]),
+    ("stop", 1, &[]),
+    ("restart", 1, &[]),
+    ("settle", 0, &[]),
+    ("wait_primary", 2, &[]),
+    ("wait_role", 2, &[]),
+    ("nodes", 0, &[]),
+    ("groups", 0, &[]),
+    ("sagas", 0, &[]),
+];
+
+/// Refuses an unknown command, a missing or extra positional argument and
+/// an unknown key (a misspelt key would otherwise be ignored).
+fn check_args(command: &Command) -> Result<(), Box<dyn Error>> {
+    let (_, positional, keys) = ARGS.iter().find(|(name, ..)| *name == command.name).ok_or_else(|| format!("unknown command {}", command.name))?;
+    let mut args = command.consume_args();
+    for key in *keys {
+        args.lookup(key);
+    }
+    let given = args.rest_pos().len();
+    if given != *positional {
+        return Err(format!("{} takes {positional} positional argument(s), not {given}", command.name).into());
+    }
+    args.reject_rest()
+}
+
 impl Runner for ScenarioRunner {
     fn run(&mut self, command: &Command) -> Result<String, Box<dyn Error>> {
+        check_args(command)?;
         match command.name.as_str() {
             "cluster" => {
                 let number = |k: &str, default: usize| key(command, k).map(str::parse).transpose().map(|v| v.unwrap_or(default));
