@@ -58,6 +58,9 @@ pub enum CoordError {
     /// A statement that may not run inside a transaction block.
     #[error("{0} cannot run inside a transaction block")]
     NotInTransaction(String),
+    /// A statement that may not run at this point of a transaction (25001).
+    #[error("{0}")]
+    ActiveTransaction(String),
     /// A row a saga statement names by primary key is missing or fails the
     /// statement's condition.
     #[error("{0}")]
@@ -91,6 +94,13 @@ pub enum CoordError {
     /// A replica read found every replica staler than the session allows.
     #[error("{0}")]
     ReplicaTooStale(String),
+    /// A write in a READ ONLY transaction; names the statement.
+    #[error("cannot execute {0} in a read-only transaction")]
+    ReadOnly(String),
+    /// A snapshot read waited too long for a prepared transaction's
+    /// decision (its coordinator unreachable); retry the read.
+    #[error("{0}")]
+    LockNotAvailable(String),
     /// A shard node's storage failed: disk full (53100) or an I/O error
     /// (58030).
     #[error("{message}")]
@@ -143,7 +153,7 @@ impl CoordError {
             CoordError::OutcomeUnknown(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
             CoordError::TxnAborted(_) => sqlstate::STATEMENT_COMPLETION_UNKNOWN,
             CoordError::InFailedTransaction => sqlstate::IN_FAILED_SQL_TRANSACTION,
-            CoordError::NotInTransaction(_) => sqlstate::ACTIVE_SQL_TRANSACTION,
+            CoordError::NotInTransaction(_) | CoordError::ActiveTransaction(_) => sqlstate::ACTIVE_SQL_TRANSACTION,
             CoordError::NoData(_) => sqlstate::NO_DATA_FOUND,
             CoordError::Fenced(_) => sqlstate::TRANSACTION_ROLLBACK,
             CoordError::Saga { parked: false, cause, .. } => cause.unwrap_or(sqlstate::TRANSACTION_ROLLBACK),
@@ -154,6 +164,8 @@ impl CoordError {
             CoordError::StatementTimeout(_) => sqlstate::QUERY_CANCELED,
             CoordError::SessionNotFound(_) => sqlstate::CONNECTION_DOES_NOT_EXIST,
             CoordError::ReplicaTooStale(_) => sqlstate::REPLICA_TOO_STALE,
+            CoordError::ReadOnly(_) => sqlstate::READ_ONLY_SQL_TRANSACTION,
+            CoordError::LockNotAvailable(_) => sqlstate::LOCK_NOT_AVAILABLE,
             CoordError::Storage { sqlstate, .. } => sqlstate,
             CoordError::Internal(_) => sqlstate::INTERNAL_ERROR,
         }
@@ -169,7 +181,7 @@ impl CoordError {
             CoordError::Serialization(_) | CoordError::TxnAborted(_) => tonic::Code::Aborted,
             CoordError::ShardUnavailable(_) => tonic::Code::Unavailable,
             CoordError::OutcomeUnknown(_) => tonic::Code::Unknown,
-            CoordError::InFailedTransaction | CoordError::NotInTransaction(_) => tonic::Code::FailedPrecondition,
+            CoordError::InFailedTransaction | CoordError::NotInTransaction(_) | CoordError::ActiveTransaction(_) => tonic::Code::FailedPrecondition,
             CoordError::NoData(_) => tonic::Code::NotFound,
             CoordError::Fenced(_) => tonic::Code::Aborted,
             CoordError::Saga { parked: false, .. } => tonic::Code::Aborted,
@@ -178,6 +190,8 @@ impl CoordError {
             CoordError::StatementTimeout(_) => tonic::Code::DeadlineExceeded,
             CoordError::SessionNotFound(_) => tonic::Code::NotFound,
             CoordError::ReplicaTooStale(_) => tonic::Code::Unavailable,
+            CoordError::ReadOnly(_) => tonic::Code::FailedPrecondition,
+            CoordError::LockNotAvailable(_) => tonic::Code::Unavailable,
             CoordError::Storage { .. } => tonic::Code::Unavailable,
             CoordError::Internal(_) => tonic::Code::Internal,
         }

@@ -35,7 +35,9 @@ pub struct FetchedRow {
 
 /// Reads from every target in parallel. `filter` is pushed to range scans;
 /// `limit` (0 = none) caps each group's rows. With `txn` (a context per
-/// group), reads run in that transaction and `lock` takes exclusive locks.
+/// group), reads run in that transaction and `lock` takes exclusive locks;
+/// without, every group is read at the snapshot `read_ts`.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch(
     shards: &ShardPool,
     table: &Table,
@@ -44,10 +46,11 @@ pub async fn fetch(
     limit: u64,
     txn: Option<&HashMap<ShardGroupId, TxnContext>>,
     lock: bool,
+    read_ts: u64,
 ) -> Result<Vec<FetchedRow>> {
     let requests = targets.iter().map(|(group, fetch)| async move {
         let txn = txn.and_then(|contexts| contexts.get(group));
-        Ok::<_, CoordError>((*group, from_primary(shards, *group, fetch, filter, limit, txn, lock).await?))
+        Ok::<_, CoordError>((*group, from_primary(shards, *group, fetch, filter, limit, txn, lock, read_ts).await?))
     });
     let mut rows = Vec::new();
     for (group, raw) in try_join_all(requests).await? {
@@ -57,6 +60,7 @@ pub async fn fetch(
 }
 
 /// One group's part of a read, from its primary.
+#[allow(clippy::too_many_arguments)]
 async fn from_primary(
     shards: &ShardPool,
     group: ShardGroupId,
@@ -65,11 +69,12 @@ async fn from_primary(
     limit: u64,
     txn: Option<&TxnContext>,
     lock: bool,
+    read_ts: u64,
 ) -> Result<RawRows> {
     let client = shards.get(group)?;
     match fetch {
-        Fetch::Keys(keys) => client.get_rows(keys.clone(), txn, lock).await,
-        Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, txn, lock).await,
+        Fetch::Keys(keys) => client.get_rows(keys.clone(), txn, lock, read_ts).await,
+        Fetch::Range { start, end } => client.scan(start.clone(), end.clone(), filter, limit, txn, lock, read_ts).await,
     }
 }
 
@@ -104,8 +109,26 @@ pub enum ReadFrom<'a> {
 /// Spreads replica reads over a group's replicas.
 static NEXT_REPLICA: AtomicUsize = AtomicUsize::new(0);
 
-/// Committed reads served by replicas: the rows, and the most any of them
-/// may be stale (milliseconds; 0 for rows read from a primary).
+/// The snapshot a replica read takes: the freshest timestamp below which
+/// every group has a replica known to hold every commit (`closed`, the
+/// smallest over the groups), or, under a staleness bound, no older than
+/// the bound allows (replicas wait a moment for it). `None`: no replica
+/// can serve; read the primaries.
+pub fn replica_read_ts(now_us: u64, bound: Option<Duration>, closed: Option<u64>) -> Option<u64> {
+    let oldest_allowed = bound.map(|b| now_us.saturating_sub(b.as_micros() as u64));
+    match (closed, oldest_allowed) {
+        (Some(c), Some(o)) => Some(c.max(o)),
+        (c, o) => c.or(o),
+    }
+}
+
+/// Snapshot reads served by replicas, all groups at one timestamp (see
+/// [`replica_read_ts`]); a group without a replica that can serve it is
+/// read from its primary at the same timestamp (unless
+/// `reads.refuse_stale`). Returns the rows and how old the snapshot was
+/// when the read began (milliseconds). With no replica to read at all, the
+/// primaries are read at `fresh_ts`.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_from_replicas(
     shards: &ShardPool,
     failover: &Failover,
@@ -114,22 +137,29 @@ pub async fn fetch_from_replicas(
     filter: Option<&Expr>,
     limit: u64,
     reads: ReplicaReads,
+    fresh_ts: u64,
 ) -> Result<(Vec<FetchedRow>, u64)> {
-    let requests = targets.iter().map(|(group, fetch)| async move {
-        let mut replicas = failover.live_replicas(*group);
+    let now = tessera_model::clock::now_micros();
+    let members: Vec<Vec<(String, u64)>> = targets.iter().map(|(group, _)| failover.replica_closed(*group)).collect();
+    let closed = members.iter().filter(|m| !m.is_empty()).map(|m| m.iter().map(|(_, c)| *c).max().unwrap_or(0)).min().filter(|c| *c > 0);
+    let Some(read_ts) = replica_read_ts(now, reads.max_staleness, closed).filter(|_| members.iter().any(|m| !m.is_empty())) else {
+        let rows = fetch(shards, table, targets, filter, limit, None, false, fresh_ts).await?;
+        return Ok((rows, 0));
+    };
+    let requests = targets.iter().zip(members).map(|((group, fetch), mut replicas)| async move {
         let count = replicas.len();
         if count > 0 {
             replicas.rotate_left(NEXT_REPLICA.fetch_add(1, Ordering::Relaxed) % count);
         }
         let mut last_error = None;
-        for address in &replicas {
+        for (address, _) in &replicas {
             let Some(client) = shards.member(*group, address) else { continue };
             let answer = match fetch {
-                Fetch::Keys(keys) => client.replica_get(keys.clone(), reads.max_staleness).await,
-                Fetch::Range { start, end } => client.replica_scan(start.clone(), end.clone(), filter, limit, reads.max_staleness).await,
+                Fetch::Keys(keys) => client.replica_get(keys.clone(), reads.max_staleness, read_ts).await,
+                Fetch::Range { start, end } => client.replica_scan(start.clone(), end.clone(), filter, limit, reads.max_staleness, read_ts).await,
             };
             match answer {
-                Ok((raw, staleness)) => return Ok::<_, CoordError>((*group, raw, staleness)),
+                Ok((raw, _)) => return Ok::<_, CoordError>((*group, raw)),
                 Err(e) => last_error = Some(e),
             }
         }
@@ -138,14 +168,26 @@ pub async fn fetch_from_replicas(
             let why = last_error.map(|e| e.to_string()).unwrap_or_default();
             return Err(CoordError::ReplicaTooStale(format!("no replica of shard group {group} could serve the read within {bound}: {why}")));
         }
-        // No replica (or none fresh enough): the primary.
-        Ok((*group, from_primary(shards, *group, fetch, filter, limit, None, false).await?, 0))
+        // No replica (or none fresh enough): the primary, at the same snapshot.
+        Ok((*group, from_primary(shards, *group, fetch, filter, limit, None, false, read_ts).await?))
     });
     let mut rows = Vec::new();
-    let mut staleness = 0;
-    for (group, raw, s) in try_join_all(requests).await? {
-        staleness = staleness.max(s);
+    for (group, raw) in try_join_all(requests).await? {
         decode(table, group, raw, &mut rows)?;
     }
-    Ok((rows, staleness))
+    Ok((rows, now.saturating_sub(read_ts) / 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_read_takes_the_freshest_snapshot_the_replicas_hold_within_the_bound() {
+        let s = 1_000_000;
+        assert_eq!(replica_read_ts(10 * s, None, Some(9 * s)), Some(9 * s), "as fresh as every group's replica holds");
+        assert_eq!(replica_read_ts(10 * s, Some(Duration::from_millis(100)), Some(9 * s)), Some(10 * s - 100_000), "no older than the bound");
+        assert_eq!(replica_read_ts(10 * s, Some(Duration::from_secs(5)), Some(9 * s)), Some(9 * s));
+        assert_eq!(replica_read_ts(10 * s, None, None), None, "nothing known: the primaries");
+    }
 }

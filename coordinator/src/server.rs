@@ -127,7 +127,8 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
     let db = Arc::downgrade(&catalog.engine());
     let journal = Arc::new(Journal::start(catalog.engine(), config.decision_log_window(), Arc::new(move || gauge.load(Ordering::Relaxed)), &background));
     let txns = TxnManager::start(shards.clone(), journal.clone(), in_flight.clone(), advertise.clone(), &background).map_err(failed)?;
-    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), in_flight, advertise, config.saga(), plan_saga_statement, &background)
+    let oracle = txns.oracle().clone();
+    let sagas = Sagas::start(catalog.clone(), shards.clone(), journal.clone(), oracle, in_flight, advertise, config.saga(), plan_saga_statement, &background)
         .map_err(failed)?;
     let idempotency = Arc::new(Idempotency::new(journal, Duration::from_secs(config.idempotency_ttl_s)));
     crate::sql::shape::set_max_expr_depth(config.limits.max_expr_depth);

@@ -237,6 +237,9 @@ impl ShardClient {
                 CoordError::ShardUnavailable(format!("{who} unreachable: {}", describe_transport(&status)))
             }
             tonic::Code::OutOfRange => CoordError::ReplicaTooStale(format!("{who}: {}", status.message())),
+            tonic::Code::ResourceExhausted if sqlstate.as_deref() == Some(sqlstate::LOCK_NOT_AVAILABLE) => {
+                CoordError::LockNotAvailable(format!("{who}: {}", status.message()))
+            }
             tonic::Code::Internal if sqlstate.as_deref() == Some(sqlstate::DISK_FULL) => {
                 CoordError::Storage { message: format!("could not write on {who}: its disk is full ({})", status.message()), sqlstate: sqlstate::DISK_FULL }
             }
@@ -314,15 +317,27 @@ impl ShardClient {
         }
     }
 
-    pub async fn get_rows(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool) -> Result<RawRows> {
-        let request = pb::GetRequest { keys, txn: txn.map(wire::txn_to_pb), lock, replica_read: None };
+    /// Point reads: in `txn` (locking with `lock`), or at `read_ts`.
+    pub async fn get_rows(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool, read_ts: u64) -> Result<RawRows> {
+        let request = pb::GetRequest { keys, txn: txn.map(wire::txn_to_pb), lock, replica_read: None, read_ts };
         let repeat = if txn.is_none() { Repeat::Safe } else { Repeat::Once };
         let response = rpc!(self, repeat, get, request)?;
         Ok(response.rows.into_iter().map(|kv| (kv.key, kv.value)).collect())
     }
 
-    /// Scans `[start, end)` to the end or the limit, following resume keys.
-    pub async fn scan(&self, start: Vec<u8>, end: Vec<u8>, filter: Option<&Expr>, limit: u64, txn: Option<&TxnContext>, lock: bool) -> Result<RawRows> {
+    /// Scans `[start, end)` to the end or the limit, following resume keys;
+    /// in `txn`, or at `read_ts` (every page at the same snapshot).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn scan(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        filter: Option<&Expr>,
+        limit: u64,
+        txn: Option<&TxnContext>,
+        lock: bool,
+        read_ts: u64,
+    ) -> Result<RawRows> {
         let filter = filter.and_then(wire::expr_to_pb);
         let mut rows = Vec::new();
         let mut start = start;
@@ -337,6 +352,7 @@ impl ShardClient {
                 txn: txn.as_ref().map(wire::txn_to_pb),
                 lock,
                 replica_read: None,
+                read_ts,
             };
             let repeat = if txn.is_none() { Repeat::Safe } else { Repeat::Once };
             let response = rpc!(self, repeat, scan, request)?;
@@ -357,33 +373,36 @@ impl ShardClient {
         Ok(())
     }
 
-    pub async fn commit_one_phase(&self, txn: &TxnContext, mutations: &[Mutation]) -> Result<()> {
+    /// Commits in one phase at or above `min_ts`; returns the commit
+    /// timestamp the shard chose.
+    pub async fn commit_one_phase(&self, txn: &TxnContext, mutations: &[Mutation], min_ts: u64) -> Result<u64> {
         let request = pb::CommitRequest {
             txn: Some(wire::txn_to_pb(txn)),
             one_phase: true,
             mutations: mutations.iter().map(wire::mutation_to_pb).collect(),
             lazy: false,
+            commit_ts: min_ts,
         };
-        rpc!(self, Repeat::Commit, commit, request)?;
-        Ok(())
+        Ok(rpc!(self, Repeat::Commit, commit, request)?.commit_ts)
     }
 
-    pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
-        let request = pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) };
-        rpc!(self, Repeat::Safe, prepare, request)?;
-        Ok(())
+    /// The vote; returns the prepare timestamp (at least `min_ts`).
+    pub async fn prepare(&self, txn: &TxnContext, min_ts: u64) -> Result<u64> {
+        let request = pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)), min_ts };
+        Ok(rpc!(self, Repeat::Safe, prepare, request)?.prepare_ts)
     }
 
-    /// Phase two. A `lazy` commit is applied without an fsync; it is durable
-    /// after the next [`ShardClient::sync_wal`].
-    pub async fn commit_two_phase(&self, txn: &TxnContext, lazy: bool) -> Result<()> {
-        let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new(), lazy };
+    /// Phase two at the decided `commit_ts`. A `lazy` commit is applied
+    /// without an fsync; it is durable after the next
+    /// [`ShardClient::sync_wal`].
+    pub async fn commit_two_phase(&self, txn: &TxnContext, lazy: bool, commit_ts: u64) -> Result<()> {
+        let request = pb::CommitRequest { txn: Some(wire::txn_to_pb(txn)), one_phase: false, mutations: Vec::new(), lazy, commit_ts };
         rpc!(self, Repeat::Safe, commit, request)?;
         Ok(())
     }
 
     pub async fn abort(&self, txn: &TxnContext) -> Result<()> {
-        let request = pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)) };
+        let request = pb::TxnRequest { txn: Some(wire::txn_to_pb(txn)), min_ts: 0 };
         rpc!(self, Repeat::Safe, abort, request)?;
         Ok(())
     }
@@ -414,10 +433,11 @@ impl ShardClient {
         Ok(response)
     }
 
-    /// A committed read a replica may serve: rows and how stale they may be.
-    pub async fn replica_get(&self, keys: Vec<Vec<u8>>, max_staleness: Option<Duration>) -> Result<(RawRows, u64)> {
-        let replica_read = Some(pb::ReplicaRead { max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0) });
-        let request = pb::GetRequest { keys, txn: None, lock: false, replica_read };
+    /// A snapshot read at `read_ts` a replica may serve: rows and how
+    /// stale they may be.
+    pub async fn replica_get(&self, keys: Vec<Vec<u8>>, max_staleness: Option<Duration>, read_ts: u64) -> Result<(RawRows, u64)> {
+        let replica_read = Some(replica_read(max_staleness));
+        let request = pb::GetRequest { keys, txn: None, lock: false, replica_read, read_ts };
         let response = rpc!(self, Repeat::Once, get, request)?;
         Ok((response.rows.into_iter().map(|kv| (kv.key, kv.value)).collect(), response.staleness_ms))
     }
@@ -430,13 +450,14 @@ impl ShardClient {
         filter: Option<&Expr>,
         limit: u64,
         max_staleness: Option<Duration>,
+        read_ts: u64,
     ) -> Result<(RawRows, u64)> {
         let filter = filter.and_then(wire::expr_to_pb);
-        let replica_read = Some(pb::ReplicaRead { max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0) });
+        let replica_read = Some(replica_read(max_staleness));
         let (mut rows, mut staleness, mut start) = (Vec::new(), 0, start);
         loop {
             let remaining = if limit == 0 { 0 } else { limit - rows.len() as u64 };
-            let request = pb::ScanRequest { start, end: end.clone(), limit: remaining, filter: filter.clone(), txn: None, lock: false, replica_read };
+            let request = pb::ScanRequest { start, end: end.clone(), limit: remaining, filter: filter.clone(), txn: None, lock: false, replica_read, read_ts };
             let response = rpc!(self, Repeat::Once, scan, request)?;
             staleness = staleness.max(response.staleness_ms);
             rows.extend(response.rows.into_iter().map(|kv| (kv.key, kv.value)));
@@ -446,6 +467,14 @@ impl ShardClient {
             start = response.resume_key;
         }
     }
+}
+
+/// How long a replica waits for its closed timestamp to reach a read's
+/// timestamp before it refuses (the coordinator then reads the primary).
+pub const REPLICA_READ_WAIT: Duration = Duration::from_millis(200);
+
+fn replica_read(max_staleness: Option<Duration>) -> pb::ReplicaRead {
+    pb::ReplicaRead { max_staleness_ms: max_staleness.map(|d| d.as_millis().max(1) as u64).unwrap_or(0), wait_ms: REPLICA_READ_WAIT.as_millis() as u64 }
 }
 
 /// True when the node did not answer (as opposed to answering with an

@@ -22,7 +22,12 @@ use tessera_storage::memory::MemoryEngine;
 use tessera_storage::{Engine, Space, Write};
 
 const LIMITS: TxnLimits =
-    TxnLimits { lock_timeout: Duration::from_millis(1), idle_timeout: Duration::from_secs(60), group_commit_window: Duration::from_millis(0) };
+    TxnLimits {
+        lock_timeout: Duration::from_millis(1),
+        idle_timeout: Duration::from_secs(60),
+        group_commit_window: Duration::from_millis(0),
+        intent_wait: Duration::from_millis(1),
+    };
 
 /// A participant holding a few committed rows of table 1.
 fn participant() -> Arc<Participant> {
@@ -42,12 +47,20 @@ async fn serve(p: &Arc<Participant>, kind: u8, bytes: &[u8]) {
         0 => {
             let Ok(req) = pb::GetRequest::decode(bytes) else { return };
             let txn = req.txn.map(wire::txn_from_pb);
-            let _ = p.get(req.keys, txn.as_ref(), req.lock).await;
+            let _ = p.get(req.keys, txn.as_ref(), req.lock, req.read_ts).await;
         }
         1 => {
             let Ok(req) = pb::ScanRequest::decode(bytes) else { return };
             let Ok(filter) = req.filter.map(wire::expr_from_pb).transpose() else { return };
-            let spec = ScanSpec { start: req.start, end: req.end, limit: req.limit, filter, txn: req.txn.map(wire::txn_from_pb), lock: req.lock };
+            let spec = ScanSpec {
+                start: req.start,
+                end: req.end,
+                limit: req.limit,
+                filter,
+                txn: req.txn.map(wire::txn_from_pb),
+                lock: req.lock,
+                read_ts: req.read_ts,
+            };
             let _ = p.scan(spec).await;
         }
         2 => {
@@ -59,13 +72,13 @@ async fn serve(p: &Arc<Participant>, kind: u8, bytes: &[u8]) {
         3 => {
             let Ok(req) = pb::TxnRequest::decode(bytes) else { return };
             let Some(txn) = req.txn.map(wire::txn_from_pb) else { return };
-            let _ = p.prepare(&txn).await;
+            let _ = p.prepare(&txn, req.min_ts).await;
         }
         4 => {
             let Ok(req) = pb::CommitRequest::decode(bytes) else { return };
             let Some(txn) = req.txn.map(wire::txn_from_pb) else { return };
             let Ok(mutations) = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>() else { return };
-            let _ = p.commit(&txn, req.one_phase, mutations, req.lazy).await;
+            let _ = p.commit(&txn, req.one_phase, mutations, req.lazy, req.commit_ts).await;
         }
         5 => {
             let Ok(req) = pb::TxnRequest::decode(bytes) else { return };

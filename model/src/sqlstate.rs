@@ -38,6 +38,8 @@ pub const UNIQUE_VIOLATION: &str = "23505";
 pub const CHECK_VIOLATION: &str = "23514";
 /// `25001` active_sql_transaction.
 pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+/// `25006` read_only_sql_transaction.
+pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 /// `25P02` in_failed_sql_transaction.
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 /// `28000` invalid_authorization_specification.
@@ -78,6 +80,8 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 /// `55000` object_not_in_prerequisite_state.
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+/// `55P03` lock_not_available.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// `57014` query_canceled.
 pub const QUERY_CANCELED: &str = "57014";
 /// `58030` io_error.
@@ -112,6 +116,7 @@ pub const TABLE: &[(&str, &str)] = &[
     (UNIQUE_VIOLATION, "unique_violation"),
     (CHECK_VIOLATION, "check_violation"),
     (ACTIVE_SQL_TRANSACTION, "active_sql_transaction"),
+    (READ_ONLY_SQL_TRANSACTION, "read_only_sql_transaction"),
     (IN_FAILED_SQL_TRANSACTION, "in_failed_sql_transaction"),
     (INVALID_AUTHORIZATION_SPECIFICATION, "invalid_authorization_specification"),
     (INVALID_PASSWORD, "invalid_password"),
@@ -132,6 +137,7 @@ pub const TABLE: &[(&str, &str)] = &[
     (PROGRAM_LIMIT_EXCEEDED, "program_limit_exceeded"),
     (STATEMENT_TOO_COMPLEX, "statement_too_complex"),
     (OBJECT_NOT_IN_PREREQUISITE_STATE, "object_not_in_prerequisite_state"),
+    (LOCK_NOT_AVAILABLE, "lock_not_available"),
     (QUERY_CANCELED, "query_canceled"),
     (IO_ERROR, "io_error"),
     (NO_DATA_FOUND, "no_data_found"),

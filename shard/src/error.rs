@@ -38,6 +38,10 @@ pub enum ShardError {
     /// A replica read found the replica staler than the request allows.
     #[error("{0}")]
     TooStale(String),
+    /// A snapshot read waited for a prepared transaction's decision longer
+    /// than the lock timeout (its coordinator is unreachable).
+    #[error("a read at timestamp {read_ts} waited too long for the decision of prepared transaction {txn}; retry the read")]
+    Unresolved { txn: String, read_ts: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, ShardError>;
@@ -61,6 +65,7 @@ impl ShardError {
             ShardError::Fenced(_) => sqlstate::CONNECTION_FAILURE,
             ShardError::NotAcknowledged(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
             ShardError::TooStale(_) => sqlstate::REPLICA_TOO_STALE,
+            ShardError::Unresolved { .. } => sqlstate::LOCK_NOT_AVAILABLE,
         }
     }
 }
@@ -75,6 +80,7 @@ impl From<ShardError> for tonic::Status {
             ShardError::Storage(_) | ShardError::Corrupt(_) => tonic::Code::Internal,
             ShardError::Fenced(_) | ShardError::NotAcknowledged(_) => tonic::Code::Unavailable,
             ShardError::TooStale(_) => tonic::Code::OutOfRange,
+            ShardError::Unresolved { .. } => tonic::Code::ResourceExhausted,
         };
         let details = match &e {
             ShardError::AlreadyExists { key } => key.clone(),

@@ -3,8 +3,11 @@
 //! Values, keys, rows, expressions and the shard wire conversions are
 //! `tessera_model`'s; the storage engines are `tessera_storage`'s.
 //!
+//! - [`mvcc`]: multi-version rows: the version layout and reads at a
+//!   timestamp.
 //! - [`txn`]: the transactional participant: row locks, write sets, durable
-//!   prepare records, recovery of prepared transactions.
+//!   prepare records, recovery of prepared transactions, commit timestamps
+//!   and the waits that keep snapshot reads stable.
 //! - [`service`]: the gRPC service (`tessera.shard.v1.Shard`).
 //! - [`resolver`]: asks the coordinator about in-doubt prepared transactions.
 //! - [`replication`]: the replication log, shipping records to replicas,
@@ -17,6 +20,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod mvcc;
 pub mod replication;
 pub mod resolver;
 pub mod server;

@@ -18,6 +18,9 @@ pub struct ShardMetrics {
     /// Lock requests refused: wait-die (a younger requester) or timeout.
     pub conflicts_wait_die: Counter,
     pub conflicts_timeout: Counter,
+    /// Snapshot reads that waited for a prepared or committing
+    /// transaction's writes.
+    pub intent_waits: Counter,
     /// Time from COMMIT's arrival to its durable apply, by kind.
     pub one_phase_commit_seconds: Histogram,
     pub two_phase_commit_seconds: Histogram,

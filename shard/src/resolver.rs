@@ -40,14 +40,14 @@ async fn resolve_round(participant: &Arc<Participant>, secret: &ClusterSecret) {
             continue;
         }
         match ask(&coordinator, &txn_id, secret).await {
-            Ok(pb::Outcome::Committed) => {
+            Ok((pb::Outcome::Committed, commit_ts)) => {
                 let txn = TxnContext { id: txn_id.clone(), timestamp: 0, begin: false, coordinator };
-                match participant.commit(&txn, false, Vec::new(), false).await {
-                    Ok(()) => tracing::info!(txn = %txn_id, "resolved in-doubt transaction: committed"),
+                match participant.commit(&txn, false, Vec::new(), false, commit_ts).await {
+                    Ok(_) => tracing::info!(txn = %txn_id, commit_ts, "resolved in-doubt transaction: committed"),
                     Err(e) => tracing::warn!(txn = %txn_id, error = %e, "could not apply the commit decision; will retry"),
                 }
             }
-            Ok(pb::Outcome::Aborted) => match participant.abort(&txn_id).await {
+            Ok((pb::Outcome::Aborted, _)) => match participant.abort(&txn_id).await {
                 Ok(()) => tracing::info!(txn = %txn_id, "resolved in-doubt transaction: aborted"),
                 Err(e) => tracing::warn!(txn = %txn_id, error = %e, "could not apply the abort decision; will retry"),
             },
@@ -66,12 +66,13 @@ enum AskError {
     Refused(#[from] tonic::Status),
 }
 
-async fn ask(coordinator: &str, txn_id: &str, secret: &ClusterSecret) -> Result<pb::Outcome, AskError> {
+/// The outcome, and with COMMITTED the decided commit timestamp.
+async fn ask(coordinator: &str, txn_id: &str, secret: &ClusterSecret) -> Result<(pb::Outcome, u64), AskError> {
     let url = if coordinator.contains("://") { coordinator.to_string() } else { format!("http://{coordinator}") };
     let endpoint = tonic::transport::Endpoint::from_shared(url)?.connect_timeout(ASK_TIMEOUT).timeout(ASK_TIMEOUT);
     let channel = endpoint.connect().await?;
     let mut request = tonic::Request::new(pb::OutcomeRequest { txn_id: txn_id.to_string() });
     secret.attach(&mut request);
-    let response = ResolverClient::new(channel).outcome(request).await?;
-    Ok(response.into_inner().outcome())
+    let response = ResolverClient::new(channel).outcome(request).await?.into_inner();
+    Ok((response.outcome(), response.commit_ts))
 }

@@ -8,7 +8,7 @@ use crate::error::ShardError;
 use crate::replication::primary::ReplicationService;
 use crate::replication::{LoggedEngine, Node};
 use crate::service::ShardService;
-use crate::txn::{Participant, TxnLimits};
+use crate::txn::{Participant, TxnLimits, INTENT_WAIT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,9 +83,16 @@ pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<d
     let secret = config.secret().map_err(ConfigError::from)?;
     let storage = |e: tessera_storage::StorageError| StartError::Storage(e.to_string());
     let failed = |e: ShardError| StartError::Other(e.to_string());
+    let shown = if config.in_memory { "(in memory)".to_string() } else { config.data_dir.display().to_string() };
+    crate::mvcc::check_format(engine.as_ref(), &shown).map_err(StartError::Storage)?;
     // Every durable batch the participant writes goes through the log.
     let log = LoggedEngine::open(engine).map_err(storage)?;
-    let limits = TxnLimits { lock_timeout: config.lock_timeout(), idle_timeout: config.idle_txn_timeout(), group_commit_window: config.group_commit_window() };
+    let limits = TxnLimits {
+        lock_timeout: config.lock_timeout(),
+        idle_timeout: config.idle_txn_timeout(),
+        group_commit_window: config.group_commit_window(),
+        intent_wait: INTENT_WAIT.max(config.lock_timeout()),
+    };
     let participant = Arc::new(Participant::open(log.clone(), limits).map_err(failed)?);
     participant.start_group_commit();
     let sync_timeout = Duration::from_millis(config.sync_timeout_ms);

@@ -78,8 +78,11 @@ impl pb::shard_server::Shard for ShardService {
         let access = read_access(request.get_ref().txn.is_some(), request.get_ref().replica_read.as_ref());
         let ticket = self.node.admit(epoch(&request)?, access)?;
         let req = request.into_inner();
+        if let Some(replica) = &req.replica_read {
+            self.node.wait_closed(req.read_ts, Duration::from_millis(replica.wait_ms)).await?;
+        }
         let txn = req.txn.map(wire::txn_from_pb);
-        let rows = self.participant.get(req.keys, txn.as_ref(), req.lock).await?;
+        let rows = self.participant.get(req.keys, txn.as_ref(), req.lock, req.read_ts).await?;
         if txn.is_some() {
             self.node.confirm(ticket)?;
         }
@@ -90,9 +93,13 @@ impl pb::shard_server::Shard for ShardService {
         let access = read_access(request.get_ref().txn.is_some(), request.get_ref().replica_read.as_ref());
         let ticket = self.node.admit(epoch(&request)?, access)?;
         let req = request.into_inner();
+        if let Some(replica) = &req.replica_read {
+            self.node.wait_closed(req.read_ts, Duration::from_millis(replica.wait_ms)).await?;
+        }
         let filter = req.filter.map(wire::expr_from_pb).transpose().map_err(|e| invalid(e.to_string()))?;
         let in_txn = req.txn.is_some();
-        let spec = ScanSpec { start: req.start, end: req.end, limit: req.limit, filter, txn: req.txn.map(wire::txn_from_pb), lock: req.lock };
+        let spec =
+            ScanSpec { start: req.start, end: req.end, limit: req.limit, filter, txn: req.txn.map(wire::txn_from_pb), lock: req.lock, read_ts: req.read_ts };
         let result = self.participant.scan(spec).await?;
         if in_txn {
             self.node.confirm(ticket)?;
@@ -116,9 +123,10 @@ impl pb::shard_server::Shard for ShardService {
 
     async fn prepare(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::PrepareResponse>, Status> {
         let epoch = epoch(&request)?;
-        let txn = required_txn(request.into_inner().txn)?;
-        self.admitted(epoch, move |p| async move { p.prepare(&txn).await }).await?;
-        Ok(Response::new(pb::PrepareResponse {}))
+        let req = request.into_inner();
+        let txn = required_txn(req.txn)?;
+        let prepare_ts = self.admitted(epoch, move |p| async move { p.prepare(&txn, req.min_ts).await }).await?;
+        Ok(Response::new(pb::PrepareResponse { prepare_ts }))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Result<Response<pb::TxnResponse>, Status> {
@@ -126,15 +134,15 @@ impl pb::shard_server::Shard for ShardService {
         let req = request.into_inner();
         let txn = required_txn(req.txn)?;
         let mutations = req.mutations.into_iter().map(wire::mutation_from_pb).collect::<Result<Vec<_>, _>>().map_err(|e| invalid(e.to_string()))?;
-        self.admitted(epoch, move |p| async move { p.commit(&txn, req.one_phase, mutations, req.lazy).await }).await?;
-        Ok(Response::new(pb::TxnResponse {}))
+        let commit_ts = self.admitted(epoch, move |p| async move { p.commit(&txn, req.one_phase, mutations, req.lazy, req.commit_ts).await }).await?;
+        Ok(Response::new(pb::TxnResponse { commit_ts }))
     }
 
     async fn abort(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let epoch = epoch(&request)?;
         let txn = required_txn(request.into_inner().txn)?;
         self.admitted(epoch, move |p| async move { p.abort(&txn.id).await }).await?;
-        Ok(Response::new(pb::TxnResponse {}))
+        Ok(Response::new(pb::TxnResponse { commit_ts: 0 }))
     }
 
     async fn sync_wal(&self, request: Request<pb::SyncWalRequest>) -> Result<Response<pb::SyncWalResponse>, Status> {

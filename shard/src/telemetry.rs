@@ -42,6 +42,11 @@ pub fn render(participant: &Participant, node: &Node) -> String {
         "Lock requests refused with 40001, by reason (wait_die: a younger transaction met an older one's lock; timeout: lock_timeout_ms passed).",
         &[(&[("node", id), ("reason", "wait_die")], m.conflicts_wait_die.get()), (&[("node", id), ("reason", "timeout")], m.conflicts_timeout.get())],
     )
+    .counter(
+        "tessera_shard_intent_waits_total",
+        "Snapshot reads that waited for a prepared or committing transaction's decision to be applied.",
+        &[(me, m.intent_waits.get())],
+    )
     .counter("tessera_shard_wal_syncs_total", "WAL fsyncs of the storage engine.", &[(me, participant.engine().wal_syncs())])
     .counter("tessera_shard_synced_writes_total", "Writes that asked for durability, before group commit merged them.", &[(me, participant.synced_writes())])
     .histogram("tessera_shard_group_commit_batch_size", "Durable writes merged into one group-commit write and fsync.", &[(me, &m.group_commit.batch)])

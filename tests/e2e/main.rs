@@ -18,4 +18,5 @@ mod routing;
 mod sagas;
 mod scenario;
 mod shell;
+mod snapshots;
 mod transactions;

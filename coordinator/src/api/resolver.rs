@@ -21,12 +21,13 @@ impl ResolverService {
 impl pb::resolver_server::Resolver for ResolverService {
     async fn outcome(&self, request: Request<pb::OutcomeRequest>) -> Result<Response<pb::OutcomeResponse>, Status> {
         let id = request.into_inner().txn_id;
-        let outcome = match self.engine.txns().outcome(&id)? {
+        let (outcome, commit_ts) = self.engine.txns().outcome(&id)?;
+        let outcome = match outcome {
             Outcome::Committed => pb::Outcome::Committed,
             Outcome::Aborted => pb::Outcome::Aborted,
             Outcome::InProgress => pb::Outcome::InProgress,
         };
         tracing::debug!(txn = %id, ?outcome, "a participant asked for an outcome");
-        Ok(Response::new(pb::OutcomeResponse { outcome: outcome as i32 }))
+        Ok(Response::new(pb::OutcomeResponse { outcome: outcome as i32, commit_ts }))
     }
 }

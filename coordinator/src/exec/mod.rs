@@ -13,6 +13,7 @@
 
 pub mod ddl;
 pub mod explain;
+pub mod modes;
 pub mod saga;
 pub mod select;
 pub mod settings;
@@ -353,6 +354,15 @@ impl Engine {
         if let Some(result) = self.protocol_statement(session, statement).await {
             return result;
         }
+        match statement {
+            Statement::Set(ast::Set::SetTransaction { modes, session: false, .. }) => return modes::set(session.txn.as_mut(), modes),
+            Statement::ShowVariable { variable } if variable.len() == 1 => {
+                if let Some(result) = modes::show(&variable[0].value.to_ascii_lowercase(), session.txn.as_ref()) {
+                    return Ok(result);
+                }
+            }
+            _ => {}
+        }
         if let Some(result) = settings::statement(session, statement) {
             return result;
         }
@@ -361,12 +371,15 @@ impl Engine {
         }
         let timeout = session.statement_timeout;
         match statement {
-            Statement::StartTransaction { .. } => {
+            Statement::StartTransaction { modes, .. } => {
+                let read_only = modes::read_only(modes) == Some(true);
                 if session.txn.is_none() {
-                    if call.protocol == Protocol::Saga {
+                    if call.protocol == Protocol::Saga && !read_only {
                         session.saga = Some(Default::default());
                     } else {
-                        session.txn = Some(self.txns.begin(true));
+                        let mut txn = self.txns.begin(true);
+                        txn.read_only = read_only;
+                        session.txn = Some(txn);
                     }
                 }
                 Ok(QueryResult::command("BEGIN"))
@@ -442,12 +455,29 @@ impl Engine {
     }
 
     /// A SELECT, refused when it returns more than `limits.max_result_rows`.
+    /// Outside a transaction it reads a fresh snapshot; in a READ ONLY one,
+    /// the transaction's snapshot; in a read-write one, with locks.
     async fn select(&self, query: &ast::Query, txn: Option<&mut Txn>, replica: Option<ReplicaReads>) -> Result<QueryResult> {
+        let plan = select_sql::plan(&self.catalog, query)?;
+        let (txn, read_ts) = match txn {
+            Some(t) if t.read_only => {
+                if !query.locks.is_empty() {
+                    return Err(CoordError::ReadOnly("SELECT FOR UPDATE".into()));
+                }
+                let ts = match t.snapshot {
+                    Some(ts) => ts,
+                    None => *t.snapshot.insert(self.txns.read_timestamp().await?),
+                };
+                (None, ts)
+            }
+            Some(t) => (Some(t), 0),
+            None => (None, self.txns.read_timestamp().await?),
+        };
         let from = match (replica, txn.is_some()) {
             (Some(reads), false) => read::ReadFrom::Replicas { failover: &self.failover, reads },
             _ => read::ReadFrom::Primary,
         };
-        let result = select::execute(&self.shards, &select_sql::plan(&self.catalog, query)?, txn, from).await?;
+        let result = select::execute(&self.shards, &plan, txn, from, read_ts).await?;
         let max = self.limits.max_result_rows;
         if result.rows.len() as u64 > max {
             return Err(CoordError::LimitExceeded(format!(
@@ -460,6 +490,9 @@ impl Engine {
 
     /// A statement inside a transaction (BEGIN ... COMMIT, or its own).
     pub(crate) async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
+        if txn.read_only && matches!(statement, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) {
+            return Err(CoordError::ReadOnly(first_word(statement)));
+        }
         match statement {
             Statement::Query(q) => self.select(q, Some(txn), None).await,
             Statement::Insert(i) => {

@@ -14,11 +14,12 @@ use std::cmp::Ordering;
 use tessera_model::data::expr::Expr;
 use tessera_model::data::Value;
 
-/// Runs a planned SELECT; inside a transaction every row read is locked.
-pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn>, from: read::ReadFrom<'_>) -> Result<QueryResult> {
+/// Runs a planned SELECT: inside a (read-write) transaction every row read
+/// is locked; outside one, every shard group is read at `read_ts`.
+pub async fn execute(shards: &ShardPool, plan: &SelectPlan, txn: Option<&mut Txn>, from: read::ReadFrom<'_>, read_ts: u64) -> Result<QueryResult> {
     let (rows, staleness_ms) = match &plan.table {
         None => (vec![Vec::new()], None),
-        Some(table) => read_rows(shards, table, plan, txn, from).await?,
+        Some(table) => read_rows(shards, table, plan, txn, from, read_ts).await?,
     };
     finish(plan, rows, staleness_ms)
 }
@@ -55,13 +56,15 @@ async fn read_rows(
     plan: &SelectPlan,
     txn: Option<&mut Txn>,
     from: read::ReadFrom<'_>,
+    read_ts: u64,
 ) -> Result<(Vec<Vec<Value>>, Option<u64>)> {
     if let (None, read::ReadFrom::Replicas { failover, reads }) = (&txn, from) {
-        let (rows, staleness) = read::fetch_from_replicas(shards, failover, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, reads).await?;
+        let (rows, staleness) =
+            read::fetch_from_replicas(shards, failover, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, reads, read_ts).await?;
         return Ok((rows.into_iter().map(|r| r.values).collect(), Some(staleness)));
     }
     let contexts = txn.map(|t| t.contexts(plan.targets.iter().map(|(g, _)| *g)));
-    let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), contexts.is_some()).await?;
+    let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), contexts.is_some(), read_ts).await?;
     Ok((rows.into_iter().map(|r| r.values).collect(), None))
 }
 

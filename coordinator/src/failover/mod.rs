@@ -521,6 +521,20 @@ impl Failover {
         record.replicas().filter(|m| health.get(&(group, (*m).clone())).is_some_and(|h| self.reachable(h))).cloned().collect()
     }
 
+    /// The replicas of a group that answer, each with the timestamp below
+    /// which it held every commit at its last heartbeat.
+    pub fn replica_closed(&self, group: ShardGroupId) -> Vec<(String, u64)> {
+        let Some(record) = self.shards.record(group) else { return Vec::new() };
+        let health = self.health.lock().unwrap();
+        record
+            .replicas()
+            .filter_map(|m| {
+                let h = health.get(&(group, m.clone())).filter(|h| self.reachable(h))?;
+                Some((m.clone(), h.report.as_ref().map(|r| r.closed_ts).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// It answered heartbeats lately, and the last one.
     fn reachable(&self, h: &Health) -> bool {
         h.last_ok.is_some_and(|t| t.elapsed() < self.config.failover_timeout) && h.error.is_none()

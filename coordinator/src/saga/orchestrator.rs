@@ -19,6 +19,7 @@ use crate::error::{CoordError, Result};
 use crate::idempotency::SagaIdempotency;
 use crate::plan::saga::StatementPlan;
 use crate::shards::ShardPool;
+use crate::txn::oracle::Oracle;
 use crate::txn::Journal;
 use rand::Rng;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -93,6 +94,7 @@ pub struct Sagas {
     /// Sagas that may write to the journal soon (its group-commit gauge).
     in_flight: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
+    oracle: Arc<Oracle>,
     counters: Counters,
     background: Background,
 }
@@ -125,6 +127,7 @@ impl Sagas {
         catalog: Arc<Catalog>,
         shards: Arc<ShardPool>,
         journal: Arc<Journal>,
+        oracle: Arc<Oracle>,
         in_flight: Arc<AtomicUsize>,
         address: String,
         config: SagaConfig,
@@ -151,6 +154,7 @@ impl Sagas {
             driving: Mutex::default(),
             in_flight,
             last_timestamp: AtomicU64::new(0),
+            oracle,
             counters: Counters::default(),
             background: background.clone(),
         });
@@ -415,6 +419,7 @@ impl Sagas {
                 Ok(plan) => {
                     let mut target = StepTarget {
                         shards: &self.shards,
+                        oracle: &self.oracle,
                         group: step.group,
                         step_id: &step.id,
                         ctx: self.context(&logged, attempt_id(&step.id, logged.epoch, 's', attempt)),
@@ -482,6 +487,7 @@ impl Sagas {
                 Ok(plan) => {
                     let mut target = StepTarget {
                         shards: &self.shards,
+                        oracle: &self.oracle,
                         group: step.group,
                         step_id: &step.id,
                         ctx: self.context(&logged, attempt_id(&step.id, logged.epoch, 'c', attempt)),

@@ -17,6 +17,7 @@ use crate::plan::saga::{Compensation, StatementPlan, Undo, WritePlan};
 use crate::plan::Fetch;
 use crate::read;
 use crate::shards::{ShardClient, ShardPool};
+use crate::txn::oracle::Oracle;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use tessera_model::data::expr::apply_binary;
@@ -66,6 +67,8 @@ pub enum CompensationOutcome {
 /// Where a step runs: its group, its local transaction, its marker.
 pub struct StepTarget<'a> {
     pub shards: &'a ShardPool,
+    /// Each step commits at a timestamp of its own.
+    pub oracle: &'a Oracle,
     pub group: ShardGroupId,
     pub step_id: &'a str,
     pub ctx: TxnContext,
@@ -78,7 +81,7 @@ impl StepTarget<'_> {
 
     /// Begins the local transaction by locking and reading the marker.
     async fn lock_marker(&mut self) -> Result<Option<Marker>> {
-        let rows = self.client()?.get_rows(vec![marker_key(self.step_id)], Some(&self.ctx), true).await?;
+        let rows = self.client()?.get_rows(vec![marker_key(self.step_id)], Some(&self.ctx), true, 0).await?;
         self.ctx.begin = false;
         rows.first()
             .map(|(_, v)| {
@@ -90,7 +93,9 @@ impl StepTarget<'_> {
 
     async fn commit(&self, mut mutations: Vec<Mutation>, marker: &Marker) -> Result<()> {
         mutations.push(Mutation { key: marker_key(self.step_id), op: MutationOp::Put(serde_json::to_vec(marker).expect("markers serialize")) });
-        self.client()?.commit_one_phase(&self.ctx, &mutations).await
+        let min_ts = self.oracle.next().await.map_err(|e| e.context("cannot take a commit timestamp"))?;
+        let commit_ts = self.client()?.commit_one_phase(&self.ctx, &mutations, min_ts).await?;
+        self.oracle.observe(commit_ts).await.map_err(|e| e.context("the step committed, but its timestamp could not be recorded"))
     }
 
     /// Ends the local transaction without writing (idempotent).
@@ -165,7 +170,7 @@ async fn compensate_inner(target: &mut StepTarget<'_>, plan: &StatementPlan) -> 
 async fn revert(target: &StepTarget<'_>, plan: &StatementPlan, undo: &[(usize, Undo)], changes: &[Change]) -> Result<Vec<Mutation>> {
     let table = plan.table();
     let keys: Vec<Vec<u8>> = changes.iter().map(|c| c.key.clone()).collect();
-    let current: HashMap<Vec<u8>, Vec<u8>> = target.client()?.get_rows(keys, Some(&target.ctx), true).await?.into_iter().collect();
+    let current: HashMap<Vec<u8>, Vec<u8>> = target.client()?.get_rows(keys, Some(&target.ctx), true, 0).await?.into_iter().collect();
     let validator = plan.write.validator();
     let decode = |bytes: &[u8]| decode_row(bytes).map_err(|e| CoordError::Internal(format!("table \"{}\" on shard group {}: {e}", table.name(), target.group)));
     let mut mutations = Vec::new();
@@ -248,7 +253,7 @@ async fn changes_on_group(target: &StepTarget<'_>, write: &WritePlan) -> Result<
         WritePlan::Modify(plan) => {
             let targets: Vec<(ShardGroupId, Fetch)> = plan.targets.iter().filter(|(g, _)| *g == target.group).cloned().collect();
             let contexts = HashMap::from([(target.group, target.ctx.clone())]);
-            let fetched = read::fetch(target.shards, &plan.table, &targets, plan.pushed.as_ref(), 0, Some(&contexts), true).await?;
+            let fetched = read::fetch(target.shards, &plan.table, &targets, plan.pushed.as_ref(), 0, Some(&contexts), true, 0).await?;
             let mut out = Vec::new();
             for row in fetched {
                 let Some(new) = plan.new_row(&row.values)? else { continue };

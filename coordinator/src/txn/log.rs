@@ -31,6 +31,9 @@ const PREFIX: &str = "txnlog/";
 pub struct CommitRecord {
     pub txn_id: String,
     pub timestamp: u64,
+    /// The decided commit timestamp: every participant writes its versions
+    /// at it.
+    pub commit_ts: u64,
     /// The participants that must apply the commit.
     pub participants: Vec<ShardGroupId>,
 }
@@ -172,9 +175,13 @@ impl DecisionLog {
         self.journal.delete(key(txn_id));
     }
 
-    /// True when a COMMIT decision is logged for the transaction.
-    pub fn is_committed(&self, txn_id: &str) -> JournalResult<bool> {
-        Ok(self.journal.get(&key(txn_id))?.is_some())
+    /// The commit timestamp of the transaction's logged COMMIT decision,
+    /// if there is one.
+    pub fn committed_at(&self, txn_id: &str) -> JournalResult<Option<u64>> {
+        let key = key(txn_id);
+        let Some(bytes) = self.journal.get(&key)? else { return Ok(None) };
+        let record: CommitRecord = serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt { key, cause: e.to_string() })?;
+        Ok(Some(record.commit_ts))
     }
 
     /// Every logged decision not yet forgotten (read at startup).
@@ -239,7 +246,7 @@ mod tests {
     use tessera_storage::rocks::RocksEngine;
 
     fn record(id: &str) -> CommitRecord {
-        CommitRecord { txn_id: id.into(), timestamp: 1, participants: vec![1, 2] }
+        CommitRecord { txn_id: id.into(), timestamp: 1, commit_ts: 2, participants: vec![1, 2] }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,12 +264,12 @@ mod tests {
         let syncs = log.syncs();
         println!("200 concurrent commit records took {syncs} fsyncs");
         assert!(syncs < 200, "group commit batches concurrent decisions ({syncs} fsyncs)");
-        assert!(log.is_committed("t7").unwrap());
+        assert!(log.committed_at("t7").unwrap().is_some());
         log.forget("t7");
         log.log_commit(record("after"), vec![("idem/k".into(), b"v".to_vec())]).await.unwrap();
         assert_eq!(log.journal().get("idem/k").unwrap(), Some(b"v".to_vec()), "extra entries are written with the decision");
-        assert!(!log.is_committed("t7").unwrap());
-        assert!(!log.is_committed("never").unwrap());
+        assert!(log.committed_at("t7").unwrap().is_none());
+        assert!(log.committed_at("never").unwrap().is_none());
         assert_eq!(log.pending().unwrap().len(), 200);
         drop(log);
         // The writer task lets go of the database once its queue closes.
@@ -284,7 +291,7 @@ mod tests {
         // Forgetting is not synced: lost in a crash, the decision is
         // delivered again after the restart (deliveries are idempotent).
         log.forget("t1");
-        while log.is_committed("t1").unwrap() {
+        while log.committed_at("t1").unwrap().is_some() {
             tokio::task::yield_now().await;
         }
         assert_eq!(DecisionLog::new(Arc::new(engine.crash())).pending().unwrap(), vec![record("t1")]);
@@ -331,6 +338,6 @@ mod tests {
         let e = e.context("transaction aborted");
         assert_eq!(e.sqlstate(), sqlstate::DISK_FULL, "{e}");
         assert!(e.to_string().contains("journal") && e.to_string().contains("No space left"), "{e}");
-        assert!(!log.is_committed("t1").unwrap(), "nothing was logged: presumed abort");
+        assert!(log.committed_at("t1").unwrap().is_none(), "nothing was logged: presumed abort");
     }
 }

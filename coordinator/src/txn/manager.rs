@@ -2,6 +2,7 @@
 //! commits them in one phase or two (see the module page for the protocol).
 
 use super::log::{CommitRecord, DecisionLog, Journal};
+use super::oracle::Oracle;
 use super::registry::{delivering, Phase, Registry, TxnInfo, TxnState};
 use super::rules::{self, CommitPlan, Outcome};
 use super::{abort_everywhere, redrive, Txn};
@@ -33,6 +34,7 @@ pub struct TxnManager {
     /// waits for them to share an fsync).
     preparing: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
+    oracle: Arc<Oracle>,
     background: Background,
     /// Outcomes and commit latencies, by protocol.
     pub metrics: TxnMetrics,
@@ -64,6 +66,7 @@ impl TxnManager {
         background: &Background,
     ) -> Result<Arc<TxnManager>> {
         let registry: Registry = Arc::default();
+        let oracle = Arc::new(Oracle::open(journal.clone()).map_err(|e| e.context("cannot read the timestamp oracle's high-water mark"))?);
         let log = Arc::new(DecisionLog::on(journal));
         let pending = log.pending().map_err(|e| e.context("cannot read the decision log"))?;
         let phase_two = redrive::spawn(shards.clone(), log.clone(), registry.clone(), address.clone(), background);
@@ -80,12 +83,25 @@ impl TxnManager {
             address,
             preparing,
             last_timestamp: AtomicU64::new(0),
+            oracle,
             background: background.clone(),
             metrics: TxnMetrics::default(),
         }))
     }
 
-    /// A unique, increasing start timestamp (microseconds).
+    /// The cluster's timestamp oracle.
+    pub fn oracle(&self) -> &Arc<Oracle> {
+        &self.oracle
+    }
+
+    /// A fresh timestamp of the oracle: a snapshot that sees every commit
+    /// acknowledged before it was taken.
+    pub async fn read_timestamp(&self) -> Result<u64> {
+        self.oracle.next().await.map_err(|e| e.context("cannot take a timestamp"))
+    }
+
+    /// A unique, increasing start timestamp (microseconds): the age that
+    /// orders lock conflicts, not a snapshot.
     fn timestamp(&self) -> u64 {
         let now = tessera_model::clock::now_micros();
         let next = |last: u64| now.max(last + 1);
@@ -178,8 +194,13 @@ impl TxnManager {
         let started = std::time::Instant::now();
         let mutations = txn.pending.remove(&group).unwrap_or_default();
         let ctx = txn.context(group);
+        let min_ts = self.read_timestamp().await?;
         // An unanswered COMMIT comes back as OutcomeUnknown (08007).
-        let outcome = self.shards.get(group)?.commit_one_phase(&ctx, &mutations).await;
+        let outcome = match self.shards.get(group)?.commit_one_phase(&ctx, &mutations, min_ts).await {
+            // Reads that start after the client hears of the commit see it.
+            Ok(commit_ts) => self.oracle.observe(commit_ts).await.map_err(|e| e.context("the commit applied, but its timestamp could not be recorded")),
+            Err(e) => Err(e),
+        };
         let release = rules::one_phase_release(&txn.groups(), group, outcome.is_ok());
         abort_everywhere(&self.shards, &ctx, release.into_iter()).await;
         self.forget(&txn.id);
@@ -198,16 +219,18 @@ impl TxnManager {
     async fn commit_two_phase(&self, mut txn: Txn, writers: Vec<ShardGroupId>, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
         let started = std::time::Instant::now();
         self.set_state(&txn.id, TxnState::Preparing, &writers, Phase::Preparing);
-        let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, participants: writers.clone() };
         self.preparing.fetch_add(1, Ordering::Relaxed);
-        let decided = self.prepare_and_decide(&mut txn, &writers, &record, extra).await;
+        let decided = self.prepare_and_decide(&mut txn, &writers, extra).await;
         self.preparing.fetch_sub(1, Ordering::Relaxed);
-        if let Err(e) = decided {
-            self.metrics.two_phase_aborted.inc();
-            tracing::debug!(txn = %txn.id, error = %e, "aborted before the commit point");
-            self.rollback(txn).await;
-            return Err(e);
-        }
+        let record = match decided {
+            Ok(record) => record,
+            Err(e) => {
+                self.metrics.two_phase_aborted.inc();
+                tracing::debug!(txn = %txn.id, error = %e, "aborted before the commit point");
+                self.rollback(txn).await;
+                return Err(e);
+            }
+        };
         // The commit point has passed: the outcome is COMMIT whatever happens next.
         failpoint::hit("coordinator.after_commit_logged").await;
         self.metrics.two_phase_committed.inc();
@@ -227,26 +250,32 @@ impl TxnManager {
         Ok(())
     }
 
-    /// Up to the commit point: PREPARE everywhere, then log the COMMIT
-    /// decision. An error means the transaction must abort.
-    async fn prepare_and_decide(&self, txn: &mut Txn, writers: &[ShardGroupId], record: &CommitRecord, extra: Vec<(String, Vec<u8>)>) -> Result<()> {
-        self.prepare_all(txn, writers).await.map_err(|e| e.context("transaction aborted during PREPARE"))?;
+    /// Up to the commit point: PREPARE everywhere, choose the commit
+    /// timestamp, then log the COMMIT decision with it. An error means the
+    /// transaction must abort.
+    async fn prepare_and_decide(&self, txn: &mut Txn, writers: &[ShardGroupId], extra: Vec<(String, Vec<u8>)>) -> Result<CommitRecord> {
+        let prepared = self.prepare_all(txn, writers).await.map_err(|e| e.context("transaction aborted during PREPARE"))?;
         failpoint::hit("coordinator.after_prepare").await;
-        self.log.log_commit(record.clone(), extra).await.map_err(|e| e.context("transaction aborted: its COMMIT decision could not be logged"))
+        let commit_ts = rules::commit_timestamp(self.read_timestamp().await?, prepared);
+        self.oracle.observe(commit_ts).await.map_err(|e| e.context("transaction aborted: its commit timestamp could not be recorded"))?;
+        let record = CommitRecord { txn_id: txn.id.clone(), timestamp: txn.timestamp, commit_ts, participants: writers.to_vec() };
+        self.log.log_commit(record.clone(), extra).await.map_err(|e| e.context("transaction aborted: its COMMIT decision could not be logged"))?;
+        Ok(record)
     }
 
-    /// Sends buffered writes, then PREPARE, to every writer in parallel.
-    async fn prepare_all(&self, txn: &mut Txn, writers: &[ShardGroupId]) -> Result<()> {
+    /// Sends buffered writes, then PREPARE, to every writer in parallel;
+    /// returns the highest prepare timestamp.
+    async fn prepare_all(&self, txn: &mut Txn, writers: &[ShardGroupId]) -> Result<u64> {
         let pending = std::mem::take(&mut txn.pending);
         self.send_writes(txn, pending).await?;
+        let min_ts = self.read_timestamp().await?;
         let mut prepares = Vec::new();
         for group in writers {
             let ctx = TxnContext { begin: false, ..txn.context(*group) };
             let client = self.shards.get(*group)?;
-            prepares.push(async move { client.prepare(&ctx).await });
+            prepares.push(async move { client.prepare(&ctx, min_ts).await });
         }
-        try_join_all(prepares).await?;
-        Ok(())
+        Ok(try_join_all(prepares).await?.into_iter().max().unwrap_or(min_ts))
     }
 
     /// Aborts the transaction on every group it touched and forgets it.
@@ -270,10 +299,11 @@ impl TxnManager {
         abort_everywhere(&self.shards, &txn.plain_context(), txn.groups().into_iter()).await;
     }
 
-    /// The outcome of a transaction, for a participant that prepared it.
-    pub fn outcome(&self, txn_id: &str) -> Result<Outcome> {
-        let logged = self.log.is_committed(txn_id).map_err(|e| e.context("cannot read the decision log"))?;
-        Ok(rules::outcome(logged, self.registry.lock().unwrap().contains_key(txn_id)))
+    /// The outcome of a transaction, for a participant that prepared it,
+    /// and with COMMITTED its commit timestamp.
+    pub fn outcome(&self, txn_id: &str) -> Result<(Outcome, u64)> {
+        let logged = self.log.committed_at(txn_id).map_err(|e| e.context("cannot read the decision log"))?;
+        Ok((rules::outcome(logged.is_some(), self.registry.lock().unwrap().contains_key(txn_id)), logged.unwrap_or(0)))
     }
 
     /// Transactions in flight and commits still being delivered.

@@ -43,6 +43,7 @@
 
 mod log;
 mod manager;
+pub mod oracle;
 mod redrive;
 mod registry;
 pub mod rules;
@@ -68,6 +69,11 @@ pub struct Txn {
     /// Set when a statement failed: only ROLLBACK (or COMMIT, which rolls
     /// back) is accepted afterwards, as in PostgreSQL.
     pub failed: bool,
+    /// READ ONLY: every statement reads one snapshot without locks, and
+    /// writes are refused.
+    pub read_only: bool,
+    /// A READ ONLY transaction's snapshot, taken at its first read.
+    pub snapshot: Option<u64>,
     /// Groups that have seen the transaction, and whether each has writes.
     participants: BTreeMap<ShardGroupId, bool>,
     /// Autocommit writes not yet sent.
@@ -78,7 +84,18 @@ pub struct Txn {
 
 impl Txn {
     fn new(id: String, timestamp: u64, explicit: bool, coordinator: String) -> Txn {
-        Txn { id, timestamp, explicit, failed: false, participants: BTreeMap::new(), pending: BTreeMap::new(), started: Instant::now(), coordinator }
+        Txn {
+            id,
+            timestamp,
+            explicit,
+            failed: false,
+            read_only: false,
+            snapshot: None,
+            participants: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            started: Instant::now(),
+            coordinator,
+        }
     }
 
     /// The context for a request to `group`; the first one begins the

@@ -52,7 +52,7 @@ pub struct Delivered {
 /// participant did not acknowledge.
 pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo, record: CommitRecord, readers: Vec<ShardGroupId>, ctx: TxnContext) {
     let ctx = TxnContext { begin: false, ..ctx };
-    let (acked, missing) = commit_round(&shards, &record.participants, &ctx).await;
+    let (acked, missing) = commit_round(&shards, &record.participants, &ctx, record.commit_ts).await;
     abort_everywhere(&shards, &ctx, readers.into_iter()).await;
     let (state, phases) = rules::after_delivery(&record.participants, &missing);
     if missing.is_empty() {
@@ -75,7 +75,7 @@ pub async fn deliver(shards: Arc<ShardPool>, registry: Registry, tasks: PhaseTwo
 
 /// Sends COMMIT to `groups` in parallel; returns the epoch each group that
 /// acknowledged was in, and the groups that did not.
-async fn commit_round(shards: &ShardPool, groups: &[ShardGroupId], ctx: &TxnContext) -> (BTreeMap<ShardGroupId, u64>, Vec<ShardGroupId>) {
+async fn commit_round(shards: &ShardPool, groups: &[ShardGroupId], ctx: &TxnContext, commit_ts: u64) -> (BTreeMap<ShardGroupId, u64>, Vec<ShardGroupId>) {
     let sends = groups.iter().map(|group| async move {
         let outcome = match shards.get(*group) {
             // An answer is trusted only if the epoch did not move while
@@ -83,7 +83,7 @@ async fn commit_round(shards: &ShardPool, groups: &[ShardGroupId], ctx: &TxnCont
             // was acknowledged in.
             Ok(client) => {
                 let epoch = client.epoch();
-                client.commit_two_phase(ctx, true).await.map(|()| epoch)
+                client.commit_two_phase(ctx, true, commit_ts).await.map(|()| epoch)
             }
             Err(e) => Err(e),
         };
@@ -147,7 +147,7 @@ async fn redrive_loop(shards: Arc<ShardPool>, address: String, mut incoming: mps
         tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
         let mut still = Vec::new();
         for record in waiting.drain(..) {
-            let (acked, missing) = commit_round(&shards, &record.participants, &context(&record, &address)).await;
+            let (acked, missing) = commit_round(&shards, &record.participants, &context(&record, &address), record.commit_ts).await;
             if missing.is_empty() {
                 tracing::info!(txn = %record.txn_id, "COMMIT delivered to every participant");
                 let _ = sync.send(Delivered { record, acked });
@@ -200,7 +200,7 @@ fn spawn_sync(shards: Arc<ShardPool>, log: Arc<DecisionLog>, registry: Registry,
                     }
                     Settle::Resend(moved) => {
                         tracing::info!(txn = %delivered.record.txn_id, groups = ?moved, "shard groups failed over after acknowledging COMMIT; sending it again");
-                        let (acked, _) = commit_round(&shards, &moved, &context(&delivered.record, &address)).await;
+                        let (acked, _) = commit_round(&shards, &moved, &context(&delivered.record, &address), delivered.record.commit_ts).await;
                         delivered.acked.extend(acked);
                     }
                     Settle::Wait => {}

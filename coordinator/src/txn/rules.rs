@@ -70,6 +70,13 @@ pub fn one_phase_release(touched: &[ShardGroupId], writer: ShardGroupId, committ
 }
 
 /// The answer to a participant asking about a prepared transaction.
+/// The commit timestamp of a two-phase commit: a fresh timestamp taken
+/// after every participant prepared, raised to the highest prepare
+/// timestamp (each participant promised to commit at or above its own).
+pub fn commit_timestamp(fresh: u64, highest_prepare_ts: u64) -> u64 {
+    fresh.max(highest_prepare_ts)
+}
+
 pub fn outcome(decision_logged: bool, still_held: bool) -> Outcome {
     match (decision_logged, still_held) {
         (true, _) => Outcome::Committed,

@@ -17,7 +17,7 @@
 //! coordinator, which waits longer than the lease, promotes a replica.
 
 use super::log::LoggedEngine;
-use super::progress::{Staleness, Tracker};
+use super::progress::{ClosedTimestamp, Staleness, Tracker};
 use super::rules::{self, ReplicaView, State};
 pub use super::rules::{Access, Mode, Role};
 use crate::error::ShardError;
@@ -57,6 +57,8 @@ pub struct Node {
     pub tracker: Arc<Tracker>,
     /// Replica side: how stale this node's data may be.
     pub staleness: Arc<Staleness>,
+    /// Replica side: the timestamp below which this node holds every commit.
+    pub closed: Arc<ClosedTimestamp>,
     follower: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     follow: Follow,
     sync_timeout: Duration,
@@ -90,6 +92,7 @@ impl Node {
             transition: tokio::sync::Mutex::new(()),
             tracker: Arc::new(Tracker::default()),
             staleness: Arc::new(Staleness::default()),
+            closed: Arc::default(),
             follower: Mutex::new(None),
             follow,
             sync_timeout,
@@ -146,6 +149,25 @@ impl Node {
     /// primary of the epoch it admitted the write in, with a valid lease.
     pub fn confirm(&self, ticket: Ticket) -> Result<(), ShardError> {
         rules::confirm(&self.state.lock().unwrap(), &self.node_id, ticket.epoch, Instant::now())
+    }
+
+    /// Primary side: a closed timestamp to promise replicas, with the last
+    /// record it covers (see [`Participant::close_timestamps`]).
+    pub fn close_timestamps(&self) -> (u64, u64) {
+        self.participant.close_timestamps(|| self.log.last().0)
+    }
+
+    /// A snapshot read at `read_ts` on a replica: waits up to `patience`
+    /// for the replica to hold every commit below `read_ts`.
+    pub async fn wait_closed(&self, read_ts: u64, patience: Duration) -> Result<(), ShardError> {
+        if self.is_primary() || self.closed.wait_for(read_ts, patience).await {
+            return Ok(());
+        }
+        Err(ShardError::TooStale(format!(
+            "replica {} holds every commit below timestamp {} only, not yet below the read's {read_ts}",
+            self.node_id,
+            self.closed.current()
+        )))
     }
 
     /// Staleness of this node's data (zero on a primary).
@@ -216,6 +238,7 @@ impl Node {
             replicas: if state.role == Role::Primary { self.tracker.progress(applied_seq) } else { Vec::new() },
             log_start: self.log.first(),
             installing_snapshot: self.log.installing(),
+            closed_ts: if state.role == Role::Primary { 0 } else { self.closed.current() },
             node_unix_ms: tessera_model::clock::now_unix_ms(),
             lease_held: state.role == Role::Primary && state.lease_required && rules::lease_valid(&state, &self.node_id, Instant::now()).is_ok(),
         }
@@ -251,6 +274,7 @@ impl Node {
                 // The prepared transactions replicated here come back with their locks.
                 self.participant.demote();
                 self.participant.reload_prepared()?;
+                self.participant.raise_floor()?;
                 self.tracker.reset();
                 self.log.open_writes(epoch);
             }

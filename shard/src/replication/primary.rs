@@ -153,7 +153,8 @@ async fn ship(node: Arc<Node>, hello: pb::Hello, epoch: u64, stream: u64, out: S
         }
         if last_heartbeat.elapsed() >= HEARTBEAT {
             let time_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-            send(&out, pb::primary_message::Kind::Heartbeat(pb::PrimaryHeartbeat { seq: log.durable(), time_us })).await?;
+            let (closed_ts, closed_seq) = node.close_timestamps();
+            send(&out, pb::primary_message::Kind::Heartbeat(pb::PrimaryHeartbeat { seq: log.durable(), time_us, closed_ts, closed_seq })).await?;
             last_heartbeat = Instant::now();
         }
         if next > log.durable() {

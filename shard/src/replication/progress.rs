@@ -169,9 +169,106 @@ impl Staleness {
     }
 }
 
+/// Replica side: the closed timestamp, below which this replica holds
+/// every commit. The primary's heartbeats promise "every commit below `ts`
+/// is in the records up to `seq`"; the promise holds here once `seq` is
+/// applied.
+#[derive(Default)]
+pub struct ClosedTimestamp {
+    state: Mutex<ClosedState>,
+    advanced: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ClosedState {
+    closed: u64,
+    /// Promises (seq, ts) not yet applied, in seq order.
+    pending: VecDeque<(u64, u64)>,
+    applied: u64,
+}
+
+impl ClosedTimestamp {
+    /// The primary promised that every commit below `ts` is in the records
+    /// up to `seq`.
+    pub fn promised(&self, seq: u64, ts: u64) {
+        let mut s = self.state.lock().unwrap();
+        if s.applied >= seq {
+            s.closed = s.closed.max(ts);
+            self.advanced.notify_waiters();
+        } else {
+            s.pending.push_back((seq, ts));
+            while s.pending.len() > 256 {
+                s.pending.pop_front();
+            }
+        }
+    }
+
+    /// Records up to `seq` are applied here.
+    pub fn applied(&self, seq: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.applied = s.applied.max(seq);
+        let mut advanced = false;
+        while let Some(&(wanted, ts)) = s.pending.front() {
+            if wanted > seq {
+                break;
+            }
+            s.closed = s.closed.max(ts);
+            s.pending.pop_front();
+            advanced = true;
+        }
+        if advanced {
+            self.advanced.notify_waiters();
+        }
+    }
+
+    pub fn current(&self) -> u64 {
+        self.state.lock().unwrap().closed
+    }
+
+    /// Waits until every commit below `read_ts` is here (the closed
+    /// timestamp reaches `read_ts`), at most `patience`; false if it did not.
+    pub async fn wait_for(&self, read_ts: u64, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if self.current() >= read_ts {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return self.current() >= read_ts;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_replica_closes_a_timestamp_once_it_applied_the_records_promised_with_it() {
+        let closed = ClosedTimestamp::default();
+        closed.promised(5, 100);
+        assert_eq!(closed.current(), 0, "records up to 5 are not applied yet");
+        closed.applied(4);
+        assert_eq!(closed.current(), 0);
+        closed.applied(5);
+        assert_eq!(closed.current(), 100);
+        closed.promised(5, 150);
+        assert_eq!(closed.current(), 150, "nothing new to apply: closed at once");
+        assert!(closed.wait_for(150, Duration::ZERO).await);
+        assert!(!closed.wait_for(151, Duration::from_millis(10)).await, "nothing promised 151");
+        let waiter = async { closed.wait_for(200, Duration::from_secs(5)).await };
+        let promise = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            closed.promised(6, 300);
+            closed.applied(6);
+        };
+        let (served, ()) = tokio::join!(waiter, promise);
+        assert!(served);
+    }
 
     #[test]
     fn staleness_counts_from_the_heartbeat_a_replica_caught_up_with() {

@@ -123,11 +123,13 @@ async fn follow(node: &Arc<Node>, primary: &str, secret: &ClusterSecret, stop: &
             }
             pb::primary_message::Kind::Heartbeat(heartbeat) => {
                 node.staleness.heartbeat(heartbeat.seq);
+                node.closed.promised(heartbeat.closed_seq, heartbeat.closed_ts);
                 Some(log.last().0)
             }
         };
         if let Some(seq) = ack {
             node.staleness.applied(seq);
+            node.closed.applied(seq);
             let staleness_ms = node.staleness.current().map(|d| d.as_millis() as u64).unwrap_or(u64::MAX);
             acks.send(message(pb::replica_message::Kind::Ack(pb::Ack { applied_seq: seq, staleness_ms }))).await.map_err(|e| peer(e.to_string()))?;
         }

@@ -27,6 +27,13 @@
 //! once with a retryable error; waits end at the lock timeout as a backstop.
 //! Idle active transactions are aborted by [`Participant::abort_idle`].
 //!
+//! Timestamps (see [`table`] and docs/architecture/consistency.md): PREPARE
+//! chooses a prepare timestamp and COMMIT writes the write set as versions
+//! ([`crate::mvcc`]) at the commit timestamp, both above every timestamp
+//! this shard has read at. A snapshot read outside a transaction first waits
+//! for prepared or committing transactions that may commit below its
+//! timestamp.
+//!
 //! A yes voter never decides alone: a prepared transaction is never aborted
 //! by a timeout. [`Participant::in_doubt`] lists the ones waiting too long, and
 //! the resolver (`server.rs`) asks their coordinator for the outcome.
@@ -34,15 +41,18 @@
 pub mod locks;
 pub mod rules;
 mod state;
+mod table;
 
 use crate::error::{Result, ShardError};
 use crate::metrics::ShardMetrics;
+use crate::mvcc;
 use locks::LockTable;
 use rules::{Commit, Prepare};
 use state::{Phase, TxnState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use table::{Reads, TxnTable};
 use tessera_model::data::expr::Expr;
 use tessera_model::data::row::decode_row;
 pub use tessera_model::txn::{Mutation, MutationOp, TxnContext};
@@ -53,6 +63,10 @@ use tokio::time::Instant;
 /// Largest scan response, in bytes of keys and values.
 pub const SCAN_BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
+/// How long a snapshot read waits for a prepared transaction's decision
+/// before giving up (a node uses the lock timeout when that is longer).
+pub const INTENT_WAIT: Duration = Duration::from_secs(10);
+
 /// Timeouts of the participant.
 #[derive(Debug, Clone, Copy)]
 pub struct TxnLimits {
@@ -60,6 +74,8 @@ pub struct TxnLimits {
     pub idle_timeout: Duration,
     /// How long a commit may wait for others to share its fsync.
     pub group_commit_window: Duration,
+    /// How long a snapshot read waits for a prepared transaction's decision.
+    pub intent_wait: Duration,
 }
 
 /// What a scan asks for.
@@ -72,6 +88,8 @@ pub struct ScanSpec {
     pub filter: Option<Expr>,
     pub txn: Option<TxnContext>,
     pub lock: bool,
+    /// Outside a transaction: the snapshot to read (see [`crate::mvcc`]).
+    pub read_ts: u64,
 }
 
 /// Rows of a scan and, if it stopped early, where to resume.
@@ -91,7 +109,12 @@ pub struct Participant {
     /// Set once the participant is shared (see [`Participant::start_group_commit`]).
     group: std::sync::OnceLock<GroupCommit>,
     locks: LockTable,
-    txns: Mutex<HashMap<String, TxnState>>,
+    /// Transactions by id, with the timestamp state snapshot reads and
+    /// commits share (see [`table`]).
+    txns: Mutex<TxnTable>,
+    /// Woken when a prepared or committing transaction's writes are
+    /// applied or dropped (snapshot reads wait for them).
+    resolved: tokio::sync::Notify,
     /// Recently aborted transactions, so late requests are refused.
     aborted: Mutex<HashMap<String, Instant>>,
     limits: TxnLimits,
@@ -109,13 +132,16 @@ impl Participant {
             replication: std::sync::OnceLock::new(),
             group: std::sync::OnceLock::new(),
             locks: LockTable::default(),
-            txns: Mutex::default(),
+            txns: Mutex::new(TxnTable::new(0)),
+            resolved: tokio::sync::Notify::new(),
             aborted: Mutex::default(),
             limits,
             synced_writes: Default::default(),
             metrics: Arc::new(ShardMetrics::new()),
         };
         participant.recover()?;
+        // A restart: reads may have been served before it.
+        participant.raise_floor()?;
         Ok(participant)
     }
 
@@ -130,6 +156,17 @@ impl Participant {
     pub fn demote(&self) {
         self.txns.lock().unwrap().clear();
         self.locks.clear();
+        self.resolved.notify_waiters();
+    }
+
+    /// A restarted node, or a replica promoted to primary: commits from
+    /// now on are above any timestamp a read may have been served at before
+    /// (see [`table::restart_floor`]). A node without data has served none.
+    pub fn raise_floor(&self) -> Result<()> {
+        if self.holds_data()? {
+            self.txns.lock().unwrap().raise(table::restart_floor());
+        }
+        Ok(())
     }
 
     /// Makes durable writes wait for replicas (sync replication).
@@ -142,6 +179,15 @@ impl Participant {
             Some(barrier) => barrier().await,
             None => Ok(()),
         }
+    }
+
+    fn holds_data(&self) -> Result<bool> {
+        let mut any = false;
+        self.engine.scan(Space::Data, b"", &[0xFF; 64], &mut |_, _| {
+            any = true;
+            false
+        })?;
+        Ok(any)
     }
 
     fn recover(&self) -> Result<()> {
@@ -190,12 +236,16 @@ impl Participant {
         self.txns.lock().unwrap().values().filter(|t| t.phase == Phase::Prepared).map(|t| t.id.clone()).collect()
     }
 
-    /// Point reads; in a transaction, its own writes win, and `lock` locks first.
-    pub async fn get(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// Point reads. In a transaction its own writes win, `lock` locks
+    /// first, and the newest committed version is read; outside one, the
+    /// rows as of `read_ts` (a snapshot).
+    pub async fn get(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool, read_ts: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if let Some(txn) = txn {
             self.touch(txn)?;
         } else if lock {
             return Err(ShardError::InvalidRequest("a locking read needs a transaction".into()));
+        } else {
+            return self.get_at(keys, read_ts).await;
         }
         let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
@@ -209,20 +259,68 @@ impl Participant {
         Ok(rows)
     }
 
+    /// Closes timestamps up to now (see [`table::TxnTable::close`]);
+    /// returns the closed timestamp and `last_seq()`, read under the same
+    /// lock: every commit below the timestamp is in the log up to it.
+    pub fn close_timestamps(&self, last_seq: impl FnOnce() -> u64) -> (u64, u64) {
+        let mut txns = self.txns.lock().unwrap();
+        let closed = txns.close(tessera_model::clock::now_micros());
+        (closed, last_seq())
+    }
+
+    /// Snapshot point reads at `read_ts`.
+    async fn get_at(&self, keys: Vec<Vec<u8>>, read_ts: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.wait_for_intents(Reads::Keys(&keys), read_ts).await?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(value) = mvcc::get_at(self.engine.as_ref(), &key, read_ts)? {
+                rows.push((key, value));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Makes the snapshot at `read_ts` stable for `reads`: no commit from now
+    /// on gets a timestamp at or below it, and every prepared or committing
+    /// transaction that may commit below it and writes what is read is
+    /// waited for (its decision applied or dropped).
+    async fn wait_for_intents(&self, reads: Reads<'_>, read_ts: u64) -> Result<()> {
+        table::check_read_ts(read_ts)?;
+        let deadline = Instant::now() + self.limits.intent_wait;
+        let mut waited = false;
+        loop {
+            let resolved = self.resolved.notified();
+            tokio::pin!(resolved);
+            resolved.as_mut().enable();
+            let Some(txn) = self.txns.lock().unwrap().register_read(&reads, read_ts) else { return Ok(()) };
+            if !waited {
+                waited = true;
+                self.metrics.intent_waits.inc();
+            }
+            if tokio::time::timeout_at(deadline, resolved).await.is_err() {
+                return Err(ShardError::Unresolved { txn, read_ts });
+            }
+        }
+    }
+
     /// A range scan with an optional filter, limit, and locks.
     pub async fn scan(self: &Arc<Self>, spec: ScanSpec) -> Result<ScanResult> {
         if let Some(txn) = &spec.txn {
             self.touch(txn)?;
         } else if spec.lock {
             return Err(ShardError::InvalidRequest("a locking scan needs a transaction".into()));
+        } else {
+            self.wait_for_intents(Reads::Range(&spec.start, &spec.end), spec.read_ts).await?;
         }
+        let read_ts = if spec.txn.is_some() { mvcc::LATEST } else { spec.read_ts };
         let overlay = spec.txn.as_ref().map(|t| self.writes_in_range(&t.id, &spec.start, &spec.end)).unwrap_or_default();
         let this = self.clone();
         let unbounded = spec.lock || !overlay.is_empty();
         let (start, end, filter, limit) = (spec.start.clone(), spec.end.clone(), spec.filter.clone(), spec.limit);
-        let mut result = tokio::task::spawn_blocking(move || this.scan_committed(&start, &end, filter.as_ref(), if unbounded { 0 } else { limit }, !unbounded))
-            .await
-            .map_err(|e| ShardError::InvalidRequest(format!("scan task failed: {e}")))??;
+        let mut result =
+            tokio::task::spawn_blocking(move || this.scan_committed(&start, &end, read_ts, filter.as_ref(), if unbounded { 0 } else { limit }, !unbounded))
+                .await
+                .map_err(|e| ShardError::InvalidRequest(format!("scan task failed: {e}")))??;
         if !overlay.is_empty() {
             apply_overlay(&mut result.rows, overlay, spec.filter.as_ref())?;
         }
@@ -236,12 +334,12 @@ impl Participant {
         Ok(result)
     }
 
-    fn scan_committed(&self, start: &[u8], end: &[u8], filter: Option<&Expr>, limit: u64, budget: bool) -> Result<ScanResult> {
+    fn scan_committed(&self, start: &[u8], end: &[u8], read_ts: u64, filter: Option<&Expr>, limit: u64, budget: bool) -> Result<ScanResult> {
         let mut rows = Vec::new();
         let mut bytes = 0usize;
         let mut resume_key = None;
         let mut failure = None;
-        self.engine.scan(Space::Data, start, end, &mut |k, v| {
+        mvcc::scan_at(self.engine.as_ref(), start, end, read_ts, &mut |k, v| {
             match row_matches(filter, v) {
                 Ok(false) => return true,
                 Ok(true) => {}
@@ -299,19 +397,28 @@ impl Participant {
     }
 
     /// Makes the write set and locks durable: the participant's yes vote.
-    pub async fn prepare(&self, txn: &TxnContext) -> Result<()> {
-        let record = {
+    /// Returns the prepare timestamp, at least `min_ts`: the transaction
+    /// will commit at or above it.
+    pub async fn prepare(&self, txn: &TxnContext, min_ts: u64) -> Result<u64> {
+        table::check_ts(min_ts, "prepare")?;
+        let (record, prepare_ts) = {
             let mut txns = self.txns.lock().unwrap();
             match rules::prepare(txns.get(&txn.id).map(|t| t.phase)) {
                 Prepare::Unknown => return Err(self.unknown(&txn.id, "PREPARE")),
-                Prepare::AlreadyPrepared => return Ok(()),
+                Prepare::AlreadyPrepared => return Ok(txns.get(&txn.id).and_then(|t| t.prepare_ts).unwrap_or(min_ts)),
                 Prepare::WriteRecord => {}
             }
+            // From here readers at or above the timestamp wait for the decision.
+            let prepare_ts = match txns.get(&txn.id).and_then(|t| t.prepare_ts) {
+                Some(ts) => ts,
+                None => txns.next_ts(min_ts),
+            };
             let state = txns.get_mut(&txn.id).expect("held: checked above");
+            state.prepare_ts = Some(prepare_ts);
             if state.coordinator.is_empty() {
                 state.coordinator = txn.coordinator.clone();
             }
-            state.encode_prepared()
+            (state.encode_prepared(), prepare_ts)
         };
         tessera_model::failpoint::hit("shard.prepare.before_vote").await;
         let started = Instant::now();
@@ -319,12 +426,13 @@ impl Participant {
         self.apply(vec![write]).await?;
         self.metrics.prepares.inc();
         self.metrics.prepare_seconds.observe_duration(started.elapsed());
-        tracing::debug!(txn = %txn.id, "prepared");
+        tracing::debug!(txn = %txn.id, prepare_ts, "prepared");
         self.with_txn(&txn.id, |t| {
             t.phase = Phase::Prepared;
             t.last_active = Instant::now();
             Ok(())
-        })
+        })?;
+        Ok(prepare_ts)
     }
 
     /// Prepared transactions whose decision has not arrived for `patience`:
@@ -339,7 +447,12 @@ impl Participant {
     /// A `lazy` two-phase commit is applied without an fsync: until the next
     /// [`Participant::sync_wal`] a crash may undo it, leaving the durable
     /// prepared record, which is resolved again from the coordinator's log.
-    pub async fn commit(&self, txn: &TxnContext, one_phase: bool, mutations: Vec<Mutation>, lazy: bool) -> Result<()> {
+    ///
+    /// `commit_ts` is the decided timestamp of a two-phase commit, and the
+    /// lowest acceptable one of a one-phase commit, which commits above
+    /// every timestamp this shard has read or committed at. Returns the
+    /// timestamp the writes were committed at.
+    pub async fn commit(&self, txn: &TxnContext, one_phase: bool, mutations: Vec<Mutation>, lazy: bool, commit_ts: u64) -> Result<u64> {
         let started = Instant::now();
         if one_phase {
             if let Err(e) = self.write(txn, mutations).await {
@@ -353,24 +466,45 @@ impl Participant {
         if !one_phase {
             tessera_model::failpoint::hit("shard.commit.before_apply").await;
         }
-        let (state, delete_prepared_record) = {
-            let mut txns = self.txns.lock().unwrap();
-            match rules::commit(txns.get(&txn.id).map(|t| t.phase), one_phase) {
-                Commit::Unknown => return Err(self.unknown(&txn.id, "COMMIT")),
-                Commit::AlreadyCommitted => return Ok(()),
-                Commit::NotPrepared => return Err(ShardError::TxnState(format!("transaction {} cannot commit in two phases: it was not prepared", txn.id))),
-                Commit::Apply { delete_prepared_record } => (txns.remove(&txn.id).expect("held: checked above"), delete_prepared_record),
-            }
-        };
-        let mut batch: Vec<Write> = state.writes.iter().map(|(k, v)| Write { space: Space::Data, key: k.clone(), value: v.clone() }).collect();
-        if delete_prepared_record {
-            batch.push(Write { space: Space::Txn, key: state.id.as_bytes().to_vec(), value: None });
+        table::check_ts(commit_ts, "commit")?;
+        if !one_phase && commit_ts == 0 {
+            return Err(ShardError::InvalidRequest(format!("the two-phase COMMIT of transaction {} carries no commit timestamp", txn.id)));
         }
+        let (commit_ts, batch) = {
+            let mut txns = self.txns.lock().unwrap();
+            let delete_prepared_record = match rules::commit(txns.get(&txn.id).map(|t| t.phase), one_phase) {
+                Commit::Unknown => return Err(self.unknown(&txn.id, "COMMIT")),
+                Commit::AlreadyCommitted => return Ok(commit_ts),
+                Commit::NotPrepared => return Err(ShardError::TxnState(format!("transaction {} cannot commit in two phases: it was not prepared", txn.id))),
+                Commit::Apply { delete_prepared_record } => delete_prepared_record,
+            };
+            if let Some(prepared) = txns.get(&txn.id).and_then(|t| t.prepare_ts).filter(|p| !one_phase && commit_ts < *p) {
+                return Err(ShardError::InvalidRequest(format!(
+                    "the COMMIT of transaction {} at timestamp {commit_ts} is below its prepare timestamp {prepared}",
+                    txn.id
+                )));
+            }
+            let commit_ts = if one_phase { txns.next_ts(commit_ts) } else { txns.decided(commit_ts) };
+            let state = txns.remove(&txn.id).expect("held: checked above");
+            let mut batch: Vec<Write> = state
+                .writes
+                .iter()
+                .map(|(k, v)| Write { space: Space::Data, key: mvcc::version_key(k, commit_ts), value: Some(mvcc::version_value(v.as_ref())) })
+                .collect();
+            if delete_prepared_record {
+                batch.push(Write { space: Space::Txn, key: state.id.as_bytes().to_vec(), value: None });
+            }
+            // Until applied, readers above `commit_ts` wait for these writes.
+            txns.applying(state, commit_ts);
+            (commit_ts, batch)
+        };
         let outcome = if lazy && !one_phase { self.apply_unsynced(batch).await } else { self.apply(batch).await };
+        let state = self.txns.lock().unwrap().applied(&txn.id).expect("held by this commit");
+        self.resolved.notify_waiters();
         if outcome.is_err() && rules::keep_after_failed_apply(state.phase) {
             // The decision stands; keep the prepared state so a retry can commit.
             self.txns.lock().unwrap().insert(state.id.clone(), state);
-            return outcome;
+            return outcome.map(|_| commit_ts);
         }
         self.locks.release(&state.id, state.locked.iter());
         if outcome.is_ok() {
@@ -381,9 +515,9 @@ impl Participant {
             };
             count.inc();
             seconds.observe_duration(started.elapsed());
-            tracing::debug!(txn = %txn.id, one_phase, "committed");
+            tracing::debug!(txn = %txn.id, one_phase, commit_ts, "committed");
         }
-        outcome
+        outcome.map(|_| commit_ts)
     }
 
     /// Drops the transaction's writes and releases its locks. Idempotent.
@@ -401,6 +535,7 @@ impl Participant {
             }
         }
         self.locks.release(&state.id, state.locked.iter());
+        self.resolved.notify_waiters();
         Ok(())
     }
 
@@ -516,7 +651,7 @@ impl Participant {
                 return Ok(own);
             }
         }
-        Ok(self.engine.get(Space::Data, key)?)
+        Ok(mvcc::get_at(self.engine.as_ref(), key, mvcc::LATEST)?)
     }
 
     fn writes_in_range(&self, id: &str, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {

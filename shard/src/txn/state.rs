@@ -23,6 +23,9 @@ pub struct TxnState {
     pub last_active: Instant,
     /// The coordinator that decides the outcome (known once prepared).
     pub coordinator: String,
+    /// Set by PREPARE: the transaction commits at or above it, so snapshot
+    /// reads at or above it wait for the decision.
+    pub prepare_ts: Option<u64>,
 }
 
 impl TxnState {
@@ -35,6 +38,7 @@ impl TxnState {
             locked: Vec::new(),
             last_active: Instant::now(),
             coordinator: txn.coordinator.clone(),
+            prepare_ts: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl TxnState {
         pb::PreparedTxn {
             txn: Some(pb::TxnContext { txn_id: self.id.clone(), timestamp: self.timestamp, begin: false, coordinator: self.coordinator.clone() }),
             mutations,
+            prepare_ts: self.prepare_ts.unwrap_or_default(),
         }
         .encode_to_vec()
     }
@@ -63,6 +68,9 @@ impl TxnState {
     pub fn decode_prepared(bytes: &[u8]) -> Result<TxnState, String> {
         let record = pb::PreparedTxn::decode(bytes).map_err(|e| e.to_string())?;
         let txn = record.txn.ok_or("record has no transaction")?;
+        if record.prepare_ts == 0 {
+            return Err("record has no prepare timestamp (written by storage format 1)".into());
+        }
         let mut writes = BTreeMap::new();
         for m in record.mutations {
             let value = match m.op {
@@ -81,6 +89,7 @@ impl TxnState {
             locked,
             last_active: Instant::now(),
             coordinator: txn.coordinator,
+            prepare_ts: Some(record.prepare_ts),
         })
     }
 }

@@ -1,0 +1,172 @@
+//! Consistent snapshots: readers never see half of a two-phase commit,
+//! READ ONLY transactions read one snapshot without locks, and the
+//! timestamp order survives restarts.
+
+use crate::cluster::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera::client::Client;
+
+const SUM: &str = "SELECT sum(balance), count(*) FROM bank";
+
+/// A small deterministic generator (no dependency for a test's dice).
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+const ACCOUNTS: [i64; 15] = [1, 2, 3, 4, 5, 100, 101, 102, 103, 104, 200, 201, 202, 203, 204];
+
+/// Moves money between random accounts (mostly across groups) until `stop`.
+async fn writer(mut c: Client, seed: u64, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) {
+    let mut dice = Dice(seed);
+    while !stop.load(Ordering::Relaxed) {
+        let from = ACCOUNTS[dice.roll(15) as usize];
+        let to = ACCOUNTS[dice.roll(15) as usize];
+        if from == to {
+            continue;
+        }
+        if run_sql(&mut c, &transfer_sql(from, to, 1 + dice.roll(20) as i64)).await.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = run_sql(&mut c, "ROLLBACK").await;
+        }
+    }
+}
+
+/// What one reader saw.
+#[derive(Debug, Default)]
+struct Seen {
+    reads: u64,
+    wrong: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// Sums every balance until `stop`, each read as `mode` says.
+async fn reader(mut c: Client, mode: &'static str, stop: Arc<AtomicBool>) -> Seen {
+    let mut seen = Seen::default();
+    let sql = match mode {
+        "read only" => format!("BEGIN READ ONLY; {SUM}; SELECT sum(balance) FROM bank WHERE id < 100; {SUM}; COMMIT"),
+        _ => SUM.to_string(),
+    };
+    if mode == "replica" {
+        exec(&mut c, "SET replica_reads = on").await;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match run_sql(&mut c, &sql).await {
+            Ok(results) => {
+                seen.reads += 1;
+                for r in results.iter().filter(|r| r.columns.len() == 2) {
+                    let (sum, count) = (r.rows[0][0].to_string(), r.rows[0][1].to_string());
+                    if sum != BANK_TOTAL.to_string() || count != "15" {
+                        seen.wrong.push(format!("{mode}: sum {sum}, count {count}"));
+                    }
+                }
+            }
+            Err(e) => {
+                seen.failed.push(format!("{mode}: {e}"));
+                let _ = run_sql(&mut c, "ROLLBACK").await;
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sums_across_three_groups_are_exact_while_transfers_commit_in_every_read_mode() {
+    let cluster = TestCluster::start_spec(Spec { groups: 3, replicas: 1, replication: "sync", ..Spec::default() });
+    let mut c = cluster.client().await;
+    seed_bank(&mut c).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let commits = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for seed in 0..8 {
+        writers.push(tokio::spawn(writer(cluster.client().await, seed + 1, stop.clone(), commits.clone())));
+    }
+    let mut readers = Vec::new();
+    for mode in ["autocommit", "read only", "replica"] {
+        readers.push(tokio::spawn(reader(cluster.client().await, mode, stop.clone())));
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut total_reads = 0;
+    for r in readers {
+        let seen = r.await.unwrap();
+        assert!(seen.wrong.is_empty(), "{} wrong sums out of {}: {:?}", seen.wrong.len(), seen.reads, &seen.wrong[..seen.wrong.len().min(5)]);
+        assert!(seen.failed.is_empty(), "{} reads failed: {:?}", seen.failed.len(), &seen.failed[..seen.failed.len().min(5)]);
+        assert!(seen.reads >= 20, "{seen:?}");
+        total_reads += seen.reads;
+    }
+    let commits = commits.load(Ordering::Relaxed);
+    assert!(commits >= 100, "the writers committed only {commits} transfers in 30 s");
+    eprintln!("{commits} transfers committed, {total_reads} consistent reads");
+    wait_quiet(&mut c, Duration::from_secs(10)).await;
+    assert_bank_invariant(&mut c).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_transaction_reads_one_snapshot_takes_no_locks_and_refuses_writes() {
+    let cluster = TestCluster::start(3);
+    let mut reader = cluster.client().await;
+    let mut writer = cluster.client().await;
+    seed_bank(&mut writer).await;
+    exec(&mut reader, "BEGIN READ ONLY").await;
+    assert_eq!(scalar(&mut reader, "SHOW transaction_read_only").await, "on");
+    assert_eq!(balance(&mut reader, 1).await, 1000);
+    // A writer is not blocked by the reader and commits across two groups.
+    exec(&mut writer, &transfer_sql(1, 100, 10)).await;
+    // The reader still sees its snapshot, on both groups.
+    assert_eq!((balance(&mut reader, 1).await, balance(&mut reader, 100).await), (1000, 1000));
+    for (sql, word) in [("UPDATE bank SET balance = 0 WHERE id = 1", "UPDATE"), ("INSERT INTO bank VALUES (9, 1)", "INSERT")] {
+        let e = fail(&mut reader, sql).await;
+        assert_eq!(e.sqlstate.as_deref(), Some("25006"), "{e}");
+        assert!(e.to_string().contains(&format!("cannot execute {word} in a read-only transaction")), "{e}");
+        // As in PostgreSQL the transaction is now failed.
+        exec(&mut reader, "ROLLBACK; BEGIN READ ONLY").await;
+    }
+    exec(&mut reader, "ROLLBACK").await;
+    // A fresh statement sees the transfer.
+    assert_eq!((balance(&mut reader, 1).await, balance(&mut reader, 100).await), (990, 1010));
+    // SET TRANSACTION READ ONLY works before the first query, not after.
+    exec(&mut reader, "BEGIN; SET TRANSACTION READ ONLY").await;
+    assert_eq!(fail(&mut reader, "DELETE FROM bank WHERE id = 2").await.sqlstate.as_deref(), Some("25006"));
+    exec(&mut reader, "ROLLBACK; BEGIN").await;
+    balance(&mut reader, 2).await;
+    assert_eq!(fail(&mut reader, "SET TRANSACTION READ ONLY").await.sqlstate.as_deref(), Some("25001"));
+    exec(&mut reader, "ROLLBACK").await;
+    wait_quiet(&mut writer, Duration::from_secs(10)).await;
+    assert_bank_invariant(&mut writer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_acknowledged_before_a_coordinator_restart_is_seen_by_every_read_after_it() {
+    let mut cluster = TestCluster::start(2);
+    let mut c = cluster.client().await;
+    two_group_accounts(&mut c).await;
+    let started = Instant::now();
+    let mut expected = 100;
+    for round in 0..3 {
+        for _ in 0..5 {
+            expected += 1;
+            exec(&mut c, "UPDATE accounts SET balance = balance + 1 WHERE id = 150").await;
+        }
+        // SIGKILL: the oracle restarts from its durable high-water mark, so
+        // no read timestamp after the restart is below an acknowledged commit.
+        cluster.coordinator.kill();
+        cluster.coordinator.restart();
+        c = cluster.client().await;
+        assert_eq!(scalar(&mut c, "SELECT balance FROM accounts WHERE id = 150").await, expected.to_string(), "round {round}");
+        exec(&mut c, "BEGIN READ ONLY").await;
+        assert_eq!(scalar(&mut c, "SELECT sum(balance) FROM accounts").await, (expected + 100).to_string());
+        exec(&mut c, "COMMIT").await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
