@@ -170,3 +170,48 @@ async fn a_write_acknowledged_before_a_coordinator_restart_is_seen_by_every_read
     }
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_read_waits_for_a_prepared_transfer_even_across_a_participant_crash() {
+    let mut cluster = TestCluster::start_with_failpoints(2, Some("coordinator.after_commit_logged"), None);
+    let mut c = cluster.client().await;
+    exec(&mut c, "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL) WITH (partitioning = 'range', split_points = '100')").await;
+    // One group per statement: one-phase commits, which pass no failpoint.
+    exec(&mut c, "INSERT INTO accounts VALUES (1, 100)").await;
+    exec(&mut c, "INSERT INTO accounts VALUES (150, 100)").await;
+    // The transfer's COMMIT is logged, then the coordinator's task stops:
+    // both participants hold it prepared, with intents on both rows.
+    let mut w = cluster.client().await;
+    let transfer = "BEGIN; UPDATE accounts SET balance = balance - 30 WHERE id = 1; UPDATE accounts SET balance = balance + 30 WHERE id = 150; COMMIT";
+    let _pending = tokio::spawn(async move { run_sql(&mut w, transfer).await });
+    cluster.coordinator.wait_for_log("failpoint coordinator.after_commit_logged reached", Duration::from_secs(20));
+    let mut r = cluster.client().await;
+    let reader = tokio::spawn(async move { run_sql(&mut r, "SELECT sum(balance) FROM accounts").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!reader.is_finished(), "a snapshot read above the prepare timestamps waits for the decision");
+    // SIGKILL one participant while the read waits; it restarts with the
+    // transfer still prepared, and its resolver learns the outcome.
+    cluster.shards[1].kill();
+    cluster.shards[1].restart();
+    match reader.await.unwrap() {
+        Ok(r) => assert_eq!(r[0].rows[0][0].to_string(), "200", "the waiting read saw all of the transfer or none of it"),
+        Err(e) => assert_eq!(e.sqlstate.as_deref(), Some("08006"), "only the dead node may fail the read: {e}"),
+    }
+    // The in-doubt resolvers commit the transfer on both groups; every read
+    // sees the total, and then the transfer whole.
+    let started = Instant::now();
+    loop {
+        match run_sql(&mut c, "SELECT balance FROM accounts ORDER BY id").await {
+            Ok(r) => {
+                let got: Vec<String> = r[0].rows.iter().map(|row| row[0].to_string()).collect();
+                assert!(got == ["100", "100"] || got == ["70", "130"], "half of a two-phase commit was visible: {got:?}");
+                if got == ["70", "130"] {
+                    break;
+                }
+            }
+            Err(e) => assert!(started.elapsed() < Duration::from_secs(30), "{e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the transfer was never resolved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
