@@ -196,6 +196,12 @@ enum BenchCommand {
         /// their credit step fails and the debit is compensated.
         #[arg(long, default_value_t = 0.02)]
         failing: f64,
+        /// Clients summing every balance (single statements and READ ONLY
+        /// transactions) in the second half of the run; every sum must
+        /// equal the total. Reports reads/s, wrong sums and the writers'
+        /// commits/s with and without them.
+        #[arg(long, default_value_t = 0)]
+        readers: usize,
         /// Chaos mode: inject these faults (all, or a list of kill-primary,
         /// kill-replica, kill-coordinator, pause-primary, partition, delay)
         /// into a cluster of processes, then check nothing was lost.
@@ -635,7 +641,7 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
     let (clients, duration) = (run.clients, Duration::from_secs(run.duration));
     let workload = match &workload {
         BenchCommand::Kv { .. } => Workload::Kv(tessera::bench::kv::KvOptions { clients, duration }),
-        BenchCommand::Bank { accounts, cross_shard, protocol, failing, .. } => {
+        BenchCommand::Bank { accounts, cross_shard, protocol, failing, readers, .. } => {
             if *accounts < 2 || !(0.0..=1.0).contains(cross_shard) || !(0.0..=1.0).contains(failing) {
                 anyhow::bail!("--accounts must be at least 2, and --cross-shard and --failing between 0 and 1");
             }
@@ -648,6 +654,7 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
                 protocol: protocols[0],
                 failing: *failing,
                 probe: None,
+                readers: *readers,
             };
             Workload::Bank { options, protocols }
         }

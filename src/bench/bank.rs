@@ -3,6 +3,13 @@
 //! transaction. Ends by checking the bank invariant: the total is unchanged
 //! and no balance is negative.
 //!
+//! With `--readers N` the run has two halves: writers alone, then writers
+//! with N readers that sum every balance (half as single statements, half
+//! in `BEGIN READ ONLY` transactions). Every sum must equal the total: a
+//! wrong one means a read saw part of a transfer. The report gives the
+//! readers' rate, the wrong sums, failed READ ONLY reads and the writers'
+//! commits/s in each half.
+//!
 //! With `--protocol saga` each transfer is a saga (debit step, then credit
 //! step), and a fraction of them (`--failing`) credit an account that does
 //! not exist: their credit step fails and the debit is compensated, so the
@@ -29,6 +36,8 @@ pub struct BankOptions {
     pub failing: f64,
     /// Watches the first transfer touching a group after its primary died.
     pub probe: Option<Arc<FailoverProbe>>,
+    /// Clients summing every balance during the second half of the run.
+    pub readers: usize,
 }
 
 /// What a run measured, for comparing runs.
@@ -43,6 +52,8 @@ pub struct BankReport {
     /// From the kill of a primary to the first committed transfer that
     /// touched its group.
     pub failover: Option<Duration>,
+    /// Sums (of readers) that did not equal the total.
+    pub wrong_sums: u64,
 }
 
 /// Times a failover as clients see it: from the kill of a group's primary
@@ -134,6 +145,13 @@ pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Resul
         workers.push(tokio::spawn(async move { worker(client, shape, deadline, counters, probe).await }));
     }
     let progress = tokio::spawn(progress(counters.clone(), start, options.duration));
+    let readers = if options.readers > 0 {
+        let half = start + options.duration / 2;
+        let total = accounts as i64 * INITIAL_BALANCE;
+        Some(tokio::spawn(readers(target.clone(), options.readers, half, start + options.duration, total, counters.clone())))
+    } else {
+        None
+    };
     let (mut single, mut cross) = (histogram(), histogram());
     let mut last_error = None;
     for w in workers {
@@ -147,6 +165,10 @@ pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Resul
     let mut admin = target.clone().connect().await?;
     let after = admin.cluster_status().await?;
     report(&counters, elapsed, &single, &cross, &before, &after, last_error);
+    let wrong_sums = match readers {
+        Some(task) => task.await??.report(),
+        None => 0,
+    };
     let failover = options.probe.as_ref().and_then(|p| p.failover_time());
     if let Some(probe) = &options.probe {
         match failover {
@@ -156,7 +178,7 @@ pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Resul
             None => println!("failover: no transfer touching shard group {} committed after its primary was killed", probe.group),
         }
     }
-    let invariant_holds = check_invariant(&mut admin, accounts).await?;
+    let invariant_holds = check_invariant(&mut admin, accounts).await? && wrong_sums == 0;
     let mut all = single.clone();
     all.add(&cross)?;
     Ok(BankReport {
@@ -166,7 +188,113 @@ pub async fn run(target: &ClientBuilder, options: &BankOptions) -> anyhow::Resul
         p50_us: all.value_at_quantile(0.5),
         p99_us: all.value_at_quantile(0.99),
         failover,
+        wrong_sums,
     })
+}
+
+/// What the readers saw, and the writers' commits in each half.
+struct ReadReport {
+    readers: usize,
+    reads: u64,
+    read_only_reads: u64,
+    wrong: u64,
+    read_only_failed: u64,
+    last_problem: Option<String>,
+    writers_alone: (u64, Duration),
+    writers_with_readers: (u64, Duration),
+}
+
+impl ReadReport {
+    /// Prints the report; returns the wrong sums.
+    fn report(&self) -> u64 {
+        let (alone, alone_t) = self.writers_alone;
+        let (with, with_t) = self.writers_with_readers;
+        println!(
+            "snapshot reads: {} readers, {} sums in {:.1}s = {:.0}/s ({} in READ ONLY transactions); wrong sums: {}; failed READ ONLY reads: {}",
+            self.readers,
+            self.reads,
+            with_t.as_secs_f64(),
+            per_second(self.reads, with_t),
+            self.read_only_reads,
+            self.wrong,
+            self.read_only_failed
+        );
+        println!(
+            "writers: {:.0} commits/s alone, {:.0} commits/s with the readers ({:.2}x)",
+            per_second(alone, alone_t),
+            per_second(with, with_t),
+            per_second(with, with_t) / per_second(alone, alone_t).max(1e-9)
+        );
+        if let Some(problem) = &self.last_problem {
+            println!("  last wrong or failed read: {problem}");
+        }
+        self.wrong + self.read_only_failed
+    }
+}
+
+/// From `half` to `end`, `n` clients sum every balance: single statements
+/// and READ ONLY transactions in turn. Counts sums that differ from `total`.
+async fn readers(target: ClientBuilder, n: usize, half: Instant, end: Instant, total: i64, counters: Arc<Counters>) -> anyhow::Result<ReadReport> {
+    let started = Instant::now();
+    tokio::time::sleep_until(half.into()).await;
+    let at_half = counters.commits.load(Ordering::Relaxed);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let mut client = target.clone().connect().await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut reads, mut read_only, mut wrong, mut failed, mut problem) = (0u64, 0u64, 0u64, 0u64, None);
+            let mut turn = i;
+            while Instant::now() < end {
+                turn += 1;
+                let in_txn = turn % 2 == 0;
+                let sql = if in_txn {
+                    "BEGIN READ ONLY; SELECT sum(balance), count(*) FROM bench_bank; COMMIT"
+                } else {
+                    "SELECT sum(balance), count(*) FROM bench_bank"
+                };
+                match client.execute(sql).await {
+                    Ok(results) => {
+                        reads += 1;
+                        read_only += in_txn as u64;
+                        let r = results.iter().find(|r| r.columns.len() == 2);
+                        let sum = r.map(|r| r.rows[0][0].to_string()).unwrap_or_default();
+                        if sum != total.to_string() {
+                            wrong += 1;
+                            problem = Some(format!("sum {sum}, expected {total}"));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = client.execute("ROLLBACK").await;
+                        if in_txn {
+                            failed += 1;
+                            problem = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            (reads, read_only, wrong, failed, problem)
+        }));
+    }
+    let mut report = ReadReport {
+        readers: n,
+        reads: 0,
+        read_only_reads: 0,
+        wrong: 0,
+        read_only_failed: 0,
+        last_problem: None,
+        writers_alone: (at_half, half.saturating_duration_since(started)),
+        writers_with_readers: (0, Duration::ZERO),
+    };
+    for task in tasks {
+        let (reads, read_only, wrong, failed, problem) = task.await?;
+        report.reads += reads;
+        report.read_only_reads += read_only;
+        report.wrong += wrong;
+        report.read_only_failed += failed;
+        report.last_problem = problem.or(report.last_problem);
+    }
+    report.writers_with_readers = (counters.commits.load(Ordering::Relaxed) - at_half, end.saturating_duration_since(half));
+    Ok(report)
 }
 
 pub fn protocol_name(protocol: Protocol) -> &'static str {
