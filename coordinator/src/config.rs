@@ -103,6 +103,10 @@ pub struct CoordinatorConfig {
     /// How long a COMMIT decision may wait for concurrent decisions to share
     /// one fsync of the decision log (only while others are preparing).
     pub decision_log_window_us: u64,
+    /// How long old row versions are kept for snapshots: a read at a
+    /// timestamp older than this (and below every snapshot still open) may
+    /// find its versions collected and fails with 72000.
+    pub gc_retention_ms: u64,
     /// Attempts of a saga step that fails for a passing reason (lock
     /// conflict, unreachable shard) before the saga rolls back.
     pub saga_step_attempts: u32,
@@ -266,6 +270,7 @@ impl Default for CoordinatorConfig {
             advertise: None,
             internal_listen: None,
             decision_log_window_us: 1_000,
+            gc_retention_ms: 10_000,
             saga_step_attempts: 5,
             saga_compensation_attempts: 8,
             saga_backoff_base_ms: 50,
@@ -378,6 +383,10 @@ impl CoordinatorConfig {
             failover_timeout: Duration::from_millis(self.failover_timeout_ms),
             max_clock_skew: Duration::from_millis(self.max_clock_skew_ms),
         }
+    }
+
+    pub fn gc_retention(&self) -> Duration {
+        Duration::from_millis(self.gc_retention_ms)
     }
 
     pub fn decision_log_window(&self) -> Duration {

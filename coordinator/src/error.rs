@@ -94,6 +94,9 @@ pub enum CoordError {
     /// A replica read found every replica staler than the session allows.
     #[error("{0}")]
     ReplicaTooStale(String),
+    /// A snapshot older than the garbage-collection horizon (72000).
+    #[error("{0}")]
+    SnapshotTooOld(String),
     /// A write in a READ ONLY transaction; names the statement.
     #[error("cannot execute {0} in a read-only transaction")]
     ReadOnly(String),
@@ -165,6 +168,7 @@ impl CoordError {
             CoordError::SessionNotFound(_) => sqlstate::CONNECTION_DOES_NOT_EXIST,
             CoordError::ReplicaTooStale(_) => sqlstate::REPLICA_TOO_STALE,
             CoordError::ReadOnly(_) => sqlstate::READ_ONLY_SQL_TRANSACTION,
+            CoordError::SnapshotTooOld(_) => sqlstate::SNAPSHOT_TOO_OLD,
             CoordError::LockNotAvailable(_) => sqlstate::LOCK_NOT_AVAILABLE,
             CoordError::Storage { sqlstate, .. } => sqlstate,
             CoordError::Internal(_) => sqlstate::INTERNAL_ERROR,
@@ -190,7 +194,7 @@ impl CoordError {
             CoordError::StatementTimeout(_) => tonic::Code::DeadlineExceeded,
             CoordError::SessionNotFound(_) => tonic::Code::NotFound,
             CoordError::ReplicaTooStale(_) => tonic::Code::Unavailable,
-            CoordError::ReadOnly(_) => tonic::Code::FailedPrecondition,
+            CoordError::ReadOnly(_) | CoordError::SnapshotTooOld(_) => tonic::Code::FailedPrecondition,
             CoordError::LockNotAvailable(_) => tonic::Code::Unavailable,
             CoordError::Storage { .. } => tonic::Code::Unavailable,
             CoordError::Internal(_) => tonic::Code::Internal,

@@ -134,6 +134,8 @@ pub async fn start_on(config: &CoordinatorConfig, listener: TcpListener, catalog
     crate::sql::shape::set_max_expr_depth(config.limits.max_expr_depth);
     let limits = EngineLimits { max_statement_bytes: config.limits.max_statement_bytes, max_result_rows: config.limits.max_result_rows };
     let failover = Failover::start(catalog.clone(), shards.clone(), config.failover(), &background);
+    let (snapshots, retention) = (txns.snapshots().clone(), config.gc_retention());
+    failover.set_gc_horizon(Box::new(move || snapshots.gc_horizon(retention)));
     failover.first_round(FIRST_HEARTBEATS).await;
     let engine = Arc::new(Engine::new(catalog, shards, txns, sagas, idempotency.clone(), failover, limits));
     let operators = config.auth.users.iter().filter(|u| u.operator).map(|u| u.name.clone());

@@ -216,6 +216,9 @@ impl ShardClient {
                 None => CoordError::Internal(format!("{who}: duplicate key with an undecodable key")),
             },
             tonic::Code::Aborted => CoordError::Serialization(format!("could not serialize access on {who}: {}", status.message())),
+            tonic::Code::FailedPrecondition if sqlstate.as_deref() == Some(sqlstate::SNAPSHOT_TOO_OLD) => {
+                CoordError::SnapshotTooOld(format!("{who}: {}", status.message()))
+            }
             tonic::Code::FailedPrecondition => CoordError::TxnAborted(format!("{who}: {}", status.message())),
             tonic::Code::InvalidArgument if sqlstate.as_deref().is_some_and(|s| s.starts_with("22") || s.starts_with("42")) => {
                 let state: &'static str = match sqlstate.as_deref() {

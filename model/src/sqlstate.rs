@@ -82,6 +82,8 @@ pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 /// `55P03` lock_not_available.
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// `72000` snapshot_too_old.
+pub const SNAPSHOT_TOO_OLD: &str = "72000";
 /// `57014` query_canceled.
 pub const QUERY_CANCELED: &str = "57014";
 /// `58030` io_error.
@@ -140,6 +142,7 @@ pub const TABLE: &[(&str, &str)] = &[
     (LOCK_NOT_AVAILABLE, "lock_not_available"),
     (QUERY_CANCELED, "query_canceled"),
     (IO_ERROR, "io_error"),
+    (SNAPSHOT_TOO_OLD, "snapshot_too_old"),
     (NO_DATA_FOUND, "no_data_found"),
     (TOO_MANY_ROWS, "too_many_rows"),
     (REPLICA_TOO_STALE, "replica_too_stale"),

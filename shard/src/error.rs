@@ -38,6 +38,10 @@ pub enum ShardError {
     /// A replica read found the replica staler than the request allows.
     #[error("{0}")]
     TooStale(String),
+    /// A read below the garbage-collection horizon: the versions it needs
+    /// may be gone.
+    #[error("snapshot too old: the read at timestamp {read_ts} is below this node's garbage-collection horizon {horizon}")]
+    SnapshotTooOld { read_ts: u64, horizon: u64 },
     /// A snapshot read waited for a prepared transaction's decision longer
     /// than the lock timeout (its coordinator is unreachable).
     #[error("a read at timestamp {read_ts} waited too long for the decision of prepared transaction {txn}; retry the read")]
@@ -66,6 +70,7 @@ impl ShardError {
             ShardError::NotAcknowledged(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
             ShardError::TooStale(_) => sqlstate::REPLICA_TOO_STALE,
             ShardError::Unresolved { .. } => sqlstate::LOCK_NOT_AVAILABLE,
+            ShardError::SnapshotTooOld { .. } => sqlstate::SNAPSHOT_TOO_OLD,
         }
     }
 }
@@ -81,6 +86,7 @@ impl From<ShardError> for tonic::Status {
             ShardError::Fenced(_) | ShardError::NotAcknowledged(_) => tonic::Code::Unavailable,
             ShardError::TooStale(_) => tonic::Code::OutOfRange,
             ShardError::Unresolved { .. } => tonic::Code::ResourceExhausted,
+            ShardError::SnapshotTooOld { .. } => tonic::Code::FailedPrecondition,
         };
         let details = match &e {
             ShardError::AlreadyExists { key } => key.clone(),

@@ -21,6 +21,9 @@ pub struct ShardMetrics {
     /// Snapshot reads that waited for a prepared or committing
     /// transaction's writes.
     pub intent_waits: Counter,
+    /// Row versions garbage-collected, and their bytes (keys and values).
+    pub gc_versions: Counter,
+    pub gc_bytes: Counter,
     /// Time from COMMIT's arrival to its durable apply, by kind.
     pub one_phase_commit_seconds: Histogram,
     pub two_phase_commit_seconds: Histogram,

@@ -153,6 +153,41 @@ pub fn collectable(versions: &[(u64, bool)], horizon: u64) -> Vec<usize> {
     (from..versions.len()).collect()
 }
 
+/// Plans one garbage-collection round: from raw key `start`, the versions
+/// to delete among about `budget` scanned (whole rows only), where the next
+/// round starts (empty: from the beginning), and the bytes deleted.
+pub fn plan_collection(engine: &dyn Engine, start: &[u8], horizon: u64, budget: usize) -> Result<(Vec<Vec<u8>>, Vec<u8>, u64)> {
+    let mut deletes = Vec::new();
+    let mut bytes = 0u64;
+    let mut row: Vec<(Vec<u8>, u64, bool, usize)> = Vec::new();
+    let mut seen = 0usize;
+    let mut next = Vec::new();
+    let mut flush = |row: &mut Vec<(Vec<u8>, u64, bool, usize)>| {
+        let versions: Vec<(u64, bool)> = row.iter().map(|(_, ts, tombstone, _)| (*ts, *tombstone)).collect();
+        for i in collectable(&versions, horizon) {
+            bytes += row[i].3 as u64;
+            deletes.push(std::mem::take(&mut row[i].0));
+        }
+        row.clear();
+    };
+    engine.scan(Space::Data, start, &[0xFF; 64], &mut |raw, value| {
+        let Some((key, ts)) = split(raw) else { return true };
+        let same_row = row.first().is_some_and(|(k, _, _, _)| split(k).is_some_and(|(first, _)| first == key));
+        if !same_row {
+            flush(&mut row);
+            if seen >= budget {
+                next = raw.to_vec();
+                return false;
+            }
+        }
+        seen += 1;
+        row.push((raw.to_vec(), ts, value.is_empty(), raw.len() + value.len()));
+        true
+    })?;
+    flush(&mut row);
+    Ok((deletes, next, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +285,29 @@ mod tests {
         let future = MemoryEngine::default();
         future.apply(vec![Write { space: Space::Meta, key: FORMAT_KEY.to_vec(), value: Some(b"9".to_vec()) }], true).unwrap();
         assert!(check_format(&future, "/f").unwrap_err().contains("storage format 9"));
+    }
+
+    #[test]
+    fn a_collection_round_removes_what_no_read_above_the_horizon_needs_and_resumes() {
+        let engine = MemoryEngine::default();
+        for ts in [10, 20, 30] {
+            put(&engine, b"a", ts, b"a");
+        }
+        put(&engine, b"b", 5, b"b");
+        put(&engine, b"b", 15, b"");
+        put(&engine, b"c", 40, b"c");
+        // One row per round with a budget of 1.
+        let (deletes, next, _) = plan_collection(&engine, b"", 25, 1).unwrap();
+        assert_eq!(deletes, vec![version_key(b"a", 10)], "a read at 25 or above needs a@20, not a@10");
+        assert_eq!(next, version_key(b"b", 15));
+        let (deletes, _, bytes) = plan_collection(&engine, &next, 25, 100).unwrap();
+        assert_eq!(deletes, vec![version_key(b"b", 15), version_key(b"b", 5)], "a row deleted below the horizon goes entirely");
+        assert!(bytes > 0);
+        for key in deletes {
+            engine.apply(vec![Write { space: Space::Data, key, value: None }], false).unwrap();
+        }
+        assert_eq!(get_at(&engine, b"b", 26).unwrap(), None);
+        assert_eq!(get_at(&engine, b"c", LATEST).unwrap(), Some(b"c".to_vec()));
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<d
         None => None,
     };
     let reaper = spawn_idle_reaper(participant.clone(), shutdown.subscribe());
+    let collector = spawn_gc(participant.clone(), node.clone(), shutdown.subscribe());
     let resolver = crate::resolver::spawn(participant.clone(), node.clone(), secret.clone(), shutdown.subscribe());
     let truncator = spawn_log_truncation(log, config.log_retention_records, shutdown.subscribe());
     let node_id = config.node_id.clone();
@@ -147,6 +148,7 @@ pub async fn start_on(config: &ShardConfig, listener: TcpListener, engine: Arc<d
             .await
             .map_err(|e| format!("shard {node_id} stopped: {e}"));
         reaper.abort();
+        collector.abort();
         resolver.abort();
         truncator.abort();
         result
@@ -168,6 +170,29 @@ fn spawn_log_truncation(log: Arc<LoggedEngine>, retention: u64, mut stop: watch:
                         tracing::warn!(error = %e, "cannot truncate the replication log");
                     }
                 }
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}
+
+/// How often a primary runs a garbage-collection round, and how many
+/// versions a round looks at.
+const GC_INTERVAL: Duration = Duration::from_millis(500);
+const GC_BUDGET: usize = 50_000;
+
+/// Collects old row versions while this node is a primary (replicas apply
+/// the deletions from the log).
+fn spawn_gc(participant: Arc<Participant>, node: Arc<Node>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GC_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => if node.is_primary() {
+                    if let Err(e) = participant.collect_garbage(GC_BUDGET).await {
+                        tracing::debug!(error = %e, "garbage collection round failed; will try again");
+                    }
+                },
                 _ = stop.changed() => return,
             }
         }

@@ -47,6 +47,9 @@ pub fn render(participant: &Participant, node: &Node) -> String {
         "Snapshot reads that waited for a prepared or committing transaction's decision to be applied.",
         &[(me, m.intent_waits.get())],
     )
+    .counter("tessera_shard_gc_versions_total", "Row versions removed by garbage collection.", &[(me, m.gc_versions.get())])
+    .counter("tessera_shard_gc_bytes_total", "Bytes (keys and values) of the row versions garbage collection removed.", &[(me, m.gc_bytes.get())])
+    .gauge("tessera_shard_gc_horizon", "The garbage-collection horizon: reads below it are refused (72000).", &[(me, participant.gc_horizon() as f64)])
     .counter("tessera_shard_wal_syncs_total", "WAL fsyncs of the storage engine.", &[(me, participant.engine().wal_syncs())])
     .counter("tessera_shard_synced_writes_total", "Writes that asked for durability, before group commit merged them.", &[(me, participant.synced_writes())])
     .histogram("tessera_shard_group_commit_batch_size", "Durable writes merged into one group-commit write and fsync.", &[(me, &m.group_commit.batch)])

@@ -215,3 +215,31 @@ async fn a_snapshot_read_waits_for_a_prepared_transfer_even_across_a_participant
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_collection_keeps_what_an_open_snapshot_reads_long_past_the_retention() {
+    let cluster = TestCluster::start_spec(Spec { groups: 2, coordinator_toml: Some("gc_retention_ms = 300"), ..Spec::default() });
+    let mut c = cluster.client().await;
+    let mut reader = cluster.client().await;
+    two_group_accounts(&mut c).await;
+    exec(&mut reader, "BEGIN READ ONLY").await;
+    assert_eq!(scalar(&mut reader, "SELECT sum(balance) FROM accounts").await, "200");
+    // Many versions of both rows, then several retention periods and
+    // collection rounds.
+    for _ in 0..50 {
+        exec(&mut c, "UPDATE accounts SET balance = balance + 1 WHERE id = 1").await;
+        exec(&mut c, "UPDATE accounts SET balance = balance - 1 WHERE id = 150").await;
+        exec(&mut c, "DELETE FROM accounts WHERE id = 2").await;
+        exec(&mut c, "INSERT INTO accounts VALUES (2, 0)").await;
+    }
+    exec(&mut c, "DELETE FROM accounts WHERE id = 2").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The held snapshot still reads exactly what it read.
+    assert_eq!(rows(&mut reader, "SELECT id, balance FROM accounts ORDER BY id").await, vec![vec!["1", "100"], vec!["150", "100"]]);
+    exec(&mut reader, "COMMIT").await;
+    assert_eq!(rows(&mut c, "SELECT id, balance FROM accounts ORDER BY id").await, vec![vec!["1", "150"], vec!["150", "50"]]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Collected or not, what a fresh snapshot reads is unchanged.
+    assert_eq!(rows(&mut c, "SELECT id, balance FROM accounts ORDER BY id").await, vec![vec!["1", "150"], vec!["150", "50"]]);
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM accounts WHERE id = 2").await, "0");
+}

@@ -466,7 +466,11 @@ impl Engine {
                 }
                 let ts = match t.snapshot {
                     Some(ts) => ts,
-                    None => *t.snapshot.insert(self.txns.read_timestamp().await?),
+                    None => {
+                        let ts = self.txns.read_timestamp().await?;
+                        t.snapshot_hold = Some(self.txns.snapshots().hold(ts));
+                        *t.snapshot.insert(ts)
+                    }
                 };
                 (None, ts)
             }

@@ -130,7 +130,13 @@ pub struct Failover {
     /// Failovers and switchovers per group since the start (metrics).
     counts: Mutex<BTreeMap<ShardGroupId, u64>>,
     background: Background,
+    /// The garbage-collection horizon heartbeats carry (none: 0, nothing
+    /// is collected).
+    gc_horizon: std::sync::OnceLock<GcHorizon>,
 }
+
+/// Computes the garbage-collection horizon when a heartbeat leaves.
+pub type GcHorizon = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl Failover {
     /// Starts the heartbeat loop.
@@ -147,6 +153,7 @@ impl Failover {
             started: Instant::now(),
             events: Mutex::default(),
             counts: Mutex::default(),
+            gc_horizon: std::sync::OnceLock::new(),
             background: background.clone(),
         });
         let looping = failover.clone();
@@ -308,6 +315,7 @@ impl Failover {
             0
         };
         pb::HeartbeatRequest {
+            gc_horizon: self.gc_horizon.get().map(|f| f()).unwrap_or(0),
             group,
             epoch: record.epoch,
             role: if primary { pb::Role::Primary } else { pb::Role::Replica } as i32,
@@ -533,6 +541,11 @@ impl Failover {
                 Some((m.clone(), h.report.as_ref().map(|r| r.closed_ts).unwrap_or(0)))
             })
             .collect()
+    }
+
+    /// Sets how heartbeats compute the garbage-collection horizon.
+    pub fn set_gc_horizon(&self, horizon: GcHorizon) {
+        let _ = self.gc_horizon.set(horizon);
     }
 
     /// It answered heartbeats lately, and the last one.

@@ -2,7 +2,7 @@
 //! commits them in one phase or two (see the module page for the protocol).
 
 use super::log::{CommitRecord, DecisionLog, Journal};
-use super::oracle::Oracle;
+use super::oracle::{Oracle, Snapshots};
 use super::registry::{delivering, Phase, Registry, TxnInfo, TxnState};
 use super::rules::{self, CommitPlan, Outcome};
 use super::{abort_everywhere, redrive, Txn};
@@ -35,6 +35,7 @@ pub struct TxnManager {
     preparing: Arc<AtomicUsize>,
     last_timestamp: AtomicU64,
     oracle: Arc<Oracle>,
+    snapshots: Arc<Snapshots>,
     background: Background,
     /// Outcomes and commit latencies, by protocol.
     pub metrics: TxnMetrics,
@@ -84,6 +85,7 @@ impl TxnManager {
             preparing,
             last_timestamp: AtomicU64::new(0),
             oracle,
+            snapshots: Arc::default(),
             background: background.clone(),
             metrics: TxnMetrics::default(),
         }))
@@ -92,6 +94,11 @@ impl TxnManager {
     /// The cluster's timestamp oracle.
     pub fn oracle(&self) -> &Arc<Oracle> {
         &self.oracle
+    }
+
+    /// The snapshots READ ONLY transactions hold.
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
     }
 
     /// A fresh timestamp of the oracle: a snapshot that sees every commit

@@ -72,8 +72,10 @@ pub struct Txn {
     /// READ ONLY: every statement reads one snapshot without locks, and
     /// writes are refused.
     pub read_only: bool,
-    /// A READ ONLY transaction's snapshot, taken at its first read.
+    /// A READ ONLY transaction's snapshot, taken at its first read, and
+    /// held against garbage collection until the transaction ends.
     pub snapshot: Option<u64>,
+    pub snapshot_hold: Option<oracle::SnapshotHold>,
     /// Groups that have seen the transaction, and whether each has writes.
     participants: BTreeMap<ShardGroupId, bool>,
     /// Autocommit writes not yet sent.
@@ -91,6 +93,7 @@ impl Txn {
             failed: false,
             read_only: false,
             snapshot: None,
+            snapshot_hold: None,
             participants: BTreeMap::new(),
             pending: BTreeMap::new(),
             started: Instant::now(),

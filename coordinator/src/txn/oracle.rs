@@ -91,6 +91,49 @@ impl Oracle {
     }
 }
 
+/// The snapshots READ ONLY transactions hold: garbage collection keeps
+/// every version they read.
+#[derive(Default)]
+pub struct Snapshots {
+    held: std::sync::Mutex<std::collections::BTreeMap<u64, usize>>,
+}
+
+/// One held snapshot, released when dropped (the transaction ended).
+pub struct SnapshotHold {
+    ts: u64,
+    snapshots: Arc<Snapshots>,
+}
+
+impl Snapshots {
+    pub fn hold(self: &Arc<Self>, ts: u64) -> SnapshotHold {
+        *self.held.lock().unwrap().entry(ts).or_default() += 1;
+        SnapshotHold { ts, snapshots: self.clone() }
+    }
+
+    pub fn oldest(&self) -> Option<u64> {
+        self.held.lock().unwrap().keys().next().copied()
+    }
+
+    /// The garbage-collection horizon: `retention` before now, and never
+    /// above a held snapshot.
+    pub fn gc_horizon(&self, retention: std::time::Duration) -> u64 {
+        let horizon = tessera_model::clock::now_micros().saturating_sub(retention.as_micros() as u64);
+        self.oldest().map_or(horizon, |oldest| horizon.min(oldest))
+    }
+}
+
+impl Drop for SnapshotHold {
+    fn drop(&mut self) {
+        let mut held = self.snapshots.held.lock().unwrap();
+        if let Some(count) = held.get_mut(&self.ts) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ts);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +162,21 @@ mod tests {
         drop(oracle);
         let restarted = Oracle::open(journal(&engine)).unwrap();
         assert!(restarted.next().await.unwrap() > far, "no timestamp is handed out twice across a restart");
+    }
+
+    #[test]
+    fn the_gc_horizon_stays_below_every_held_snapshot() {
+        let snapshots = Arc::new(Snapshots::default());
+        let retention = Duration::from_secs(10);
+        let now = tessera_model::clock::now_micros();
+        assert!(snapshots.gc_horizon(retention) >= now - 10_000_000);
+        let old = snapshots.hold(now - 60_000_000);
+        let twice = snapshots.hold(now - 60_000_000);
+        assert_eq!(snapshots.gc_horizon(retention), now - 60_000_000);
+        drop(old);
+        assert_eq!(snapshots.gc_horizon(retention), now - 60_000_000, "still held once");
+        drop(twice);
+        assert!(snapshots.gc_horizon(retention) >= now - 10_000_000);
     }
 
     #[tokio::test]

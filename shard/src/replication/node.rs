@@ -214,6 +214,7 @@ impl Node {
             state.mode = asked.mode;
             state.accept_writes = asked.accept_writes;
         }
+        self.participant.allow_gc(request.gc_horizon, self.is_primary());
         if asked.sync_log {
             // Handing over: every record written so far becomes durable, so
             // it can be shipped and the target can catch up to it.

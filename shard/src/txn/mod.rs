@@ -50,6 +50,7 @@ use locks::LockTable;
 use rules::{Commit, Prepare};
 use state::{Phase, TxnState};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use table::{Reads, TxnTable};
@@ -121,6 +122,12 @@ pub struct Participant {
     /// Writes that asked for durability (prepares, one-phase commits, ...),
     /// before group commit merges them.
     synced_writes: std::sync::atomic::AtomicU64,
+    /// Garbage collection: the horizon the coordinator allows, the one in
+    /// force (snapshot reads below it are refused), and where the next
+    /// round starts.
+    gc_allowed: AtomicU64,
+    gc_horizon: AtomicU64,
+    gc_cursor: tokio::sync::Mutex<Vec<u8>>,
     pub metrics: Arc<ShardMetrics>,
 }
 
@@ -137,6 +144,9 @@ impl Participant {
             aborted: Mutex::default(),
             limits,
             synced_writes: Default::default(),
+            gc_allowed: AtomicU64::new(0),
+            gc_horizon: AtomicU64::new(0),
+            gc_cursor: tokio::sync::Mutex::new(Vec::new()),
             metrics: Arc::new(ShardMetrics::new()),
         };
         participant.recover()?;
@@ -268,6 +278,47 @@ impl Participant {
         (closed, last_seq())
     }
 
+    /// The coordinator allows collecting versions no read at or above
+    /// `horizon` needs (a replica only refuses reads below it).
+    pub fn allow_gc(&self, horizon: u64, collects: bool) {
+        self.gc_allowed.fetch_max(horizon, Ordering::AcqRel);
+        if !collects {
+            self.gc_horizon.fetch_max(horizon, Ordering::AcqRel);
+        }
+    }
+
+    /// Snapshot reads below this are refused (72000).
+    pub fn gc_horizon(&self) -> u64 {
+        self.gc_horizon.load(Ordering::Acquire)
+    }
+
+    /// One round of garbage collection: scans up to `budget` versions from
+    /// where the last round stopped and deletes the ones no read at or
+    /// above the allowed horizon needs ([`mvcc::collectable`]), in one
+    /// replicated batch. Returns (versions, bytes) removed.
+    pub async fn collect_garbage(self: &Arc<Self>, budget: usize) -> Result<(u64, u64)> {
+        let horizon = self.gc_allowed.load(Ordering::Acquire);
+        if horizon == 0 {
+            return Ok((0, 0));
+        }
+        // From now on reads below the horizon are refused, before anything goes.
+        self.gc_horizon.fetch_max(horizon, Ordering::AcqRel);
+        let mut cursor = self.gc_cursor.lock().await;
+        let (engine, start) = (self.engine.clone(), cursor.clone());
+        let (deletes, next, bytes) = tokio::task::spawn_blocking(move || mvcc::plan_collection(engine.as_ref(), &start, horizon, budget))
+            .await
+            .map_err(|e| ShardError::InvalidRequest(format!("garbage collection task failed: {e}")))??;
+        let versions = deletes.len() as u64;
+        if !deletes.is_empty() {
+            let batch = deletes.into_iter().map(|key| Write { space: Space::Data, key, value: None }).collect();
+            self.apply_unsynced(batch).await?;
+        }
+        *cursor = next;
+        self.metrics.gc_versions.add(versions);
+        self.metrics.gc_bytes.add(bytes);
+        Ok((versions, bytes))
+    }
+
     /// Snapshot point reads at `read_ts`.
     async fn get_at(&self, keys: Vec<Vec<u8>>, read_ts: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.wait_for_intents(Reads::Keys(&keys), read_ts).await?;
@@ -286,6 +337,10 @@ impl Participant {
     /// waited for (its decision applied or dropped).
     async fn wait_for_intents(&self, reads: Reads<'_>, read_ts: u64) -> Result<()> {
         table::check_read_ts(read_ts)?;
+        let horizon = self.gc_horizon();
+        if read_ts < horizon {
+            return Err(ShardError::SnapshotTooOld { read_ts, horizon });
+        }
         let deadline = Instant::now() + self.limits.intent_wait;
         let mut waited = false;
         loop {
