@@ -243,3 +243,33 @@ async fn garbage_collection_keeps_what_an_open_snapshot_reads_long_past_the_rete
     assert_eq!(rows(&mut c, "SELECT id, balance FROM accounts ORDER BY id").await, vec![vec!["1", "150"], vec!["150", "50"]]);
     assert_eq!(scalar(&mut c, "SELECT count(*) FROM accounts WHERE id = 2").await, "0");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_transaction_snapshot_reads_the_past_and_refuses_the_future() {
+    let cluster = TestCluster::start(2);
+    let mut c = cluster.client().await;
+    let mut past = cluster.client().await;
+    two_group_accounts(&mut c).await;
+    exec(&mut past, "BEGIN READ ONLY").await;
+    let snapshot = scalar(&mut past, "SHOW transaction_snapshot").await;
+    exec(&mut past, "COMMIT").await;
+    exec(&mut c, "BEGIN; UPDATE accounts SET balance = 0 WHERE id = 1; UPDATE accounts SET balance = 200 WHERE id = 150; COMMIT").await;
+    // Another transaction imports the earlier snapshot: the transfer is not there yet.
+    exec(&mut past, &format!("BEGIN READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'")).await;
+    assert_eq!(rows(&mut past, "SELECT id, balance FROM accounts ORDER BY id").await, vec![vec!["1", "100"], vec!["150", "100"]]);
+    exec(&mut past, "COMMIT").await;
+    // A relative time: a millisecond ago, so after the transfer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    exec(&mut past, "BEGIN READ ONLY; SET TRANSACTION SNAPSHOT '-1ms'").await;
+    assert_eq!(scalar(&mut past, "SELECT balance FROM accounts WHERE id = 1").await, "0");
+    exec(&mut past, "COMMIT").await;
+    for (sql, state) in [
+        ("BEGIN; SET TRANSACTION SNAPSHOT '-1s'", "0A000"),
+        ("BEGIN READ ONLY; SET TRANSACTION SNAPSHOT '99999999999999999'", "22023"),
+        ("BEGIN READ ONLY; SET TRANSACTION SNAPSHOT 'yesterday'", "22023"),
+    ] {
+        let e = fail(&mut past, sql).await;
+        assert_eq!(e.sqlstate.as_deref(), Some(state), "{sql}: {e}");
+        exec(&mut past, "ROLLBACK").await;
+    }
+}

@@ -355,7 +355,19 @@ impl Engine {
             return result;
         }
         match statement {
-            Statement::Set(ast::Set::SetTransaction { modes, session: false, .. }) => return modes::set(session.txn.as_mut(), modes),
+            Statement::Set(ast::Set::SetTransaction { modes, snapshot, session: false }) => {
+                modes::set(session.txn.as_mut(), modes)?;
+                if let (Some(snapshot), Some(txn)) = (snapshot, session.txn.as_mut()) {
+                    let now = self.txns.read_timestamp().await?;
+                    let ts = modes::snapshot_timestamp(txn, &snapshot.value, now)?;
+                    txn.snapshot_hold = Some(self.txns.snapshots().hold(ts));
+                    txn.snapshot = Some(ts);
+                }
+                return Ok(QueryResult::command("SET"));
+            }
+            Statement::ShowVariable { variable } if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("transaction_snapshot") => {
+                return self.show_snapshot(session.txn.as_mut()).await;
+            }
             Statement::ShowVariable { variable } if variable.len() == 1 => {
                 if let Some(result) = modes::show(&variable[0].value.to_ascii_lowercase(), session.txn.as_ref()) {
                     return Ok(result);
@@ -452,6 +464,24 @@ impl Engine {
             }
             other => self.utility(other).await,
         }
+    }
+
+    /// `SHOW transaction_snapshot`: the READ ONLY transaction's snapshot
+    /// timestamp (taken now if it has none yet), to import elsewhere with
+    /// `SET TRANSACTION SNAPSHOT`.
+    async fn show_snapshot(&self, txn: Option<&mut Txn>) -> Result<QueryResult> {
+        let Some(txn) = txn.filter(|t| t.read_only) else {
+            return Err(CoordError::Unsupported("SHOW transaction_snapshot outside a READ ONLY transaction".into()));
+        };
+        let ts = match txn.snapshot {
+            Some(ts) => ts,
+            None => {
+                let ts = self.txns.read_timestamp().await?;
+                txn.snapshot_hold = Some(self.txns.snapshots().hold(ts));
+                *txn.snapshot.insert(ts)
+            }
+        };
+        Ok(QueryResult::rows(&[("transaction_snapshot", DataType::Text)], vec![vec![Value::Text(ts.to_string())]]))
     }
 
     /// A SELECT, refused when it returns more than `limits.max_result_rows`.

@@ -1,6 +1,7 @@
 //! Transaction modes: `BEGIN READ ONLY`, `SET TRANSACTION READ ONLY`,
-//! isolation levels, and `SHOW transaction_isolation` /
-//! `SHOW transaction_read_only`.
+//! isolation levels, `SET TRANSACTION SNAPSHOT` (reads of the past), and
+//! `SHOW transaction_isolation` / `transaction_read_only` /
+//! `transaction_snapshot`.
 //!
 //! A READ ONLY transaction reads every statement at one snapshot, taken at
 //! its first read, without locks, and refuses writes (25006). A read-write
@@ -39,6 +40,42 @@ pub fn set(txn: Option<&mut Txn>, modes: &[TransactionMode]) -> Result<QueryResu
         txn.read_only = read_only;
     }
     Ok(QueryResult::command("SET"))
+}
+
+/// The timestamp `SET TRANSACTION SNAPSHOT 'value'` asks for: a snapshot
+/// timestamp (as `SHOW transaction_snapshot` gives it), or a time before
+/// `now` (`'-10s'`, `'-500ms'`). Only in a READ ONLY transaction before its
+/// first query; never in the future. Versions older than the
+/// garbage-collection retention may be gone (72000 on read).
+pub fn snapshot_timestamp(txn: &Txn, value: &sqlparser::ast::Value, now: u64) -> Result<u64> {
+    if !txn.read_only {
+        return Err(CoordError::Unsupported("SET TRANSACTION SNAPSHOT in a read-write transaction (use BEGIN READ ONLY)".into()));
+    }
+    if txn.snapshot.is_some() {
+        return Err(CoordError::ActiveTransaction("SET TRANSACTION SNAPSHOT must be called before any query".into()));
+    }
+    let text = match value {
+        sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+        sqlparser::ast::Value::Number(n, _) => n.clone(),
+        other => other.to_string(),
+    };
+    let invalid = |why: &str| {
+        CoordError::invalid_value(
+            format!("invalid snapshot \"{text}\": {why}; give a timestamp from SHOW transaction_snapshot, or a time in the past such as '-10s'"),
+            tessera_model::sqlstate::INVALID_PARAMETER_VALUE,
+        )
+    };
+    let ts = match text.trim().strip_prefix('-') {
+        Some(ago) => {
+            let ago = super::settings::parse_duration(ago).ok_or_else(|| invalid("not a duration"))?;
+            now.saturating_sub(ago.as_micros() as u64)
+        }
+        None => text.trim().parse::<u64>().map_err(|_| invalid("not a timestamp"))?,
+    };
+    if ts == 0 || ts > now {
+        return Err(invalid("it is in the future"));
+    }
+    Ok(ts)
 }
 
 /// `SHOW transaction_isolation` / `transaction_read_only`; `None` for any
