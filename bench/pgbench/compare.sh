@@ -5,6 +5,13 @@
 #
 #   bench/pgbench/compare.sh            # 16 clients, 30 s each
 #   CLIENTS=8 DURATION=10 bench/pgbench/compare.sh
+#   ACCOUNTS=10 MAX_TRIES=1 bench/pgbench/compare.sh   # hot rows, no retries
+#                                                     # (bench/pgbench/hot_rows.sh)
+#
+# MAX_TRIES (default 100) is pgbench's --max-tries: how often a transaction
+# that fails with a serialization failure or deadlock (40001/40P01) is
+# retried; with 1, the summary's "failed" column is the fraction of
+# transactions that failed without a retry.
 #
 # Both commit durably: PostgreSQL with fsync = on and synchronous_commit =
 # on; Tessera with three RocksDB shard processes that fsync every commit (a
@@ -15,6 +22,7 @@ cd "$(dirname "$0")/../.."
 CLIENTS="${CLIENTS:-16}"
 DURATION="${DURATION:-30}"
 ACCOUNTS="${ACCOUNTS:-3000}"
+MAX_TRIES="${MAX_TRIES:-100}"
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
 if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ] || [ ! -x "$PGBIN/pgbench" ]; then
     echo "compare.sh: installing PostgreSQL (server and pgbench) to compare against" >&2
@@ -28,6 +36,10 @@ chmod 755 "$WORK"
 cleanup() {
     # start_node runs in command substitutions: its PIDs are in a file.
     for pid in $(cat "$WORK/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    # Wait for them to exit before their data directories go.
+    for pid in $(cat "$WORK/pids" 2>/dev/null); do
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
     if [ -f "$WORK/pg/postmaster.pid" ]; then as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
@@ -71,9 +83,9 @@ PY
 
 run_pgbench() {
     local label="$1" conninfo="$2"
-    echo "== $label: pgbench -n -f transfer.sql -c $CLIENTS -j 2 -T $DURATION --max-tries=100" >&2
+    echo "== $label: pgbench -n -f transfer.sql -c $CLIENTS -j 2 -T $DURATION --max-tries=$MAX_TRIES" >&2
     PGPASSWORD="$PASSWORD" "$PGBIN/pgbench" -n -f bench/pgbench/transfer.sql -D accounts="$ACCOUNTS" \
-        -c "$CLIENTS" -j 2 -T "$DURATION" --max-tries=100 "$conninfo" >"$WORK/$label.pgbench" 2>&1 || {
+        -c "$CLIENTS" -j 2 -T "$DURATION" --max-tries="$MAX_TRIES" "$conninfo" >"$WORK/$label.pgbench" 2>&1 || {
         cat "$WORK/$label.pgbench" >&2
         exit 1
     }
@@ -126,10 +138,16 @@ SPLIT1=$((ACCOUNTS / 3 + 1)); SPLIT2=$((2 * ACCOUNTS / 3 + 1))
 T_TPS="$(run_pgbench tessera "$T_CONN")"
 TOTAL="$(PGPASSWORD="$PASSWORD" "$PGBIN/psql" -X -A -t "$T_CONN" -c "SELECT sum(balance) FROM accounts")"
 
+failed() {
+    local f
+    f="$(sed -n 's/^number of failed transactions: [0-9]* (\([0-9.]*\)%).*/\1/p' "$WORK/$1.pgbench" | head -1)"
+    echo "${f:-0}"
+}
+
 echo
-echo "transfer.sql, $CLIENTS clients, ${DURATION}s each, $ACCOUNTS accounts, durable commits on both:"
-printf "  PostgreSQL %s (one node):              %10.1f TPS\n" "$("$PGBIN/postgres" --version | awk '{print $3}')" "$PG_TPS"
-printf "  Tessera (3 shard groups, 2PC across):  %10.1f TPS\n" "$T_TPS"
+echo "transfer.sql, $CLIENTS clients, ${DURATION}s each, $ACCOUNTS accounts, --max-tries=$MAX_TRIES, durable commits on both:"
+printf "  PostgreSQL %s (one node):              %10.1f TPS, %6s%% failed\n" "$("$PGBIN/postgres" --version | awk '{print $3}')" "$PG_TPS" "$(failed postgresql)"
+printf "  Tessera (3 shard groups, 2PC across):  %10.1f TPS, %6s%% failed\n" "$T_TPS" "$(failed tessera)"
 python3 -c "import sys; print(f'  Tessera / PostgreSQL = {float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$T_TPS" "$PG_TPS"
 if [ "$TOTAL" != "$((ACCOUNTS * 1000000))" ]; then
     echo "compare.sh: Tessera's total is $TOTAL, expected $((ACCOUNTS * 1000000))" >&2

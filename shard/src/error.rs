@@ -9,7 +9,8 @@ pub enum ShardError {
     /// An INSERT found the key already present. Carries the row key.
     #[error("duplicate key")]
     AlreadyExists { key: Vec<u8> },
-    /// A lock conflict (wait-die or lock wait timeout): retry the transaction.
+    /// A lock conflict (wounded by an older transaction, or a lock wait
+    /// timeout): retry the transaction.
     #[error("could not obtain lock: transaction {holder} holds it ({reason}); retry the transaction")]
     Conflict { holder: String, reason: &'static str },
     /// The transaction is unknown here or not in the right phase.

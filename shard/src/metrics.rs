@@ -15,8 +15,9 @@ pub struct ShardMetrics {
     /// Lock requests that had to wait for another transaction.
     pub lock_waits: Counter,
     pub lock_wait_seconds: Histogram,
-    /// Lock requests refused: wait-die (a younger requester) or timeout.
-    pub conflicts_wait_die: Counter,
+    /// Transactions aborted by an older one that needed their lock
+    /// (wound-wait), and lock waits that reached the lock timeout.
+    pub wounds: Counter,
     pub conflicts_timeout: Counter,
     /// Snapshot reads that waited for a prepared or committing
     /// transaction's writes.

@@ -39,8 +39,8 @@ pub fn render(participant: &Participant, node: &Node) -> String {
     .histogram("tessera_shard_lock_wait_seconds", "How long lock requests waited.", &[(me, &locks.wait_seconds)])
     .counter(
         "tessera_shard_lock_conflicts_total",
-        "Lock requests refused with 40001, by reason (wait_die: a younger transaction met an older one's lock; timeout: lock_timeout_ms passed).",
-        &[(&[("node", id), ("reason", "wait_die")], m.conflicts_wait_die.get()), (&[("node", id), ("reason", "timeout")], m.conflicts_timeout.get())],
+        "Transactions failed with 40001 over a lock, by reason (wound_wait: an older transaction needed a lock the younger one held; timeout: lock_timeout_ms passed).",
+        &[(&[("node", id), ("reason", "wound_wait")], m.wounds.get()), (&[("node", id), ("reason", "timeout")], m.conflicts_timeout.get())],
     )
     .counter(
         "tessera_shard_intent_waits_total",

@@ -46,21 +46,21 @@ async fn every_limit_returns_its_error() {
     assert!(e.message.contains("max_result_rows (50)"), "{e}");
     assert_eq!(c.query("SELECT id FROM docs LIMIT 50", &[]).await.unwrap().len(), 50);
 
-    // Statement timeout: an older transaction waits for a younger one's
-    // lock (wait-die lets it wait) longer than its statement timeout.
+    // Statement timeout: a younger transaction waits in line for an older
+    // one's lock (wound-wait lets it wait) longer than its statement timeout.
     let mut older = cluster.client().await;
-    older.execute("BEGIN; SELECT * FROM docs WHERE id = 59").await.unwrap();
+    older.execute("BEGIN; UPDATE docs SET body = 'held' WHERE id = 1").await.unwrap();
     let mut younger = cluster.client().await;
-    younger.execute("BEGIN; UPDATE docs SET body = 'held' WHERE id = 1").await.unwrap();
-    older.execute("SET statement_timeout = '300ms'").await.unwrap();
-    assert_eq!(older.query_one("SHOW statement_timeout", &[]).await.unwrap().get::<String>(0).unwrap(), "300ms");
+    younger.execute("BEGIN; SELECT * FROM docs WHERE id = 59").await.unwrap();
+    younger.execute("SET statement_timeout = '300ms'").await.unwrap();
+    assert_eq!(younger.query_one("SHOW statement_timeout", &[]).await.unwrap().get::<String>(0).unwrap(), "300ms");
     let started = std::time::Instant::now();
-    let e = older.execute("UPDATE docs SET body = 'waited' WHERE id = 1").await.unwrap_err();
+    let e = younger.execute("UPDATE docs SET body = 'waited' WHERE id = 1").await.unwrap_err();
     assert_eq!(e.sqlstate.as_deref(), Some("57014"), "{e}");
     assert!(e.message.contains("statement timeout"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(30));
-    older.execute("ROLLBACK").await.unwrap();
-    younger.execute("COMMIT").await.unwrap();
+    younger.execute("ROLLBACK").await.unwrap();
+    older.execute("COMMIT").await.unwrap();
 
     // Sessions: four are open (c, older, younger, and this one); a fifth
     // is refused on both protocols until one closes.

@@ -148,7 +148,7 @@ impl StepRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRecord {
     pub id: String,
-    /// Start timestamp for lock ordering (wait-die) on the shards.
+    /// Start timestamp for lock ordering (wound-wait) on the shards.
     pub timestamp: u64,
     pub started_us: u64,
     pub finished_us: Option<u64>,

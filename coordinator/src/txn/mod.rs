@@ -9,7 +9,7 @@
 //! ## Two-phase commit
 //!
 //! 1. **Execute.** Each statement sends its writes to the participants with
-//!    the transaction id and start timestamp; they lock rows (wait-die) and
+//!    the transaction id and start timestamp; they lock rows (wound-wait) and
 //!    buffer the writes. Reads inside an explicit transaction lock the rows
 //!    they read (strict two-phase locking).
 //! 2. **Prepare.** On COMMIT, if more than one group wrote, PREPARE goes to

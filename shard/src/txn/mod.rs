@@ -22,9 +22,11 @@
 //! ABORT of an unknown transaction succeeds; PREPARE of an unknown (aborted,
 //! timed-out) transaction is refused.
 //!
-//! Deadlocks: locks use wait-die on the transactions' start timestamps (see
-//! [`locks`]): a younger transaction that meets an older one's lock fails at
-//! once with a retryable error; waits end at the lock timeout as a backstop.
+//! Deadlocks: a transaction that meets a lock waits in the row's queue, in
+//! arrival order; an older one also wounds a younger holder (wound-wait on
+//! the start timestamps, see [`locks`]): the holder is aborted here unless
+//! it has prepared, and its next request fails with a retryable error
+//! (40001). Waits end at the lock timeout as a backstop.
 //! Idle active transactions are aborted by [`Participant::abort_idle`].
 //!
 //! Timestamps (see [`table`] and docs/architecture/consistency.md): PREPARE
@@ -116,8 +118,9 @@ pub struct Participant {
     /// Woken when a prepared or committing transaction's writes are
     /// applied or dropped (snapshot reads wait for them).
     resolved: tokio::sync::Notify,
-    /// Recently aborted transactions, so late requests are refused.
-    aborted: Mutex<HashMap<String, Instant>>,
+    /// Recently aborted transactions, so late requests are refused, with
+    /// the transaction that wounded them, if one did.
+    aborted: Mutex<HashMap<String, (Instant, Option<String>)>>,
     limits: TxnLimits,
     /// Writes that asked for durability (prepares, one-phase commits, ...),
     /// before group commit merges them.
@@ -578,7 +581,7 @@ impl Participant {
     /// Drops the transaction's writes and releases its locks. Idempotent.
     pub async fn abort(&self, txn_id: &str) -> Result<()> {
         let state = self.txns.lock().unwrap().remove(txn_id);
-        self.aborted.lock().unwrap().insert(txn_id.to_string(), Instant::now());
+        self.aborted.lock().unwrap().entry(txn_id.to_string()).or_insert((Instant::now(), None));
         let Some(state) = state else { return Ok(()) };
         self.metrics.aborts.inc();
         tracing::debug!(txn = %txn_id, prepared = state.phase == Phase::Prepared, "aborted");
@@ -605,7 +608,7 @@ impl Participant {
             tracing::info!(txn = %id, "aborting idle transaction");
             let _ = self.abort(id).await;
         }
-        self.aborted.lock().unwrap().retain(|_, at| now.duration_since(*at) < Duration::from_secs(600));
+        self.aborted.lock().unwrap().retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(600));
         idle.len()
     }
 
@@ -668,23 +671,29 @@ impl Participant {
     }
 
     fn unknown(&self, id: &str, what: &str) -> ShardError {
-        let reason =
-            if self.aborted.lock().unwrap().contains_key(id) { "it was aborted" } else { "it is unknown here (aborted, timed out, or lost in a restart)" };
-        ShardError::TxnState(format!("{what} refused for transaction {id}: {reason}"))
+        match self.aborted.lock().unwrap().get(id) {
+            Some((_, Some(by))) => ShardError::Conflict { holder: by.clone(), reason: "wound-wait: it is older and needed a lock this transaction held" },
+            Some((_, None)) => ShardError::TxnState(format!("{what} refused for transaction {id}: it was aborted")),
+            None => ShardError::TxnState(format!("{what} refused for transaction {id}: it is unknown here (aborted, timed out, or lost in a restart)")),
+        }
     }
 
     async fn lock_key(&self, txn: &TxnContext, key: &[u8]) -> Result<()> {
         let deadline = Instant::now() + self.limits.lock_timeout;
-        let fresh = self.locks.acquire(key, &txn.id, txn.timestamp, deadline).await.map_err(|conflict| match conflict {
-            locks::LockConflict::Die { holder } => {
-                self.metrics.conflicts_wait_die.inc();
-                ShardError::Conflict { holder, reason: "wait-die: it is older" }
+        let mut wounded = Vec::new();
+        let fresh = loop {
+            match self.locks.acquire(key, &txn.id, txn.timestamp, deadline, &wounded).await {
+                Ok(fresh) => break fresh,
+                Err(locks::LockConflict::Wound { holder }) => {
+                    self.wound(&holder, &txn.id);
+                    wounded.push(holder);
+                }
+                Err(locks::LockConflict::Timeout { holder }) => {
+                    self.metrics.conflicts_timeout.inc();
+                    return Err(ShardError::Conflict { holder, reason: "lock wait timeout" });
+                }
             }
-            locks::LockConflict::Timeout { holder } => {
-                self.metrics.conflicts_timeout.inc();
-                ShardError::Conflict { holder, reason: "lock wait timeout" }
-            }
-        })?;
+        };
         if fresh {
             let recorded = self.with_txn(&txn.id, |t| {
                 t.locked.push(key.to_vec());
@@ -697,6 +706,26 @@ impl Participant {
             }
         }
         Ok(())
+    }
+
+    /// Wound-wait: aborts `holder` here for the older transaction `by`,
+    /// unless it has begun to prepare (a prepared transaction finishes on
+    /// its own; the older one waits for it). The holder's next request
+    /// fails with 40001.
+    fn wound(&self, holder: &str, by: &str) {
+        let state = {
+            let mut txns = self.txns.lock().unwrap();
+            match txns.get(holder) {
+                Some(t) if t.phase == Phase::Active && t.prepare_ts.is_none() => txns.remove(holder),
+                _ => None,
+            }
+        };
+        let Some(state) = state else { return };
+        self.aborted.lock().unwrap().insert(holder.to_string(), (Instant::now(), Some(by.to_string())));
+        self.metrics.wounds.inc();
+        self.metrics.aborts.inc();
+        tracing::debug!(txn = %holder, by, "wounded by an older transaction");
+        self.locks.release(&state.id, state.locked.iter());
     }
 
     fn read_key(&self, txn: Option<&TxnContext>, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -722,7 +751,10 @@ impl Participant {
         let mut txns = self.txns.lock().unwrap();
         match txns.get_mut(id) {
             Some(t) => f(t),
-            None => Err(ShardError::TxnState(format!("transaction {id} was aborted while the statement ran"))),
+            None => Err(match self.aborted.lock().unwrap().get(id) {
+                Some((_, Some(by))) => ShardError::Conflict { holder: by.clone(), reason: "wound-wait: it is older and needed a lock this transaction held" },
+                _ => ShardError::TxnState(format!("transaction {id} was aborted while the statement ran")),
+            }),
         }
     }
 
