@@ -8,6 +8,7 @@ mod cluster;
 mod crash;
 mod ddl_dml;
 mod hostile;
+mod isolation;
 mod limits;
 mod observability;
 mod postgres;
