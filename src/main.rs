@@ -609,7 +609,7 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
         anyhow::bail!("--clients and --duration must be positive");
     }
     let modes = run.modes()?;
-    if let BenchCommand::Bank { chaos: Some(faults), protocol, accounts, fault_interval, fault_hold, fault_delay_ms, seed, .. } = &workload {
+    if let BenchCommand::Bank { chaos: Some(faults), protocol, accounts, fault_interval, fault_hold, fault_delay_ms, seed, readers, .. } = &workload {
         use tessera::bench::chaos::{ChaosOptions, FaultKind};
         if run.host.is_some() || modes.len() != 1 || modes[0] == ReplicationMode::None || run.replicas == 0 {
             anyhow::bail!("--chaos runs its own cluster with replicas: give --replication async or sync (one), and no --host");
@@ -631,6 +631,7 @@ async fn run_bench(workload: BenchCommand) -> anyhow::Result<bool> {
             accounts: (*accounts).max(6),
             delay: Duration::from_millis(*fault_delay_ms),
             seed: *seed,
+            readers: if *readers > 0 { *readers } else { 2 },
         };
         return tessera::bench::chaos::run(options).await;
     }

@@ -56,6 +56,14 @@ async fn reader(mut c: Client, mode: &'static str, stop: Arc<AtomicBool>) -> See
     };
     if mode == "replica" {
         exec(&mut c, "SET replica_reads = on").await;
+        // A replica read takes a snapshot every replica has closed, which
+        // may be from before the accounts were loaded: wait until the
+        // replicas' snapshots include them (they never go back).
+        let started = Instant::now();
+        while scalar(&mut c, "SELECT count(*) FROM bank").await != "15" {
+            assert!(started.elapsed() < Duration::from_secs(10), "the replicas' snapshots never reached the loaded accounts");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     while !stop.load(Ordering::Relaxed) {
         match run_sql(&mut c, &sql).await {
