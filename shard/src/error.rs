@@ -39,6 +39,10 @@ pub enum ShardError {
     /// A replica read found the replica staler than the request allows.
     #[error("{0}")]
     TooStale(String),
+    /// REPEATABLE READ: a row this transaction locks to write was changed
+    /// by a transaction that committed after its snapshot.
+    #[error("could not serialize access due to concurrent update: the row was changed at timestamp {committed}, after this transaction's snapshot {snapshot}; retry the transaction")]
+    WriteConflict { committed: u64, snapshot: u64 },
     /// A read below the garbage-collection horizon: the versions it needs
     /// may be gone.
     #[error("snapshot too old: the read at timestamp {read_ts} is below this node's garbage-collection horizon {horizon}")]
@@ -54,7 +58,7 @@ pub type Result<T> = std::result::Result<T, ShardError>;
 impl ShardError {
     /// True when retrying the whole transaction may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ShardError::Conflict { .. })
+        matches!(self, ShardError::Conflict { .. } | ShardError::WriteConflict { .. })
     }
 
     fn sqlstate(&self) -> &'static str {
@@ -72,6 +76,7 @@ impl ShardError {
             ShardError::TooStale(_) => sqlstate::REPLICA_TOO_STALE,
             ShardError::Unresolved { .. } => sqlstate::LOCK_NOT_AVAILABLE,
             ShardError::SnapshotTooOld { .. } => sqlstate::SNAPSHOT_TOO_OLD,
+            ShardError::WriteConflict { .. } => sqlstate::SERIALIZATION_FAILURE,
         }
     }
 }
@@ -88,6 +93,7 @@ impl From<ShardError> for tonic::Status {
             ShardError::TooStale(_) => tonic::Code::OutOfRange,
             ShardError::Unresolved { .. } => tonic::Code::ResourceExhausted,
             ShardError::SnapshotTooOld { .. } => tonic::Code::FailedPrecondition,
+            ShardError::WriteConflict { .. } => tonic::Code::Aborted,
         };
         let details = match &e {
             ShardError::AlreadyExists { key } => key.clone(),

@@ -31,7 +31,7 @@ use crate::saga::Sagas;
 use crate::session::Session;
 use crate::shards::ShardPool;
 use crate::sql::{bind, first_word, params, saga as saga_sql, select as select_sql, write as write_sql};
-use crate::txn::{Txn, TxnManager};
+use crate::txn::{Isolation, Txn, TxnManager};
 use futures::FutureExt;
 use sqlparser::ast::{self, Statement};
 use std::panic::AssertUnwindSafe;
@@ -391,6 +391,7 @@ impl Engine {
                     } else {
                         let mut txn = self.txns.begin(true);
                         txn.read_only = read_only;
+                        txn.isolation = modes::isolation(modes).unwrap_or_default();
                         session.txn = Some(txn);
                     }
                 }
@@ -504,6 +505,13 @@ impl Engine {
                 };
                 (None, ts)
             }
+            // REPEATABLE READ: the transaction's snapshot; READ COMMITTED: the
+            // statement's own. Both see the transaction's writes, and lock nothing.
+            Some(t) if t.isolation == Isolation::RepeatableRead && query.locks.is_empty() => {
+                let ts = self.snapshot_of(t).await?;
+                (Some(t), ts)
+            }
+            Some(t) if t.isolation == Isolation::ReadCommitted && query.locks.is_empty() => (Some(t), self.txns.read_timestamp().await?),
             Some(t) => (Some(t), 0),
             None => (None, self.txns.read_timestamp().await?),
         };
@@ -522,8 +530,23 @@ impl Engine {
         Ok(result)
     }
 
+    /// The transaction's snapshot, taken (and held against garbage
+    /// collection) at its first use.
+    async fn snapshot_of(&self, txn: &mut Txn) -> Result<u64> {
+        if let Some(ts) = txn.snapshot {
+            return Ok(ts);
+        }
+        let ts = self.txns.read_timestamp().await?;
+        txn.snapshot_hold = Some(self.txns.snapshots().hold(ts));
+        Ok(*txn.snapshot.insert(ts))
+    }
+
     /// A statement inside a transaction (BEGIN ... COMMIT, or its own).
     pub(crate) async fn in_transaction(&self, txn: &mut Txn, statement: &Statement) -> Result<QueryResult> {
+        if txn.isolation == Isolation::RepeatableRead && !txn.read_only {
+            // The snapshot is the first statement's, whatever it is.
+            self.snapshot_of(txn).await?;
+        }
         if txn.read_only && matches!(statement, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) {
             return Err(CoordError::ReadOnly(first_word(statement)));
         }

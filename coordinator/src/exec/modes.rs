@@ -4,16 +4,16 @@
 //! `transaction_snapshot`.
 //!
 //! A READ ONLY transaction reads every statement at one snapshot, taken at
-//! its first read, without locks, and refuses writes (25006). A read-write
-//! transaction runs under strict two-phase locking whatever isolation level
-//! it names: that is SERIALIZABLE, at least as strong as every level
-//! PostgreSQL offers, so `SHOW transaction_isolation` says `serializable`
-//! (see docs/architecture/consistency.md).
+//! its first read, without locks, and refuses writes (25006). Read-write
+//! transactions take PostgreSQL's levels with their meanings: READ
+//! COMMITTED (a snapshot per statement), REPEATABLE READ (one snapshot, and
+//! 40001 on a concurrent update), SERIALIZABLE (strict two-phase locking,
+//! the default); see docs/architecture/consistency.md.
 
 use crate::error::{CoordError, Result};
 use crate::result::QueryResult;
-use crate::txn::Txn;
-use sqlparser::ast::{TransactionAccessMode, TransactionMode};
+use crate::txn::{Isolation, Txn};
+use sqlparser::ast::{TransactionAccessMode, TransactionIsolationLevel, TransactionMode};
 use tessera_model::data::{DataType, Value};
 
 /// The access mode a list of modes asks for (`None`: not said).
@@ -22,6 +22,19 @@ pub fn read_only(modes: &[TransactionMode]) -> Option<bool> {
         TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => Some(true),
         TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => Some(false),
         TransactionMode::IsolationLevel(_) => None,
+    })
+}
+
+/// The isolation level a list of modes asks for (`None`: not said).
+/// READ UNCOMMITTED is READ COMMITTED, as in PostgreSQL.
+pub fn isolation(modes: &[TransactionMode]) -> Option<Isolation> {
+    modes.iter().rev().find_map(|m| match m {
+        TransactionMode::IsolationLevel(TransactionIsolationLevel::ReadUncommitted | TransactionIsolationLevel::ReadCommitted) => {
+            Some(Isolation::ReadCommitted)
+        }
+        TransactionMode::IsolationLevel(TransactionIsolationLevel::RepeatableRead | TransactionIsolationLevel::Snapshot) => Some(Isolation::RepeatableRead),
+        TransactionMode::IsolationLevel(TransactionIsolationLevel::Serializable) => Some(Isolation::Serializable),
+        TransactionMode::AccessMode(_) => None,
     })
 }
 
@@ -38,6 +51,12 @@ pub fn set(txn: Option<&mut Txn>, modes: &[TransactionMode]) -> Result<QueryResu
             return Err(CoordError::ActiveTransaction("SET TRANSACTION READ ONLY or READ WRITE must be called before any query".into()));
         }
         txn.read_only = read_only;
+    }
+    if let Some(level) = isolation(modes) {
+        if level != txn.isolation && (txn.snapshot.is_some() || !txn.groups().is_empty()) {
+            return Err(CoordError::ActiveTransaction("SET TRANSACTION ISOLATION LEVEL must be called before any query".into()));
+        }
+        txn.isolation = level;
     }
     Ok(QueryResult::command("SET"))
 }
@@ -82,7 +101,8 @@ pub fn snapshot_timestamp(txn: &Txn, value: &sqlparser::ast::Value, now: u64) ->
 /// other name.
 pub fn show(name: &str, txn: Option<&Txn>) -> Option<QueryResult> {
     let shown = match name {
-        "transaction_isolation" | "default_transaction_isolation" => "serializable",
+        "transaction_isolation" => txn.map(|t| t.isolation).unwrap_or_default().name(),
+        "default_transaction_isolation" => Isolation::default().name(),
         "transaction_read_only" => {
             if txn.is_some_and(|t| t.read_only) {
                 "on"
@@ -117,5 +137,10 @@ mod tests {
         assert_eq!(read_only(&modes("BEGIN ISOLATION LEVEL SERIALIZABLE")), None);
         assert_eq!(read_only(&modes("SET TRANSACTION READ WRITE")), Some(false));
         assert_eq!(read_only(&modes("SET TRANSACTION READ ONLY")), Some(true));
+        assert_eq!(isolation(&modes("BEGIN ISOLATION LEVEL READ COMMITTED")), Some(Isolation::ReadCommitted));
+        assert_eq!(isolation(&modes("BEGIN ISOLATION LEVEL READ UNCOMMITTED")), Some(Isolation::ReadCommitted));
+        assert_eq!(isolation(&modes("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")), Some(Isolation::RepeatableRead));
+        assert_eq!(isolation(&modes("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")), Some(Isolation::Serializable));
+        assert_eq!(isolation(&modes("BEGIN READ ONLY")), None);
     }
 }

@@ -64,7 +64,10 @@ async fn read_rows(
         return Ok((rows.into_iter().map(|r| r.values).collect(), Some(staleness)));
     }
     let contexts = txn.map(|t| t.contexts(plan.targets.iter().map(|(g, _)| *g)));
-    let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), contexts.is_some(), read_ts).await?;
+    // In a transaction, a read with a snapshot (READ COMMITTED, REPEATABLE
+    // READ) takes no locks; one without locks what it reads.
+    let lock = contexts.is_some() && read_ts == 0;
+    let rows = read::fetch(shards, table, &plan.targets, plan.pushed.as_ref(), plan.shard_limit, contexts.as_ref(), lock, read_ts).await?;
     Ok((rows.into_iter().map(|r| r.values).collect(), None))
 }
 

@@ -59,6 +59,33 @@ use std::collections::{BTreeMap, HashMap};
 use tessera_model::txn::{Mutation, TxnContext};
 use tokio::time::Instant;
 
+/// The isolation level of a read-write transaction, with PostgreSQL's
+/// meanings (see docs/architecture/consistency.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Each statement reads a fresh snapshot; writes lock the rows they
+    /// change and act on their newest version.
+    ReadCommitted,
+    /// Every statement reads the snapshot taken at the first one; writing a
+    /// row changed since then fails with 40001.
+    RepeatableRead,
+    /// Reads and writes lock their rows to the end (strict two-phase
+    /// locking): Tessera's default.
+    #[default]
+    Serializable,
+}
+
+impl Isolation {
+    /// The name `SHOW transaction_isolation` gives.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read committed",
+            Isolation::RepeatableRead => "repeatable read",
+            Isolation::Serializable => "serializable",
+        }
+    }
+}
+
 /// A transaction as the coordinator tracks it during execution.
 pub struct Txn {
     pub id: String,
@@ -72,6 +99,7 @@ pub struct Txn {
     /// READ ONLY: every statement reads one snapshot without locks, and
     /// writes are refused.
     pub read_only: bool,
+    pub isolation: Isolation,
     /// A READ ONLY transaction's snapshot, taken at its first read, and
     /// held against garbage collection until the transaction ends.
     pub snapshot: Option<u64>,
@@ -92,6 +120,7 @@ impl Txn {
             explicit,
             failed: false,
             read_only: false,
+            isolation: Isolation::default(),
             snapshot: None,
             snapshot_hold: None,
             participants: BTreeMap::new(),

@@ -249,27 +249,57 @@ impl Participant {
         self.txns.lock().unwrap().values().filter(|t| t.phase == Phase::Prepared).map(|t| t.id.clone()).collect()
     }
 
-    /// Point reads. In a transaction its own writes win, `lock` locks
-    /// first, and the newest committed version is read; outside one, the
-    /// rows as of `read_ts` (a snapshot).
+    /// Point reads. Outside a transaction, the rows as of `read_ts` (a
+    /// snapshot). In one, its own writes win, and: with `lock`, each row is
+    /// locked and its newest committed version read (and with `read_ts`,
+    /// REPEATABLE READ's write check: a version committed at or after
+    /// `read_ts` fails with 40001); without `lock`, the rows as of `read_ts`
+    /// (READ COMMITTED and REPEATABLE READ reads), or the newest without it.
     pub async fn get(&self, keys: Vec<Vec<u8>>, txn: Option<&TxnContext>, lock: bool, read_ts: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if let Some(txn) = txn {
-            self.touch(txn)?;
-        } else if lock {
-            return Err(ShardError::InvalidRequest("a locking read needs a transaction".into()));
-        } else {
+        let Some(txn) = txn else {
+            if lock {
+                return Err(ShardError::InvalidRequest("a locking read needs a transaction".into()));
+            }
             return self.get_at(keys, read_ts).await;
+        };
+        self.touch(txn)?;
+        let snapshot = !lock && read_ts > 0;
+        if snapshot {
+            self.wait_for_intents(Reads::Keys(&keys), read_ts).await?;
         }
         let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
-            if let (Some(txn), true) = (txn, lock) {
+            if lock {
                 self.lock_key(txn, &key).await?;
+                self.check_write_conflict(txn, &key, read_ts)?;
             }
-            if let Some(value) = self.read_key(txn, &key)? {
+            let value = if snapshot { self.read_key_at(txn, &key, read_ts)? } else { self.read_key(Some(txn), &key)? };
+            if let Some(value) = value {
                 rows.push((key, value));
             }
         }
         Ok(rows)
+    }
+
+    /// REPEATABLE READ (`snapshot` > 0): a row about to be written must not
+    /// have a version committed at or after the transaction's snapshot.
+    fn check_write_conflict(&self, txn: &TxnContext, key: &[u8], snapshot: u64) -> Result<()> {
+        if snapshot == 0 || self.txns.lock().unwrap().get(&txn.id).is_some_and(|t| t.writes.contains_key(key)) {
+            return Ok(());
+        }
+        match mvcc::newest_ts(self.engine.as_ref(), key)? {
+            Some(committed) if committed >= snapshot => Err(ShardError::WriteConflict { committed, snapshot }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A row as of `read_ts`, the transaction's own write winning.
+    fn read_key_at(&self, txn: &TxnContext, key: &[u8], read_ts: u64) -> Result<Option<Vec<u8>>> {
+        let own = self.txns.lock().unwrap().get(&txn.id).and_then(|t| t.writes.get(key).cloned());
+        match own {
+            Some(own) => Ok(own),
+            None => Ok(mvcc::get_at(self.engine.as_ref(), key, read_ts)?),
+        }
     }
 
     /// Closes timestamps up to now (see [`table::TxnTable::close`]);
@@ -363,14 +393,16 @@ impl Participant {
 
     /// A range scan with an optional filter, limit, and locks.
     pub async fn scan(self: &Arc<Self>, spec: ScanSpec) -> Result<ScanResult> {
+        let snapshot = !spec.lock && (spec.txn.is_none() || spec.read_ts > 0);
         if let Some(txn) = &spec.txn {
             self.touch(txn)?;
         } else if spec.lock {
             return Err(ShardError::InvalidRequest("a locking scan needs a transaction".into()));
-        } else {
+        }
+        if snapshot {
             self.wait_for_intents(Reads::Range(&spec.start, &spec.end), spec.read_ts).await?;
         }
-        let read_ts = if spec.txn.is_some() { mvcc::LATEST } else { spec.read_ts };
+        let read_ts = if snapshot { spec.read_ts } else { mvcc::LATEST };
         let overlay = spec.txn.as_ref().map(|t| self.writes_in_range(&t.id, &spec.start, &spec.end)).unwrap_or_default();
         let this = self.clone();
         let unbounded = spec.lock || !overlay.is_empty();
@@ -383,7 +415,7 @@ impl Participant {
             apply_overlay(&mut result.rows, overlay, spec.filter.as_ref())?;
         }
         if spec.lock {
-            result.rows = self.lock_rows(spec.txn.as_ref().unwrap(), result.rows, spec.filter.as_ref()).await?;
+            result.rows = self.lock_rows(spec.txn.as_ref().unwrap(), result.rows, spec.filter.as_ref(), spec.read_ts).await?;
         }
         if unbounded && spec.limit > 0 && result.rows.len() as u64 > spec.limit {
             result.rows.truncate(spec.limit as usize);
@@ -421,10 +453,11 @@ impl Participant {
     }
 
     /// Locks each candidate row, then re-reads it and re-checks the filter.
-    async fn lock_rows(&self, txn: &TxnContext, candidates: Vec<(Vec<u8>, Vec<u8>)>, filter: Option<&Expr>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    async fn lock_rows(&self, txn: &TxnContext, candidates: Vec<(Vec<u8>, Vec<u8>)>, filter: Option<&Expr>, snapshot: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut rows = Vec::with_capacity(candidates.len());
         for (key, _) in candidates {
             self.lock_key(txn, &key).await?;
+            self.check_write_conflict(txn, &key, snapshot)?;
             if let Some(value) = self.read_key(Some(txn), &key)? {
                 if row_matches(filter, &value)? {
                     rows.push((key, value));
