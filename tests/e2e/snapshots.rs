@@ -47,13 +47,21 @@ struct Seen {
     failed: Vec<String>,
 }
 
-/// Sums every balance until `stop`, each read as `mode` says.
+/// Sums every balance until `stop`, each read as `mode` says: a statement,
+/// a READ ONLY transaction, a replica read, or a READ ONLY transaction half
+/// a second in the past (`SET TRANSACTION SNAPSHOT`).
 async fn reader(mut c: Client, mode: &'static str, stop: Arc<AtomicBool>) -> Seen {
     let mut seen = Seen::default();
     let sql = match mode {
         "read only" => format!("BEGIN READ ONLY; {SUM}; SELECT sum(balance) FROM bank WHERE id < 100; {SUM}; COMMIT"),
+        // Tessera's AS OF SYSTEM TIME: a snapshot half a second in the past.
+        "as of" => format!("BEGIN READ ONLY; SET TRANSACTION SNAPSHOT '-500ms'; {SUM}; COMMIT"),
         _ => SUM.to_string(),
     };
+    if mode == "as of" {
+        // Half a second after the accounts were loaded, the past holds them.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
     if mode == "replica" {
         exec(&mut c, "SET replica_reads = on").await;
         // A replica read takes a snapshot every replica has closed, which
@@ -97,7 +105,7 @@ async fn sums_across_three_groups_are_exact_while_transfers_commit_in_every_read
         writers.push(tokio::spawn(writer(cluster.client().await, seed + 1, stop.clone(), commits.clone())));
     }
     let mut readers = Vec::new();
-    for mode in ["autocommit", "read only", "replica"] {
+    for mode in ["autocommit", "read only", "replica", "as of"] {
         readers.push(tokio::spawn(reader(cluster.client().await, mode, stop.clone())));
     }
     tokio::time::sleep(Duration::from_secs(30)).await;
