@@ -5,9 +5,10 @@
 //! Every transaction carries its start timestamp (smaller is older). A
 //! request for a lock another transaction holds joins the row's queue and
 //! waits; when the holder releases, the lock passes to the first in line.
-//! If the requester is *older* than the holder, it also **wounds** the
-//! holder (see [`LockConflict::Wound`]): the participant aborts the holder
-//! unless it has prepared, which frees the lock. So waits only ever go from
+//! If the requester is *older* than the holder and the lock is not handed
+//! to it within [`WOUND_AFTER`] (most holders finish sooner), it
+//! **wounds** the holder (see [`LockConflict::Wound`]): the participant
+//! aborts the holder unless it has prepared, which frees the lock. So waits only ever go from
 //! younger to older transactions (or to prepared ones, which need no lock
 //! to finish): no cycle, and no distributed deadlock, can form. A hot row
 //! serializes its writers instead of failing them. The deadline is a
@@ -21,6 +22,11 @@ use tokio::time::Instant;
 
 /// Who holds or wants a lock: (start timestamp, transaction id).
 type Owner = (u64, String);
+
+/// How long an older requester waits in line before it wounds the younger
+/// holder: a deadlock lasts at most this long, and a holder that finishes
+/// sooner is not aborted.
+pub const WOUND_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 struct Entry {
     owner: Owner,
@@ -63,16 +69,17 @@ impl LockTable {
                 return Ok(false);
             }
             let holder = entry.owner.1.clone();
-            if me < entry.owner && !wounded.contains(&holder) {
-                return Err(LockConflict::Wound { holder });
-            }
+            let wounds = me < entry.owner && !wounded.contains(&holder);
             let (tx, rx) = oneshot::channel();
             entry.queue.push_back((me, tx));
-            (rx, holder)
+            (rx, (holder, wounds))
         };
+        let (holder, wounds) = holder;
         let since = Instant::now();
         self.waits.inc();
-        let outcome = tokio::time::timeout_at(deadline, granted).await;
+        // An older requester waits a moment, then wounds the holder.
+        let until = if wounds { deadline.min(since + WOUND_AFTER) } else { deadline };
+        let outcome = tokio::time::timeout_at(until, granted).await;
         self.wait_seconds.observe_duration(since.elapsed());
         match outcome {
             Ok(Ok(())) => Ok(true),
@@ -86,6 +93,9 @@ impl LockTable {
                 }
                 if let Some(entry) = rows.get_mut(key) {
                     entry.queue.retain(|(o, _)| o.1 != txn);
+                }
+                if wounds && Instant::now() < deadline {
+                    return Err(LockConflict::Wound { holder });
                 }
                 Err(LockConflict::Timeout { holder })
             }
@@ -187,7 +197,10 @@ mod tests {
     async fn an_older_requester_wounds_the_holder_then_waits_for_it() {
         let table = Arc::new(LockTable::default());
         table.acquire(b"k", "young", 20, far(), &[]).await.unwrap();
+        let started = Instant::now();
         assert_eq!(table.acquire(b"k", "old", 10, far(), &[]).await, Err(LockConflict::Wound { holder: "young".into() }));
+        assert!(started.elapsed() >= WOUND_AFTER, "it waited a moment before wounding");
+        assert_eq!(table.len(), 1, "and left the line");
         // The holder could not be aborted (it prepared): the older one waits.
         let waiter = {
             let table = table.clone();
@@ -197,6 +210,21 @@ mod tests {
         assert!(!waiter.is_finished());
         table.release("young", [&b"k".to_vec()]);
         assert_eq!(waiter.await.unwrap(), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_finishes_within_the_moment_is_not_wounded() {
+        let table = Arc::new(LockTable::default());
+        table.acquire(b"k", "young", 20, far(), &[]).await.unwrap();
+        let release = {
+            let table = table.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(WOUND_AFTER / 5).await;
+                table.release("young", [&b"k".to_vec()]);
+            })
+        };
+        assert_eq!(table.acquire(b"k", "old", 10, far(), &[]).await, Ok(true));
+        release.await.unwrap();
     }
 
     #[tokio::test]
