@@ -124,6 +124,8 @@ pub fn scan_at(engine: &dyn Engine, start: &[u8], end: &[u8], read_ts: u64, visi
     if start >= end {
         return Ok(());
     }
+    // The row whose visible version was taken (one buffer, reused: no
+    // allocation per row).
     let mut done: Option<Vec<u8>> = None;
     let trimmed = end.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     let mut raw_end = end[..trimmed].to_vec();
@@ -136,7 +138,9 @@ pub fn scan_at(engine: &dyn Engine, start: &[u8], end: &[u8], read_ts: u64, visi
         if key < start || ts >= read_ts || done.as_deref() == Some(key) {
             return true;
         }
-        done = Some(key.to_vec());
+        let buffer = done.get_or_insert_with(Vec::new);
+        buffer.clear();
+        buffer.extend_from_slice(key);
         value.is_empty() || visit(key, value)
     })
 }
