@@ -360,8 +360,7 @@ impl Engine {
                 if let (Some(snapshot), Some(txn)) = (snapshot, session.txn.as_mut()) {
                     let now = self.txns.read_timestamp().await?;
                     let ts = modes::snapshot_timestamp(txn, &snapshot.value, now)?;
-                    txn.snapshot_hold = Some(self.txns.snapshots().hold(ts));
-                    txn.snapshot = Some(ts);
+                    txn.snapshot = Some(self.txns.snapshots().hold(ts));
                 }
                 return Ok(QueryResult::command("SET"));
             }
@@ -474,14 +473,7 @@ impl Engine {
         let Some(txn) = txn.filter(|t| t.read_only) else {
             return Err(CoordError::Unsupported("SHOW transaction_snapshot outside a READ ONLY transaction".into()));
         };
-        let ts = match txn.snapshot {
-            Some(ts) => ts,
-            None => {
-                let ts = self.txns.read_timestamp().await?;
-                txn.snapshot_hold = Some(self.txns.snapshots().hold(ts));
-                *txn.snapshot.insert(ts)
-            }
-        };
+        let ts = self.snapshot_of(txn).await?;
         Ok(QueryResult::rows(&[("transaction_snapshot", DataType::Text)], vec![vec![Value::Text(ts.to_string())]]))
     }
 
@@ -495,14 +487,7 @@ impl Engine {
                 if !query.locks.is_empty() {
                     return Err(CoordError::ReadOnly("SELECT FOR UPDATE".into()));
                 }
-                let ts = match t.snapshot {
-                    Some(ts) => ts,
-                    None => {
-                        let ts = self.txns.read_timestamp().await?;
-                        t.snapshot_hold = Some(self.txns.snapshots().hold(ts));
-                        *t.snapshot.insert(ts)
-                    }
-                };
+                let ts = self.snapshot_of(t).await?;
                 (None, ts)
             }
             // REPEATABLE READ: the transaction's snapshot; READ COMMITTED: the
@@ -533,12 +518,12 @@ impl Engine {
     /// The transaction's snapshot, taken (and held against garbage
     /// collection) at its first use.
     async fn snapshot_of(&self, txn: &mut Txn) -> Result<u64> {
-        if let Some(ts) = txn.snapshot {
+        if let Some(ts) = txn.snapshot_ts() {
             return Ok(ts);
         }
         let ts = self.txns.read_timestamp().await?;
-        txn.snapshot_hold = Some(self.txns.snapshots().hold(ts));
-        Ok(*txn.snapshot.insert(ts))
+        txn.snapshot = Some(self.txns.snapshots().hold(ts));
+        Ok(ts)
     }
 
     /// A statement inside a transaction (BEGIN ... COMMIT, or its own).

@@ -27,7 +27,7 @@ pub async fn insert(txns: &TxnManager, txn: &mut Txn, plan: InsertPlan) -> Resul
 pub async fn modify(shards: &ShardPool, txns: &TxnManager, txn: &mut Txn, plan: &ModifyPlan) -> Result<u64> {
     let contexts = txn.contexts(plan.targets.iter().map(|(g, _)| *g));
     // REPEATABLE READ: a row changed since the snapshot fails with 40001.
-    let write_check = if txn.isolation == crate::txn::Isolation::RepeatableRead { txn.snapshot.unwrap_or(0) } else { 0 };
+    let write_check = if txn.isolation == crate::txn::Isolation::RepeatableRead { txn.snapshot_ts().unwrap_or(0) } else { 0 };
     let fetched = read::fetch(shards, &plan.table, &plan.targets, plan.pushed.as_ref(), 0, Some(&contexts), true, write_check).await?;
     tessera_model::failpoint::fail("coordinator.after_modify_read").map_err(CoordError::Internal)?;
     let mut by_group: BTreeMap<ShardGroupId, Vec<Mutation>> = BTreeMap::new();

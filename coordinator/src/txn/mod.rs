@@ -100,10 +100,10 @@ pub struct Txn {
     /// writes are refused.
     pub read_only: bool,
     pub isolation: Isolation,
-    /// A READ ONLY transaction's snapshot, taken at its first read, and
-    /// held against garbage collection until the transaction ends.
-    pub snapshot: Option<u64>,
-    pub snapshot_hold: Option<oracle::SnapshotHold>,
+    /// The snapshot of a READ ONLY or REPEATABLE READ transaction, taken at
+    /// its first statement and held against garbage collection until the
+    /// transaction ends (see [`Txn::snapshot_ts`]).
+    pub snapshot: Option<oracle::SnapshotHold>,
     /// Groups that have seen the transaction, and whether each has writes.
     participants: BTreeMap<ShardGroupId, bool>,
     /// Autocommit writes not yet sent.
@@ -122,12 +122,16 @@ impl Txn {
             read_only: false,
             isolation: Isolation::default(),
             snapshot: None,
-            snapshot_hold: None,
             participants: BTreeMap::new(),
             pending: BTreeMap::new(),
             started: Instant::now(),
             coordinator,
         }
+    }
+
+    /// The transaction's snapshot timestamp, once taken.
+    pub fn snapshot_ts(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(|hold| hold.ts())
     }
 
     /// The context for a request to `group`; the first one begins the

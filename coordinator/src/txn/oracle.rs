@@ -122,6 +122,13 @@ impl Snapshots {
     }
 }
 
+impl SnapshotHold {
+    /// The snapshot's timestamp.
+    pub fn ts(&self) -> u64 {
+        self.ts
+    }
+}
+
 impl Drop for SnapshotHold {
     fn drop(&mut self) {
         let mut held = self.snapshots.held.lock().unwrap();
